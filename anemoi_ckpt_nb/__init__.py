@@ -1,0 +1,35 @@
+"""anemoi-ckpt-nb: manage the whole life of Anemoi training checkpoints.
+
+Importing the package is cheap: torch, boto3, pandas and ipywidgets are
+imported only by the functions that need them. The public objects are loaded
+on first attribute access.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "open_checkpoint": ("anemoi_ckpt_nb.core.reader", "open_checkpoint"),
+    "Catalogue": ("anemoi_ckpt_nb.api", "Catalogue"),
+    "Checkpoint": ("anemoi_ckpt_nb.api", "Checkpoint"),
+    "convert": ("anemoi_ckpt_nb.core.convert", "convert"),
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'anemoi_ckpt_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:  # pragma: no cover - exercised by notebook tests
+    """``%load_ext anemoi_ckpt_nb``: register the ``%ckpt`` magics."""
+    from anemoi_ckpt_nb.notebook.magics import load_ipython_extension as _load
+
+    _load(ipython)

@@ -1,0 +1,54 @@
+"""The ``anemoi-ckpt`` command: parse, call the API, print. No logic lives here.
+
+Each subcommand is a small module of this package with two functions:
+``add_parser(subparsers)`` and ``run(args) -> int``. Modules are imported
+only when their command runs, except for building ``--help``, so that
+``anemoi-ckpt --help`` stays fast and imports no torch, boto3 or pandas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from anemoi_ckpt_nb import __version__
+
+#: Subcommand name -> module under anemoi_ckpt_nb.cli (one line per command).
+COMMANDS: dict[str, str] = {
+    "inspect": "inspect_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anemoi-ckpt",
+        description="Manage Anemoi training checkpoints: inspect, convert, catalogue, lineage, fork and resume.",
+    )
+    parser.add_argument("--version", action="version", version=f"anemoi-ckpt {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        importlib.import_module(f"anemoi_ckpt_nb.cli.{module}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from anemoi_ckpt_nb.cli._errors import report
+
+    module = importlib.import_module(f"anemoi_ckpt_nb.cli.{COMMANDS[args.command]}")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("anemoi-ckpt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # formatted at the edge: one line, no traceback
+        return report(error)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

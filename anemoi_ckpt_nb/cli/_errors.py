@@ -1,0 +1,29 @@
+"""Turn exceptions into one line on stderr and an exit status."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from anemoi_ckpt_nb.core.errors import CkptError
+
+#: Exit status for an error we raised on purpose, and for anything else.
+EXIT_ERROR = 2
+EXIT_BUG = 3
+
+
+def describe(error: BaseException) -> str:
+    """One sentence for a user: our typed errors as they are, others with their type."""
+    if isinstance(error, CkptError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def report(error: BaseException) -> int:
+    """Print ``error`` as one line; with ANEMOI_CKPT_DEBUG=1 re-raise for the traceback."""
+    if os.environ.get("ANEMOI_CKPT_DEBUG"):
+        raise error
+    print(f"anemoi-ckpt: error: {describe(error)}", file=sys.stderr)
+    return EXIT_ERROR if isinstance(error, (CkptError, OSError)) else EXIT_BUG

@@ -1,0 +1,1 @@
+"""Headless logic. Nothing here imports IPython, ipywidgets, graphviz or the notebook package."""

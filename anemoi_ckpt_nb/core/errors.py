@@ -1,0 +1,190 @@
+"""Typed exceptions that carry context.
+
+Every error the toolkit raises on purpose is a :class:`CkptError`. Each one
+names the thing it is about (a file, a catalogue object, a storage key) and,
+where one exists, a ``hint``: the action or command that fixes it. The CLI and
+the notebook magics format these at the edge (one sentence, no traceback);
+the core never prints.
+
+Each family also subclasses the builtin a caller would naturally catch
+(``OSError`` for files and storage, ``LookupError`` for missing objects,
+``ValueError`` for bad input), so plain ``except OSError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class CkptError(Exception):
+    """Base of every error raised on purpose by anemoi-ckpt-nb.
+
+    Args:
+        message: One sentence saying what went wrong, naming the object.
+        hint: What to do about it, ideally a command; shown after the message.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+# --- reading checkpoint files -------------------------------------------------
+
+
+class CheckpointReadError(CkptError, OSError):
+    """A checkpoint file could not be read. Carries ``path``."""
+
+    def __init__(self, path: object, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}", hint=hint)
+        self.path = str(path)
+
+
+class NotACheckpointError(CheckpointReadError):
+    """The file exists but is not a checkpoint of any kind we know."""
+
+
+class CorruptCheckpointError(CheckpointReadError):
+    """The file looks like a checkpoint but is truncated or damaged."""
+
+
+class UnsafePickleError(CheckpointReadError):
+    """The pickle asked for a callable outside the allow-list; nothing was run.
+
+    Carries ``module`` and ``name`` of the refused global.
+    """
+
+    def __init__(self, path: object, module: str, name: str) -> None:
+        super().__init__(
+            path,
+            f"refused to load: the pickle calls {module}.{name}, which is not on the "
+            "allow-list of tensor rebuild functions and plain containers; nothing from "
+            "the file was run",
+            hint="do not use this file unless you trust its origin and know why it needs that call",
+        )
+        self.module = module
+        self.name = name
+
+
+# --- conversion ---------------------------------------------------------------
+
+
+class ConvertError(CkptError):
+    """A conversion failed. Carries ``source`` and ``destination``."""
+
+    def __init__(
+        self, source: object, destination: object, message: str, *, hint: str | None = None
+    ) -> None:
+        super().__init__(f"{source} -> {destination}: {message}", hint=hint)
+        self.source = str(source)
+        self.destination = str(destination)
+
+
+# --- storage ------------------------------------------------------------------
+
+
+class StorageError(CkptError, OSError):
+    """A storage backend operation failed. Carries ``url`` and ``key``."""
+
+    def __init__(
+        self, url: str, key: str | None, message: str, *, hint: str | None = None
+    ) -> None:
+        where = f"{url.rstrip('/')}/{key}" if key else url
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.url = url
+        self.key = key
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """The key does not exist in the storage."""
+
+
+class ConflictError(StorageError):
+    """A create-only write found the key already there, or a compare-and-swap
+    found that someone else changed the object meanwhile (S3 412/409)."""
+
+
+class StorageAccessError(StorageError, PermissionError):
+    """Credentials are missing or wrong, or the bucket refuses us."""
+
+
+class StorageUnreachableError(StorageError, ConnectionError):
+    """The storage endpoint cannot be reached."""
+
+
+class IntegrityError(StorageError):
+    """Bytes read or written do not match the expected sha256."""
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """A storage key is malformed (empty part, ``..``, a leading dot, ...)."""
+
+
+class BucketNotFoundError(StorageError):
+    """The S3 bucket named in the storage URL does not exist."""
+
+
+class StorageURLError(CkptError, ValueError):
+    """A storage URL has an unknown scheme or is malformed. Carries ``url``."""
+
+    def __init__(self, url: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{url}: {message}", hint=hint)
+        self.url = url
+
+
+class OfflineError(CkptError, ConnectionError):
+    """The network was needed while ``ANEMOI_CKPT_OFFLINE=1`` forbids it."""
+
+
+# --- catalogue ----------------------------------------------------------------
+
+
+class CatalogueError(CkptError):
+    """A catalogue operation was refused or failed."""
+
+
+class NotRegisteredError(CatalogueError, LookupError):
+    """No record matches the uuid or name. Carries ``ref``."""
+
+    def __init__(self, ref: str, message: str | None = None, *, hint: str | None = None) -> None:
+        super().__init__(message or f"no checkpoint {ref!r} in the catalogue", hint=hint)
+        self.ref = ref
+
+
+class MissingParentError(CatalogueError, LookupError):
+    """Registration refused: a parent is not registered. Carries ``uuid`` and ``missing``."""
+
+    def __init__(self, uuid: str, missing: list[str], *, hint: str | None = None) -> None:
+        names = ", ".join(missing)
+        super().__init__(
+            f"cannot register {uuid}: its parent {names} is not in the catalogue",
+            hint=hint,
+        )
+        self.uuid = uuid
+        self.missing = list(missing)
+
+
+class ProtectedError(CatalogueError, PermissionError):
+    """The action would remove or alter something a policy protects."""
+
+
+# --- runs, compatibility ------------------------------------------------------
+
+
+class DriftError(CkptError):
+    """The environment differs from the checkpoint's in ways that matter.
+
+    Carries ``differences``: a list of human-readable lines.
+    """
+
+    def __init__(self, message: str, differences: list[str], *, hint: str | None = None) -> None:
+        super().__init__(message + ": " + "; ".join(differences), hint=hint)
+        self.differences = list(differences)
+
+
+class SchemaError(CkptError, ValueError):
+    """A document does not match any known schema version, or a migration failed."""

@@ -1,0 +1,1 @@
+"""Display only: HTML reprs, lineage graph rendering, tag widgets, ``%ckpt`` magics."""
