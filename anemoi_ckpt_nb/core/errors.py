@@ -52,6 +52,10 @@ class CorruptCheckpointError(CheckpointReadError):
     """The file looks like a checkpoint but is truncated or damaged."""
 
 
+class CheckpointNotFoundError(CheckpointReadError, FileNotFoundError):
+    """There is no file at the path given."""
+
+
 class UnsafePickleError(CheckpointReadError):
     """The pickle asked for a callable outside the allow-list; nothing was run.
 
@@ -168,6 +172,40 @@ class MissingParentError(CatalogueError, LookupError):
         self.missing = list(missing)
 
 
+class CatalogueNotFoundError(CatalogueError, FileNotFoundError):
+    """There is no catalogue (no ``catalogue.json``) at the URL. Carries ``url``."""
+
+    def __init__(self, url: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{url}: no catalogue here (no catalogue.json)", hint=hint)
+        self.url = url
+
+
+class AmbiguousReferenceError(CatalogueError, LookupError):
+    """A name or uuid prefix matches several records. Carries ``ref`` and ``candidates``."""
+
+    def __init__(self, ref: str, candidates: list[str], *, hint: str | None = None) -> None:
+        shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+        super().__init__(f"{ref!r} matches {len(candidates)} checkpoints: {shown}", hint=hint)
+        self.ref = ref
+        self.candidates = list(candidates)
+
+
+class UuidClashError(CatalogueError, ValueError):
+    """A uuid is already registered for a file with other bytes. Carries ``uuid``."""
+
+    def __init__(self, uuid: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.uuid = uuid
+
+
+class InvalidTagError(CatalogueError, ValueError):
+    """A tag name is empty, has spaces or starts with ``+``/``-``. Carries ``tag``."""
+
+    def __init__(self, tag: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.tag = tag
+
+
 class ProtectedError(CatalogueError, PermissionError):
     """The action would remove or alter something a policy protects."""
 
@@ -186,5 +224,61 @@ class DriftError(CkptError):
         self.differences = list(differences)
 
 
+class CacheError(CkptError, OSError):
+    """A cached checkpoint is missing, incomplete or does not match its manifest.
+
+    Carries ``path``: the file or folder of the cache it is about.
+    """
+
+    def __init__(self, path: object, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}", hint=hint)
+        self.path = str(path)
+
+
+class InsufficientSpaceError(CacheError):
+    """The cache's disk has too little free space for a download.
+
+    Carries ``needed`` and ``free`` (bytes).
+    """
+
+    def __init__(self, path: object, needed: int, free: int, *, hint: str | None = None) -> None:
+        super().__init__(
+            path,
+            f"not enough free disk space: need {needed:,} bytes (file and safety margin), "
+            f"only {free:,} free",
+            hint=hint,
+        )
+        self.needed = needed
+        self.free = free
+
+
+class CodeCheckoutError(CkptError, OSError):
+    """The git state of a training-code checkout could not be read. Carries ``path``."""
+
+    def __init__(self, path: object, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}", hint=hint)
+        self.path = str(path)
+
+
+class RunPlanError(CkptError, ValueError):
+    """A fork or resume cannot be planned as asked (wrong kind of checkpoint,
+    no run id to resume, a missing option). Carries ``ref``."""
+
+    def __init__(self, ref: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{ref}: {message}", hint=hint)
+        self.ref = ref
+
+
 class SchemaError(CkptError, ValueError):
     """A document does not match any known schema version, or a migration failed."""
+
+
+# --- notebook display -----------------------------------------------------------
+
+
+class RenderError(CkptError):
+    """A lineage graph could not be drawn by the renderer asked for. Carries ``renderer``."""
+
+    def __init__(self, renderer: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"lineage renderer {renderer!r}: {message}", hint=hint)
+        self.renderer = renderer

@@ -1,0 +1,346 @@
+"""A local (or shared POSIX) folder as storage: the embedded default.
+
+Objects are plain files under the root, so a catalogue stays browseable.
+The contract's guarantees come from the filesystem:
+
+* every write goes to a temporary file in the same folder, is fsynced, then
+  becomes visible in one step, so readers never see a partial object;
+* create-only uses ``os.link`` of that temporary, which fails atomically when
+  the name exists (the ``O_EXCL`` of a finished file);
+* compare-and-swap, plain overwrites and deletes take an exclusive ``flock``
+  on a lock file chosen by the key's hash, then ``os.replace``. Lock files
+  live under ``<root>/.locks/``; temporaries are ``.tmp.*`` next to their
+  target. Listings skip dotted names.
+
+The etag is the sha256 of the content (as S3's ETag is an MD5 of it), cached
+in an extended attribute with the size and mtime it belongs to, so ``stat``
+and ``list`` do not re-read large files. It is not derived from inode and
+mtime because a freed inode is reused at once and mtimes are coarse, which
+would let two different writes share an etag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import stat as stat_mod
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from anemoi_ckpt_nb.core.errors import (
+    ConflictError,
+    InvalidKeyError,
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageError,
+)
+from anemoi_ckpt_nb.storage._keys import check_key
+from anemoi_ckpt_nb.storage._transfer import (
+    CHUNK,
+    copy_hashed,
+    download_resumable,
+    fsync_dir,
+    upload_mismatch,
+)
+from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
+
+_XATTR = "user.anemoi_ckpt.sha256"
+_LOCK_STRIPES = 256
+
+
+def _cached_sha(fd: int, st: os.stat_result) -> str | None:
+    """The sha256 recorded when the file was written, if it still describes it."""
+    try:
+        size, mtime, sha = os.getxattr(fd, _XATTR).decode().split(":")
+    except (AttributeError, OSError, ValueError):
+        return None
+    if int(size) == st.st_size and int(mtime) == st.st_mtime_ns:
+        return sha
+    return None
+
+
+def _record_sha(fd: int, sha: str) -> None:
+    st = os.fstat(fd)
+    with contextlib.suppress(AttributeError, OSError):  # no xattrs here: we re-hash instead
+        os.setxattr(fd, _XATTR, f"{st.st_size}:{st.st_mtime_ns}:{sha}".encode())
+
+
+def _etag_fd(fd: int) -> str:
+    st = os.fstat(fd)
+    sha = _cached_sha(fd, st)
+    if sha is None:
+        digest = hashlib.sha256()
+        offset = 0
+        while chunk := os.pread(fd, CHUNK, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        sha = digest.hexdigest()
+        _record_sha(fd, sha)
+    return sha
+
+
+class LocalStorage(Storage):
+    """Objects as files under ``root``; safe with several threads and processes.
+
+    Args:
+        root: The folder; created on the first write.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(self.url, key)
+
+    @contextlib.contextmanager
+    def _errors(self, key: str | None) -> Iterator[None]:
+        """Turn OS errors into the storage errors of the contract."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except PermissionError as exc:
+            raise StorageAccessError(
+                self.url,
+                key,
+                f"permission denied: {exc.filename or self.root}",
+                hint=f"check the permissions of {self.root}",
+            ) from None
+        except (NotADirectoryError, FileExistsError) as exc:
+            raise InvalidKeyError(
+                self.url, key, f"a parent of this key is an object, not a folder ({exc.filename})"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StorageError(
+                    self.url, key, "no space left", hint=f"free space under {self.root}"
+                ) from None
+            raise StorageError(self.url, key, f"{exc.strerror or exc} ({exc.filename})") from None
+
+    @contextlib.contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        """Exclusive lock for writers of ``key``, across threads and processes."""
+        folder = self.root / ".locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _LOCK_STRIPES
+        fd = os.open(folder / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _temp_next_to(self, path: Path) -> tuple[int, Path]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp.", dir=path.parent)
+        return fd, Path(name)
+
+    def _write_temp(self, path: Path, data: bytes) -> tuple[Path, str]:
+        """Write ``data`` whole to a fsynced temporary next to ``path``."""
+        fd, tmp = self._temp_next_to(path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                sha = hashlib.sha256(data).hexdigest()
+                _record_sha(f.fileno(), sha)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, sha
+
+    def _open_object(self, key: str) -> int:
+        """A read-only fd on the object's current file."""
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFoundError(self.url, key, "no such object") from None
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ObjectNotFoundError(self.url, key, "no such object (it is a folder)")
+        return fd
+
+    # --- the contract -------------------------------------------------------------
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        with self._errors(key):
+            fd = self._open_object(key)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> str:
+        path = self._path(key)
+        with self._errors(key):
+            tmp, sha = self._write_temp(path, bytes(data))
+            try:
+                if if_absent:
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        raise ConflictError(
+                            self.url, key, "already exists; create-only write refused"
+                        ) from None
+                else:
+                    with self._lock(key):
+                        os.replace(tmp, path)
+                fsync_dir(path.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return sha
+
+    def replace(self, key: str, data: bytes, *, etag: str) -> str:
+        path = self._path(key)
+        with self._errors(key):
+            tmp, sha = self._write_temp(path, bytes(data))
+            try:
+                with self._lock(key):
+                    try:
+                        fd = self._open_object(key)
+                    except ObjectNotFoundError:
+                        raise ConflictError(self.url, key, "vanished since it was read") from None
+                    try:
+                        current = _etag_fd(fd)
+                    finally:
+                        os.close(fd)
+                    if current != etag:
+                        raise ConflictError(self.url, key, "changed since it was read")
+                    os.replace(tmp, path)
+                fsync_dir(path.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return sha
+
+    def stat(self, key: str) -> ObjectInfo:
+        with self._errors(key):
+            fd = self._open_object(key)
+            try:
+                return ObjectInfo(key=key, size=os.fstat(fd).st_size, etag=_etag_fd(fd))
+            finally:
+                os.close(fd)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with self._errors(key), self._lock(key):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                path.unlink()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        head, _, _ = prefix.rpartition("/")
+        start = self.root / head if head else self.root
+        yield from self._walk(start, f"{head}/" if head else "", prefix)
+
+    def _walk(self, folder: Path, base: str, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        items = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            key = base + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                # "a/" sorts where every "a/..." key does, keeping key order overall.
+                folder_key = key + "/"
+                if folder_key.startswith(prefix) or prefix.startswith(folder_key):
+                    items.append((folder_key, True, entry.path))
+            elif key.startswith(prefix):
+                items.append((key, False, entry.path))
+        for key, is_dir, path in sorted(items):
+            if is_dir:
+                yield from self._walk(Path(path), key, prefix)
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except (FileNotFoundError, IsADirectoryError):
+                continue  # deleted while we listed
+            try:
+                if stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                    yield ObjectInfo(key=key, size=os.fstat(fd).st_size, etag=_etag_fd(fd))
+            finally:
+                os.close(fd)
+
+    def upload_file(
+        self,
+        key: str,
+        path: str | Path,
+        *,
+        sha256: str,
+        progress: ProgressCallback | None = None,
+    ) -> ObjectInfo:
+        target = self._path(key)
+        with open(path, "rb") as source, self._errors(key):
+            if (known := self._known(key)) is not None and known.etag == sha256:
+                return known  # content-addressed: already stored and verified
+            fd, tmp = self._temp_next_to(target)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    got, size = copy_hashed(source, out, progress=progress)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    if got != sha256:
+                        raise upload_mismatch(self.url, key, path, got, sha256)
+                    _record_sha(out.fileno(), got)
+                with self._lock(key):
+                    os.replace(tmp, target)
+                fsync_dir(target.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return ObjectInfo(key=key, size=size, etag=sha256)
+
+    def _known(self, key: str) -> ObjectInfo | None:
+        """The object's info if its hash is cached (no re-reading), else None."""
+        try:
+            fd = self._open_object(key)
+        except ObjectNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            sha = _cached_sha(fd, st)
+            return None if sha is None else ObjectInfo(key=key, size=st.st_size, etag=sha)
+        finally:
+            os.close(fd)
+
+    def download_file(
+        self,
+        key: str,
+        dest: str | Path,
+        *,
+        sha256: str,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        with self._errors(key):
+            fd = self._open_object(key)
+        # Read one inode throughout, even if the key is replaced meanwhile.
+        with os.fdopen(fd, "rb") as source:
+
+            def read_from(offset: int) -> Iterator[bytes]:
+                source.seek(offset)
+                while chunk := source.read(CHUNK):
+                    yield chunk
+
+            return download_resumable(
+                url=self.url,
+                key=key,
+                dest=dest,
+                sha256=sha256,
+                size=os.fstat(fd).st_size,
+                read_from=read_from,
+                progress=progress,
+            )

@@ -1,0 +1,280 @@
+"""S3 (or any S3-compatible server) through boto3, the only module that imports it.
+
+Configuration is the ordinary AWS one, read by boto3 itself: ``AWS_PROFILE``,
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, ``~/.aws/config`` and
+``AWS_ENDPOINT_URL`` for a non-AWS server. ``endpoint_url`` and ``profile``
+arguments override them for one storage (one site among several).
+
+Create-only is ``PutObject`` with ``If-None-Match: *`` and compare-and-swap
+is ``PutObject`` with ``If-Match: <etag>``; 412, 409 and a 404 on a
+conditional write are conflicts. The etag is the server's ETag, quoted as
+returned. ``ANEMOI_CKPT_OFFLINE=1`` refuses every operation before any request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from anemoi_ckpt_nb.core.errors import IntegrityError, ObjectNotFoundError
+from anemoi_ckpt_nb.storage import _s3_transfer as transfer
+from anemoi_ckpt_nb.storage._keys import check_key
+from anemoi_ckpt_nb.storage._s3_errors import bucket_missing, refuse_offline, translate
+from anemoi_ckpt_nb.storage._transfer import download_resumable
+from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
+
+MiB = 1024 * 1024
+
+
+class S3Storage(Storage):
+    """Objects under ``s3://bucket/prefix``.
+
+    Args:
+        bucket: The bucket; it must exist.
+        prefix: Folder inside the bucket ("" for its root).
+        endpoint_url: Server URL; default: ``AWS_ENDPOINT_URL`` or AWS.
+        profile: AWS profile name; default: ``AWS_PROFILE`` or the default chain.
+        region: Region name; default: from the AWS configuration.
+        part_size: Bytes per multipart part and per download range (>= 5 MiB).
+        max_concurrency: Parts or ranges transferred at once.
+        connect_timeout: Seconds before an unreachable endpoint is reported.
+        max_attempts: Tries per request (default ``AWS_MAX_ATTEMPTS`` or 2,
+            so that an unreachable endpoint fails fast).
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+        part_size: int = 16 * MiB,
+        max_concurrency: int = 4,
+        connect_timeout: float = 5.0,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.endpoint_url = endpoint_url
+        self.profile = profile
+        self.region = region
+        self.part_size = max(int(part_size), 5 * MiB)
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.connect_timeout = connect_timeout
+        self.max_attempts = max_attempts
+        self._client_obj: Any = None
+        self._client_lock = threading.Lock()
+        self._bucket_ok = False
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r}, "
+            f"profile={self.profile!r})"
+        )
+
+    def __getstate__(self) -> dict:
+        # The boto3 client and the lock do not pickle; a copy makes its own.
+        state = dict(self.__dict__)
+        state.update(_client_obj=None, _client_lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
+
+    # --- plumbing -----------------------------------------------------------------
+
+    @property
+    def _client(self) -> Any:
+        with self._client_lock:
+            if self._client_obj is None:
+                attempts = self.max_attempts or int(os.environ.get("AWS_MAX_ATTEMPTS", "2"))
+                config = botocore.config.Config(
+                    connect_timeout=self.connect_timeout,
+                    read_timeout=60,
+                    retries={"max_attempts": attempts, "mode": "standard"},
+                    max_pool_connections=max(10, 2 * self.max_concurrency),
+                )
+                session = boto3.session.Session(profile_name=self.profile)
+                self._client_obj = session.client(
+                    "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+                )
+            return self._client_obj
+
+    def _endpoint(self) -> str:
+        if self._client_obj is not None:
+            return self._client_obj.meta.endpoint_url
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+
+    @contextlib.contextmanager
+    def _call(self, key: str | None, *, conflict: str | None = None) -> Iterator[None]:
+        """Refuse when offline, then run the block with botocore errors translated.
+
+        ``conflict`` marks a conditional request and says what a 412/409/404 means.
+        """
+        refuse_offline(self.url, key)
+        try:
+            yield
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            error = translate(
+                exc, url=self.url, key=key, endpoint=self._endpoint(), conflict=conflict
+            )
+            if error is None:
+                raise
+            raise error from None
+
+    def _full(self, key: str) -> str:
+        check_key(self.url, key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _target(self, key: str) -> transfer.Target:
+        return transfer.Target(
+            client=self._client,
+            bucket=self.bucket,
+            key=self._full(key),
+            url=self.url,
+            name=key,
+            part_size=self.part_size,
+            workers=self.max_concurrency,
+        )
+
+    def _head(self, key: str) -> dict:
+        """HEAD an object; a bare 404 is checked against the bucket once."""
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=self._full(key))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 404:
+                raise
+        if not self._bucket_ok:
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    raise bucket_missing(self.url) from None
+                raise
+            self._bucket_ok = True
+        raise ObjectNotFoundError(self.url, key, "no such object")
+
+    # --- the contract -------------------------------------------------------------
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        with self._call(key):
+            response = self._client.get_object(Bucket=self.bucket, Key=self._full(key))
+            return response["Body"].read(), response["ETag"]
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> str:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        conflict = "already exists; create-only write refused" if if_absent else None
+        with self._call(key, conflict=conflict):
+            response = self._client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=bytes(data), **extra
+            )
+            return response["ETag"]
+
+    def replace(self, key: str, data: bytes, *, etag: str) -> str:
+        with self._call(key, conflict="changed since it was read"):
+            response = self._client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=bytes(data), IfMatch=etag
+            )
+            return response["ETag"]
+
+    def stat(self, key: str) -> ObjectInfo:
+        with self._call(key):
+            head = self._head(key)
+            return ObjectInfo(key=key, size=head["ContentLength"], etag=head["ETag"])
+
+    def delete(self, key: str) -> None:
+        with self._call(key):
+            self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        with self._call(None):
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base + prefix
+            )
+            found = [
+                ObjectInfo(key=item["Key"][len(base) :], size=item["Size"], etag=item["ETag"])
+                for page in pages
+                for item in page.get("Contents", ())
+            ]
+        # Sorted here because SeaweedFS lists folder by folder ("a/1" before "a.txt"),
+        # unlike AWS; the contract promises key order.
+        found.sort(key=lambda info: info.key)
+        yield from found
+
+    def upload_file(
+        self,
+        key: str,
+        path: str | Path,
+        *,
+        sha256: str,
+        progress: ProgressCallback | None = None,
+    ) -> ObjectInfo:
+        path = Path(path)
+        size = path.stat().st_size
+        with self._call(key):
+            try:
+                head = self._head(key)
+            except ObjectNotFoundError:
+                head = None
+            if head and head["ContentLength"] == size and head["Metadata"].get("sha256") == sha256:
+                return ObjectInfo(key=key, size=size, etag=head["ETag"])  # stored and verified
+            expected = transfer.upload(
+                self._target(key), path, size=size, sha256=sha256, progress=progress
+            )
+            head = self._head(key)
+            if head["ContentLength"] != size or not transfer.etag_matches(head["ETag"], expected):
+                self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
+                raise IntegrityError(
+                    self.url,
+                    key,
+                    f"stored object has size {head['ContentLength']} and ETag {head['ETag']}, "
+                    f"expected {size} and {expected}; it was deleted",
+                    hint="retry the upload",
+                )
+            return ObjectInfo(key=key, size=size, etag=head["ETag"])
+
+    def download_file(
+        self,
+        key: str,
+        dest: str | Path,
+        *,
+        sha256: str,
+        progress: ProgressCallback | None = None,
+    ) -> Path:
+        with self._call(key, conflict="changed during the download; retry it"):
+            head = self._head(key)
+            declared = head.get("Metadata", {}).get("sha256")
+            if declared and declared != sha256:
+                raise IntegrityError(
+                    self.url,
+                    key,
+                    f"the stored object declares sha256 {declared}, expected {sha256}; "
+                    f"{dest} was not written",
+                    hint="the expected hash is wrong or the key holds another file",
+                )
+            target = self._target(key)
+            size = head["ContentLength"]
+            return download_resumable(
+                url=self.url,
+                key=key,
+                dest=dest,
+                sha256=sha256,
+                size=size,
+                read_from=lambda offset: transfer.read_ranges(
+                    target, etag=head["ETag"], start=offset, size=size
+                ),
+                progress=progress,
+            )
