@@ -1,0 +1,36 @@
+"""``anemoi-ckpt ls [--tag T] [--kind K] [--run R] [--json]``: list the catalogue."""
+
+from __future__ import annotations
+
+import argparse
+
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, entries_table, open_catalogue
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ls", help="list checkpoints in the catalogue", description="List checkpoints matching every filter."
+    )
+    add_catalogue_option(parser)
+    parser.add_argument("--tag", action="append", default=[], metavar="TAG", help="has this tag (repeatable: all of them)")
+    parser.add_argument("--kind", choices=("training", "inference"))
+    parser.add_argument("--run", metavar="RUN_ID", help="run id or its first characters")
+    parser.add_argument("--text", metavar="TEXT", help="substring of uuid, name, file name, run, dataset, user or tag")
+    parser.add_argument("--site", metavar="SITE", help="a copy is recorded at this site")
+    parser.add_argument("--json", action="store_true", help="print index entries as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    catalogue = open_catalogue(args)
+    entries = catalogue.entries(tags=args.tag, kind=args.kind, run_id=args.run, text=args.text, site=args.site)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    if not entries:
+        print(f"no checkpoints in {catalogue.url} match" if (args.tag or args.kind or args.run or args.text or args.site) else f"{catalogue.url} is empty")
+        return 0
+    print(entries_table(entries))
+    print(f"{len(entries)} checkpoint{'s' if len(entries) != 1 else ''} in {catalogue.url}")
+    return 0

@@ -1,0 +1,55 @@
+"""``anemoi-ckpt register PATH... [--tag T] [--name N] [--run-folder]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, describe, open_catalogue
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "register",
+        help="register checkpoint files (or whole run folders) in the catalogue",
+        description="Upload checkpoints to the catalogue and record them with their lineage. Parents "
+        "must be registered first or given in the same command (they are registered first). "
+        "Registering the same file again changes nothing.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint files, or run folders with --run-folder")
+    add_catalogue_option(parser)
+    parser.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag to add (repeatable)")
+    parser.add_argument("--name", metavar="NAME", help="a name for the checkpoint (a single file only)")
+    parser.add_argument(
+        "--run-folder", action="store_true", help="PATHs are run folders: register every checkpoint in them, in lineage order"
+    )
+    parser.add_argument("--no-upload", action="store_true", help="record only; leave the file where it is")
+    parser.add_argument(
+        "--allow-missing-parents", action="store_true", help="register even if a parent is not in the catalogue"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from anemoi_ckpt_nb.core.errors import CatalogueError
+
+    catalogue = open_catalogue(args)
+    options = dict(tags=args.tag, upload=not args.no_upload, allow_missing_parents=args.allow_missing_parents)
+
+    def show(registration) -> None:
+        verb = "registered" if registration.created else "already registered"
+        print(f"{verb}: {describe(registration.record)}")
+
+    if args.run_folder:
+        catalogue.register_run(args.paths, on_registered=show, **options)
+    elif args.name:
+        if len(args.paths) != 1:
+            raise CatalogueError("--name names a single checkpoint", hint="register the files one by one")
+        checkpoint = catalogue.register(args.paths[0], name=args.name, **options)
+        print(f"registered: {describe(checkpoint.record)}")
+    else:
+        folders = [p for p in args.paths if Path(p).is_dir()]
+        if folders:
+            raise CatalogueError(f"{folders[0]} is a folder", hint=f"use `anemoi-ckpt register --run-folder {folders[0]}`")
+        catalogue.register_many(args.paths, on_registered=show, **options)
+    return 0

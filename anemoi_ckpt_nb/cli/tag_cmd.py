@@ -1,0 +1,39 @@
+"""``anemoi-ckpt tag ID +T -T``: add (+T or T) and remove (-T) tags."""
+
+from __future__ import annotations
+
+import argparse
+
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tag",
+        help="add or remove tags: tag ID +candidate -old",
+        description="Add (+TAG or TAG) and remove (-TAG) tags of a checkpoint in one atomic change; "
+        "who and when is recorded. Put --catalogue before ID.",
+    )
+    add_catalogue_option(parser)
+    parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name")
+    parser.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG", help="tags to add or remove")
+
+
+def run(args: argparse.Namespace) -> int:
+    from anemoi_ckpt_nb.core.errors import CatalogueError
+
+    add, remove = [], []
+    for change in args.changes:
+        if change.startswith("--"):
+            raise CatalogueError(f"option {change} after the tags", hint="put options before ID: anemoi-ckpt tag --catalogue URL ID +T")
+        if change.startswith("-"):
+            remove.append(change[1:])
+        else:
+            add.append(change[1:] if change.startswith("+") else change)
+    if not add and not remove:
+        raise CatalogueError("no tag changes given", hint="e.g. `anemoi-ckpt tag ID +candidate -old`")
+    catalogue = open_catalogue(args)
+    checkpoint = catalogue.get(args.ref)
+    tags = catalogue.retag(checkpoint.uuid, add=add, remove=remove)
+    print(f"{checkpoint.uuid}: tags {', '.join(tags) or '(none)'}")
+    return 0

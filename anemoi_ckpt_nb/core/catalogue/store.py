@@ -1,0 +1,190 @@
+"""A catalogue on a storage: the descriptor, records, tag states and the index.
+
+:class:`CatalogueStore` is the one object the other catalogue modules share.
+It reads and writes single documents and keeps the index cached; the
+operations (register, tag, search, clean) are functions of their own modules.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from anemoi_ckpt_nb.core.catalogue import index as _index
+from anemoi_ckpt_nb.core.catalogue import layout
+from anemoi_ckpt_nb.core.errors import (
+    CatalogueError,
+    CatalogueNotFoundError,
+    ConflictError,
+    ObjectNotFoundError,
+    SchemaError,
+)
+from anemoi_ckpt_nb.core.schema import (
+    CatalogueDescriptor,
+    CheckpointRecord,
+    RetentionPolicy,
+    TagState,
+    utcnow,
+)
+from anemoi_ckpt_nb.storage.base import Storage
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _read(model: type[M], kind: str, data: bytes, where: str) -> M:
+    """Parse a stored document, migrating an older ``schema_version`` to the current one.
+
+    Raises:
+        SchemaError: not JSON, a newer ``schema_version`` than this release knows, or invalid.
+    """
+    from anemoi_ckpt_nb.core.migrate.documents import migrate_document
+
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise SchemaError(f"{where}: not JSON ({error})", hint="the object was damaged; restore it from a backup") from None
+    try:
+        if document.get("schema_version", 1) != model.model_fields["schema_version"].default:
+            document = migrate_document(document, kind).document
+        return model.model_validate(document)
+    except SchemaError as error:
+        raise SchemaError(f"{where}: {error.message}", hint=error.hint) from None
+    except ValidationError as error:
+        raise SchemaError(f"{where}: does not match the {kind} schema: {error.errors()[0]['msg']}") from None
+
+
+class CatalogueStore:
+    """A catalogue on ``storage``, described by ``descriptor``.
+
+    Use :meth:`open` or :meth:`create` rather than the constructor.
+    """
+
+    def __init__(self, storage: Storage, descriptor: CatalogueDescriptor) -> None:
+        self.storage = storage
+        self.descriptor = descriptor
+        self._index: _index.Index | None = None
+        self._index_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    def __repr__(self) -> str:
+        return f"CatalogueStore({self.url!r})"
+
+    # --- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, storage: Storage) -> CatalogueStore:
+        """Open the catalogue whose ``catalogue.json`` is on ``storage``.
+
+        Raises:
+            CatalogueNotFoundError: there is no ``catalogue.json``.
+            SchemaError: the catalogue was written by a newer release.
+        """
+        try:
+            data, _ = storage.get(layout.DESCRIPTOR)
+        except ObjectNotFoundError:
+            raise CatalogueNotFoundError(
+                storage.url,
+                hint=f"create it with `anemoi-ckpt init {storage.url}` or Catalogue.create({storage.url!r})",
+            ) from None
+        descriptor = _read(CatalogueDescriptor, "descriptor", data, f"{storage.url}/{layout.DESCRIPTOR}")
+        return cls(storage, descriptor)
+
+    @classmethod
+    def create(
+        cls,
+        storage: Storage,
+        *,
+        protected_tags: list[str] | None = None,
+        retention: RetentionPolicy | None = None,
+        exist_ok: bool = False,
+    ) -> CatalogueStore:
+        """Write ``catalogue.json`` (create-only) and return the new catalogue.
+
+        Args:
+            storage: Where the catalogue lives.
+            protected_tags: Tags whose checkpoints ``clean`` never removes
+                (default: ``["production-ready"]``).
+            retention: The policy ``clean`` applies when given none.
+            exist_ok: Open an existing catalogue instead of refusing.
+
+        Raises:
+            CatalogueError: a catalogue already exists there and ``exist_ok`` is false.
+        """
+        descriptor = CatalogueDescriptor(created=utcnow(), created_by=layout.whoami())
+        if protected_tags is not None:
+            descriptor.protected_tags = list(protected_tags)
+        if retention is not None:
+            descriptor.retention = retention
+        try:
+            storage.put(layout.DESCRIPTOR, layout.dump(descriptor), if_absent=True)
+        except ConflictError:
+            if exist_ok:
+                return cls.open(storage)
+            raise CatalogueError(
+                f"{storage.url}: a catalogue already exists here",
+                hint=f"open it with Catalogue({storage.url!r}) instead of creating it",
+            ) from None
+        return cls(storage, descriptor)
+
+    # --- documents -----------------------------------------------------------------
+
+    def read_record(self, uuid: str) -> CheckpointRecord | None:
+        """The record of ``uuid``, or None if it is not registered."""
+        try:
+            data, _ = self.storage.get(layout.record_key(uuid))
+        except ObjectNotFoundError:
+            return None
+        return _read(CheckpointRecord, "record", data, f"{self.url}/{layout.record_key(uuid)}")
+
+    def create_record(self, record: CheckpointRecord) -> None:
+        """Write a record create-only.
+
+        Raises:
+            ConflictError: a record with this uuid already exists.
+        """
+        self.storage.put(layout.record_key(record.uuid), layout.dump(record), if_absent=True)
+
+    def read_tags(self, uuid: str) -> tuple[TagState | None, str | None]:
+        """``(state, etag)`` of the tags of ``uuid``; ``(None, None)`` before the first tag."""
+        try:
+            data, etag = self.storage.get(layout.tags_key(uuid))
+        except ObjectNotFoundError:
+            return None, None
+        return _read(TagState, "tags", data, f"{self.url}/{layout.tags_key(uuid)}"), etag
+
+    def record_uuids(self, prefix: str = "") -> list[str]:
+        """Uuids of the records whose uuid starts with ``prefix``, straight from ``records/``."""
+        return [
+            layout.uuid_of_key(info.key)
+            for info in self.storage.list(layout.RECORDS + prefix)
+            if info.key.endswith(".json")
+        ]
+
+    # --- index -------------------------------------------------------------------------
+
+    def index(self, *, refresh: bool = True) -> _index.Index:
+        """The merged index, refreshed from storage unless ``refresh`` is false."""
+        with self._index_lock:
+            if self._index is None or refresh:
+                self._index = _index.load(self.storage, self._index)
+            return self._index
+
+    def publish(self, events: list[_index.Event]) -> None:
+        """Record index events (one delta) and apply them to the cached index."""
+        _index.publish(self.storage, events)
+        with self._index_lock:
+            if self._index is not None:
+                for event in events:
+                    self._index.apply(event)
+
+    def rebuild_index(self) -> _index.Index:
+        """Recreate the index snapshot from the records (see :func:`.index.rebuild`)."""
+        with self._index_lock:
+            self._index = _index.rebuild(self.storage)
+            return self._index
