@@ -1,0 +1,82 @@
+"""Stands in for ``anemoi-training train`` in the fork/resume tests.
+
+Called as ``python runs_fake_training.py --output DIR [--checkpoints N] key=value ...``
+with the Hydra overrides a run plan prints. Like anemoi-training it finds the
+checkpoint to start from (``system.input.warm_start``, or
+``<hardware.paths.checkpoints>/<fork_run_id or run_id>/<hardware.files.warm_start>``),
+reads its metadata, and writes the new session's checkpoints with
+``parent_uuid`` set to that checkpoint's uuid: a resume keeps the run id and
+continues the epochs, a fork takes ``training.run_id`` (or a fresh one) and
+records ``fork_run_id``. It writes ``DIR/standin.json`` describing what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--checkpoints", type=int, default=2)
+    args, rest = parser.parse_known_args(argv)
+    overrides = {}
+    for item in rest:
+        key, _, value = item.partition("=")
+        overrides[key] = None if value == "null" else value
+    return args, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse(sys.argv[1:] if argv is None else argv)
+    from anemoi_ckpt_nb import examples
+    from anemoi_ckpt_nb.core.embedded import read_embedded
+
+    run_id = overrides.get("training.run_id")
+    fork_run_id = overrides.get("training.fork_run_id")
+    if overrides.get("system.input.warm_start"):
+        start = Path(overrides["system.input.warm_start"])
+    else:
+        root = Path(overrides["hardware.paths.checkpoints"])
+        start = root / (fork_run_id or run_id) / overrides["hardware.files.warm_start"]
+    if not start.is_file():  # anemoi-training raises here too
+        raise FileNotFoundError(f"Warm start checkpoint not found: {start}")
+    with zipfile.ZipFile(start) as zf:
+        metadata = read_embedded(zf).metadata
+    parent = types.SimpleNamespace(
+        uuid=metadata["uuid"], run_id=metadata["run_id"], epoch=metadata["training"]["epoch"]
+    )
+    relation = "fork" if fork_run_id else "resume"
+    written = examples.write_run(
+        args.output,
+        checkpoints=args.checkpoints,
+        run_id=run_id,
+        start_from=parent,
+        relation=relation,
+        weights_bytes=50_000,
+        seed=7,
+    )
+    report = {
+        "relation": relation,
+        "started_from": str(start),
+        "parent_uuid": parent.uuid,
+        "run_id": written[0].run_id,
+        "uuids": [c.uuid for c in written],
+        "paths": [str(c.path) for c in written],
+        "offline": os.environ.get("ANEMOI_CKPT_OFFLINE"),
+        "load_weights_only": overrides.get("training.load_weights_only"),
+        "host": socket.gethostname(),
+    }
+    Path(args.output, "standin.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
