@@ -1,0 +1,269 @@
+"""HTML for Jupyter: checkpoint cards and catalogue tables.
+
+Pure functions returning ``str``. Every value that comes from a checkpoint or a
+catalogue (names, tags, run ids, paths, metadata) is escaped with
+:func:`html.escape`: they come from other people's files. Each output embeds its
+text form in a ``<pre>``, shown when the stylesheet is not applied (an untrusted
+notebook), as xarray does.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import uuid as _uuid
+from collections.abc import Iterable
+from importlib.resources import files
+from typing import Any
+
+from anemoi_ckpt_nb.notebook import text as _text
+
+
+@functools.lru_cache(maxsize=None)
+def _load_static_files() -> tuple[str, str]:
+    """``(icons_svg, css)`` from ``notebook/static/``, read once per process."""
+    static = files("anemoi_ckpt_nb.notebook") / "static"
+    return (static / "icons.svg").read_text(encoding="utf-8"), (static / "style.css").read_text(encoding="utf-8")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _unique_id(prefix: str) -> str:
+    # Ids must be unique in the whole notebook page, so that each collapsible
+    # section opens on its own when the same checkpoint is shown twice.
+    return f"ackpt-{prefix}-{_uuid.uuid4()}"
+
+
+def _wrap(body: str, fallback: str) -> str:
+    icons, css = _load_static_files()
+    return (
+        f"<div>{icons}<style>{css}</style>"
+        f"<pre class='ackpt-text-fallback'>{_e(fallback)}</pre>"
+        # Hidden unless the stylesheet applies: then the CSS shows it and hides the <pre>.
+        f"<div class='ackpt-wrap' style='display:none'>{body}</div></div>"
+    )
+
+
+def tag_chips(tags: Iterable[str], *, protected: Iterable[str] = ()) -> str:
+    """Tags as chips; protected ones (``production-ready``, ...) stand out.
+
+    Args:
+        tags: Tag names.
+        protected: Tag names the catalogue protects.
+
+    Returns:
+        HTML, or a muted "none" when there are no tags.
+    """
+    protected = set(protected)
+    chips = [
+        f"<span class='ackpt-tag{' ackpt-protected' if tag in protected else ''}'>{_e(tag)}</span>" for tag in tags
+    ]
+    return "".join(chips) or "<span class='ackpt-none'>none</span>"
+
+
+def _section(title: str, body: str, *, count: int | None = None, expanded: bool = False) -> str:
+    section_id = _unique_id("section")
+    label = f"{_e(title)} ({count})" if count is not None else _e(title)
+    checked = " checked" if expanded else ""
+    return (
+        f"<input id='{section_id}' class='ackpt-section-in' type='checkbox'{checked}>"
+        f"<label for='{section_id}' class='ackpt-section-label'>{label}</label>"
+        f"<div class='ackpt-section-body'>{body}</div>"
+    )
+
+
+def _fields(rows: list[tuple[str, str]], *, raw: frozenset[str] = frozenset()) -> str:
+    items = "".join(f"<dt>{_e(label)}</dt><dd>{value if label in raw else _e(value)}</dd>" for label, value in rows)
+    return f"<dl class='ackpt-fields'>{items}</dl>"
+
+
+def _parents_html(record: Any) -> str:
+    links = _text.parent_links(record)
+    if not links:
+        return "<span class='ackpt-none'>none (a root)</span>"
+    return "<br>".join(
+        f"<span class='ackpt-relation'>{_e(relation)}</span> <span class='ackpt-mono'>{_e(uuid)}</span>"
+        for uuid, relation in links
+    )
+
+
+def _code_html(record: Any) -> tuple[str, int]:
+    code = _text.field(record, "code")
+    modules = dict(_text.field(code, "modules", {}) or {})
+    git = dict(_text.field(code, "git", {}) or {})
+    python = _text.field(code, "python")
+    rows = ([("python", str(python))] if python else []) + sorted(modules.items())
+    rows += [(f"{name} (git)", commit) for name, commit in sorted(git.items())]
+    return _fields([(str(name), str(version)) for name, version in rows]), len(rows)
+
+
+def checkpoint_card(
+    record: Any,
+    *,
+    tags: Iterable[str] = (),
+    protected_tags: Iterable[str] = (),
+    title: str | None = None,
+    locations: Iterable[Any] | None = None,
+) -> str:
+    """A checkpoint as an HTML card: name, uuid, kind, run, step, tags, parents, sizes, dataset, dates.
+
+    Args:
+        record: Record-like: a ``CheckpointRecord``, an ``IndexEntry`` or a mapping with their keys.
+        tags: Its current tags.
+        protected_tags: Tags the catalogue protects, highlighted.
+        title: Heading; defaults to the record's name, else its file name, else its short uuid.
+        locations: Its copies at sites (``Location`` models or mappings), shown in a "Locations" section.
+
+    Returns:
+        Self-contained HTML (stylesheet, icons, text fallback).
+    """
+    tags = list(tags)
+    field = _text.field
+    kind = str(field(record, "kind", "unknown"))
+    heading = title or field(record, "name") or field(record, "filename") or _text.short_uuid(field(record, "uuid"))
+    size = _text.sizes(record)
+    rows = [
+        ("uuid", f"<span class='ackpt-mono'>{_e(field(record, 'uuid', '-'))}</span>"),
+        ("run", f"<span class='ackpt-mono'>{_e(field(record, 'run_id', '-'))}</span>"),
+        ("step", _e(_text.step_text(record))),
+        ("tags", tag_chips(tags, protected=protected_tags)),
+        ("parents", _parents_html(record)),
+        ("size", _e(_text.format_bytes(size["total"]))),
+        ("parameters", _e(_text.format_count(size["parameters"]))),
+        ("dataset", _e(field(record, "dataset", "-"))),
+        ("saved", _e(_text.format_time(field(record, "saved_at")))),
+        ("registered", _e(_text.format_time(field(record, "registered_at")))),
+    ]
+    body = (
+        "<div class='ackpt-header'><svg class='ackpt-icon'><use href='#ackpt-icon-checkpoint'></use></svg>"
+        f"<span class='ackpt-title'>{_e(heading)}</span>"
+        f"<span class='ackpt-kind ackpt-{_e(kind)}'>{_e(kind)}</span></div>"
+        + _fields(rows, raw=frozenset(label for label, _ in rows))
+    )
+    if size["weights"] is not None:
+        parts = [
+            (label, _text.format_bytes(size[key]))
+            for label, key in (("weights", "weights"), ("optimizer state", "optimizer"), ("other", "other"))
+        ]
+        body += _section("Sizes", _fields(parts))
+    code, count = _code_html(record)
+    if count:
+        body += _section("Code versions", code, count=count)
+    files_rows = [
+        (label, str(field(record, key)))
+        for label, key in (("file", "filename"), ("format", "format"), ("sha256", "sha256"), ("blob", "blob"))
+        if field(record, key) is not None
+    ]
+    source = field(record, "source")
+    if source is not None:
+        files_rows.append(("registered from", f"{field(source, 'host', '?')}:{field(source, 'path', '?')}"))
+    if files_rows:
+        body += _section("File", _fields(files_rows))
+    fallback = _text.checkpoint_text(record, tags=tags)
+    if locations is not None:
+        lines = _location_lines(locations)
+        body += _section("Locations", _locations_html(lines), count=len(lines), expanded=True)
+        fallback += "".join(f"\nlocation: {site} ({kind}) {url}, verified {when}{', ' + problem if problem else ''}" for site, kind, url, when, problem in lines)
+    return _wrap(body, fallback)
+
+
+def _location_lines(locations: Iterable[Any]) -> list[tuple[str, str, str, str, str]]:
+    """``(site, kind, url, verified, problem)`` text of each copy."""
+    field = _text.field
+    lines = []
+    for loc in locations:
+        when = field(loc, "verified_at")
+        when = when.isoformat(timespec="seconds") if hasattr(when, "isoformat") else str(when or "never")
+        lines.append((str(field(loc, "site", "?")), str(field(loc, "kind", "?")), str(field(loc, "url", "?")), when, str(field(loc, "problem", ""))))
+    return lines
+
+
+def _locations_html(lines: list[tuple[str, str, str, str, str]]) -> str:
+    if not lines:
+        return "<span class='ackpt-none'>no copy recorded</span>"
+    rows = "".join(
+        f"<tr><td>{_e(site)}</td><td>{_e(kind)}</td><td class='ackpt-mono'>{_e(url)}</td><td>{_e(when)}</td>"
+        f"<td>{_e(problem) if problem else 'ok'}</td></tr>"
+        for site, kind, url, when, problem in lines
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("site", "kind", "where", "verified", "status"))
+    return f"<table class='ackpt-table'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def catalogue_table(
+    rows: Any,
+    *,
+    title: str = "Catalogue",
+    protected_tags: Iterable[str] = (),
+    max_rows: int = 50,
+) -> str:
+    """A catalogue listing as an HTML table.
+
+    Sort and filter with the data, not the page: pass ``catalogue.to_pandas().sort_values(...)``
+    or the result of ``catalogue.search(...)``.
+
+    Args:
+        rows: A DataFrame (``Catalogue.to_pandas()``) or an iterable of record-likes.
+        title: Heading, e.g. the catalogue's URL.
+        protected_tags: Tags the catalogue protects, highlighted.
+        max_rows: Rows shown; the rest are counted in a footer.
+
+    Returns:
+        Self-contained HTML (stylesheet, icons, text fallback).
+    """
+    records = _text.table_rows(rows)
+    columns = _text.table_columns(records)
+    protected = list(protected_tags)
+    head = "".join(f"<th>{_e(column)}</th>" for column in columns)
+    lines = []
+    for row in records[:max_rows]:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column == "tags" and isinstance(value, (list, tuple)):
+                cells.append(f"<td>{tag_chips(value, protected=protected)}</td>")
+            elif column in ("uuid", "run_id"):
+                cells.append(f"<td class='ackpt-mono' title='{_e(value)}'>{_e(_text.short_uuid(value))}</td>")
+            else:
+                cells.append(f"<td>{_e(_text.cell_text(column, value))}</td>")
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    count = len(records)
+    body = (
+        "<div class='ackpt-header'><svg class='ackpt-icon'><use href='#ackpt-icon-catalogue'></use></svg>"
+        f"<span class='ackpt-title'>{_e(title)}</span>"
+        f"<span class='ackpt-kind'>{count} checkpoint{'s' if count != 1 else ''}</span></div>"
+    )
+    if records:
+        body += f"<table class='ackpt-table ackpt-wide'><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    if count > max_rows:
+        body += (
+            f"<div class='ackpt-footer'>{count - max_rows} more not shown: "
+            "narrow with search(...) or see all with to_pandas()</div>"
+        )
+    return _wrap(body, _text.catalogue_text(records, title=title, max_rows=max_rows))
+
+
+class CatalogueTable:
+    """A listing that displays as :func:`catalogue_table` and keeps its data in ``frame``.
+
+    Args:
+        frame: A DataFrame (``Catalogue.to_pandas(...)``); sort or filter it as any DataFrame.
+        title: Heading, e.g. the catalogue's URL.
+        protected_tags: Tags the catalogue protects, highlighted.
+    """
+
+    def __init__(self, frame: Any, *, title: str = "Catalogue", protected_tags: Iterable[str] = ()) -> None:
+        self.frame = frame
+        self.title = title
+        self.protected_tags = list(protected_tags)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def _repr_html_(self) -> str:
+        return catalogue_table(self.frame, title=self.title, protected_tags=self.protected_tags)
+
+    def __repr__(self) -> str:
+        return _text.catalogue_text(self.frame, title=self.title)
