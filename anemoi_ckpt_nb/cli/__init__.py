@@ -17,6 +17,26 @@ from anemoi_ckpt_nb import __version__
 #: Subcommand name -> module under anemoi_ckpt_nb.cli (one line per command).
 COMMANDS: dict[str, str] = {
     "inspect": "inspect_cmd",
+    "convert": "convert_cmd",
+    "prefetch": "prefetch_cmd",
+    "plan": "plan_cmd",
+    "fork": "fork_cmd",
+    "resume": "resume_cmd",
+    "verify-cache": "verify_cache_cmd",
+    "init": "init_cmd",
+    "register": "register_cmd",
+    "ls": "ls_cmd",
+    "show": "show_cmd",
+    "tag": "tag_cmd",
+    "download": "download_cmd",
+    "lineage": "lineage_cmd",
+    "clean": "clean_cmd",
+    "demo": "demo_cmd",
+    "validate": "validate_cmd",
+    "upgrade": "upgrade_cmd",
+    "site": "site_cmd",
+    "replicate": "replicate_cmd",
+    "locations": "locations_cmd",
 }
 
 
@@ -26,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage Anemoi training checkpoints: inspect, convert, catalogue, lineage, fork and resume.",
     )
     parser.add_argument("--version", action="version", version=f"anemoi-ckpt {__version__}")
+    # Read by the catalogue commands through cli._catalogue.catalogue_url (a subcommand's own --catalogue wins).
+    parser.add_argument("--catalogue", dest="global_catalogue", metavar="URL", help="catalogue URL or folder for any command")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
         importlib.import_module(f"anemoi_ckpt_nb.cli.{module}").add_parser(subparsers)
