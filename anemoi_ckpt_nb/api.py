@@ -198,6 +198,7 @@ class Catalogue:
         upload: bool = True,
         allow_missing_parents: bool = False,
         progress: Callable[[int], None] | None = None,
+        code_checkout: str | os.PathLike | None = None,
     ) -> Checkpoint:
         """Register one checkpoint file (see :func:`~anemoi_ckpt_nb.core.catalogue.register.register_paths`).
 
@@ -212,6 +213,8 @@ class Catalogue:
             upload: Store the file's bytes in the catalogue (False: record and metadata only).
             allow_missing_parents: Register even if a parent is not registered.
             progress: Called with byte counts while hashing and uploading.
+            code_checkout: A git checkout of the training code; its commit and dirty state
+                are stored in the record's ``registered_with`` with the Python and package versions.
 
         Returns:
             The registered checkpoint.
@@ -220,6 +223,7 @@ class Catalogue:
             MissingParentError: a parent is not registered; the hint is the command that registers it.
             UuidClashError: the uuid is registered for a file with other bytes.
             CheckpointReadError: the file is not a readable checkpoint.
+            CodeCheckoutError: ``code_checkout`` is not a readable git checkout.
         """
         (result,) = _register.register_paths(
             self._store,
@@ -230,6 +234,7 @@ class Catalogue:
             upload=upload,
             allow_missing_parents=allow_missing_parents,
             progress=progress,
+            code_checkout=code_checkout,
         )
         return Checkpoint(self, result.record)
 
@@ -242,8 +247,15 @@ class Catalogue:
         allow_missing_parents: bool = False,
         progress: Callable[[int], None] | None = None,
         on_registered: Callable[[_register.Registration], None] | None = None,
+        code_checkout: str | os.PathLike | None = None,
     ) -> list[Checkpoint]:
         """Register several files at once, parents first; lineage is checked before anything is written.
+
+        Args:
+            paths: Checkpoint files, any order.
+            code_checkout: A git checkout of the training code, recorded as in :meth:`register`.
+            tags, upload, allow_missing_parents, progress: As for :meth:`register`.
+            on_registered: Called after each file, e.g. to print a line.
 
         Returns:
             The checkpoints, in registration order.
@@ -256,6 +268,7 @@ class Catalogue:
             allow_missing_parents=allow_missing_parents,
             progress=progress,
             on_registered=on_registered,
+            code_checkout=code_checkout,
         )
         return [Checkpoint(self, r.record) for r in results]
 
@@ -268,11 +281,13 @@ class Catalogue:
         allow_missing_parents: bool = False,
         progress: Callable[[int], None] | None = None,
         on_registered: Callable[[_register.Registration], None] | None = None,
+        code_checkout: str | os.PathLike | None = None,
     ) -> list[Checkpoint]:
         """Register every checkpoint under one or more run folders, in lineage order.
 
         Args:
             folders: A run folder or several (a run with its resumes and forks).
+            code_checkout: A git checkout of the training code, recorded as in :meth:`register`.
 
         Returns:
             The checkpoints, in registration order.
@@ -286,6 +301,7 @@ class Catalogue:
             allow_missing_parents=allow_missing_parents,
             progress=progress,
             on_registered=on_registered,
+            code_checkout=code_checkout,
         )
 
     # --- finding ------------------------------------------------------------------------------

@@ -252,6 +252,33 @@ def test_fork_and_resume_commands_print_the_overrides(project, capsys):
     assert manifest["mode"] == "resume" and manifest["run_id"] == written[-1].run_id
 
 
+def test_run_commands_take_the_catalogue_given_before_the_command(project, tmp_path):
+    # `anemoi-ckpt --catalogue DIR fork ...`, as for the catalogue commands; the default catalogue
+    # ($ANEMOI_CKPT_CATALOGUE, set by conftest) does not exist, so ignoring the option fails.
+    catalogue, written, cache = project
+    uuid = written[-1].uuid
+    folder = str(catalogue.url).removeprefix("file://")
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "anemoi_ckpt_nb", "--catalogue", folder, *args],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manifest = json.loads(cli("fork", uuid[:8], "--cache", str(cache), "--no-prefetch", "--layout", "system", "--json"))
+    assert manifest["mode"] == "fork" and manifest["parent"]["uuid"] == uuid
+    assert manifest["catalogue"].rstrip("/") == catalogue.url.rstrip("/")
+    assert "verified" in cli("prefetch", uuid[:8], "--cache", str(cache))
+    script = tmp_path / "job.sh"
+    assert "resume of" in cli("plan", uuid[:8], "--resume", "-o", str(script), "--cache", str(cache), "--layout", "system")
+    assert script.is_file()
+    # A subcommand's own --catalogue still wins over the one before it.
+    done = subprocess.run([sys.executable, "-m", "anemoi_ckpt_nb", "--catalogue", str(tmp_path / "nowhere"),
+                           "prefetch", uuid[:8], "--catalogue", folder, "--cache", str(cache)],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 def test_plan_writes_a_two_step_slurm_script(project, tmp_path):
     catalogue, written, cache = project
     script = tmp_path / "job.sh"

@@ -7,6 +7,7 @@ import json
 import shlex
 
 from anemoi_ckpt_nb.cli import _runs_common as common
+from anemoi_ckpt_nb.cli._catalogue import open_catalogue
 
 DESCRIPTION = {
     "fork": "Start a new run from a registered checkpoint's weights: a new run id, training.fork_run_id set "
@@ -33,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction, mode: str) -> None:
 
 
 def run(args: argparse.Namespace, mode: str) -> int:
-    checkpoint = common.open_catalogue(args).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     bar = None if args.no_prefetch else common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8])
     start = checkpoint.fork if mode == "fork" else checkpoint.resume
     try:

@@ -1,4 +1,8 @@
-"""Options and printing shared by ``fork``, ``resume``, ``plan``, ``prefetch`` and ``verify-cache``."""
+"""Options and printing shared by ``fork``, ``resume``, ``plan``, ``prefetch`` and ``verify-cache``.
+
+The catalogue is opened with :func:`anemoi_ckpt_nb.cli._catalogue.open_catalogue`, as by every other
+command, so that ``anemoi-ckpt --catalogue URL fork ...`` works the same as ``fork ... --catalogue URL``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
-
-__all__ = ["add_catalogue_option", "open_catalogue"]
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option
 
 
 def add_cache_option(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from anemoi_ckpt_nb.cli import _runs_common as common
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,13 +17,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "has too little free space. Compute nodes then read it with ANEMOI_CKPT_OFFLINE=1.",
     )
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix or name of a registered checkpoint")
-    common.add_catalogue_option(parser)
+    add_catalogue_option(parser)
     common.add_cache_option(parser)
     parser.add_argument("--margin", type=int, metavar="BYTES", help="bytes to leave free beyond the file (default: 5%% of it, at least 64 MiB)")
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = common.open_catalogue(args).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     bar = common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8])
     try:
         entry = checkpoint.prefetch(cache=args.cache, margin=args.margin, progress=bar.update if bar else None)

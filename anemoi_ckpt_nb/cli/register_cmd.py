@@ -1,4 +1,4 @@
-"""``anemoi-ckpt register PATH... [--tag T] [--name N] [--run-folder]``."""
+"""``anemoi-ckpt register PATH... [--tag T] [--name N] [--run-folder] [--code-checkout DIR]``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allow-missing-parents", action="store_true", help="register even if a parent is not in the catalogue"
     )
+    parser.add_argument(
+        "--code-checkout", "--code-path", dest="code_checkout", metavar="DIR",
+        help="git checkout of the training code: its commit and dirty state are recorded with the Python "
+        "and package versions of this environment (always recorded)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     from anemoi_ckpt_nb.core.errors import CatalogueError
 
     catalogue = open_catalogue(args)
-    options = dict(tags=args.tag, upload=not args.no_upload, allow_missing_parents=args.allow_missing_parents)
+    options = dict(
+        tags=args.tag,
+        upload=not args.no_upload,
+        allow_missing_parents=args.allow_missing_parents,
+        code_checkout=args.code_checkout,
+    )
 
     def show(registration) -> None:
         verb = "registered" if registration.created else "already registered"

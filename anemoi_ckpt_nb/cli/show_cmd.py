@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         ("code", ", ".join(f"{k} {v}" for k, v in record.code.modules.items() if k.startswith("anemoi")) or None),
         ("saved", record.saved_at),
         ("registered", f"{record.registered_at.isoformat(timespec='seconds')} by {record.registered_by}"),
+        ("registered with", _registered_with(record.registered_with)),
     ]
     for link in record.parents:
         lines.append(("parent", f"{link.relation} {link.uuid}"))
@@ -64,3 +65,16 @@ def run(args: argparse.Namespace) -> int:
         sign = "+" if event.action == "add" else "-"
         print(f"{'tag history'.ljust(width)}  {event.at.isoformat(timespec='seconds')} {sign}{event.tag} by {event.by}")
     return 0
+
+
+def _registered_with(environment) -> str | None:
+    """One line: Python, the installed anemoi and torch versions, the code checkout's commit."""
+    if environment is None:
+        return None  # recorded only by newer releases
+    parts = [f"python {environment.python}"]
+    parts += [f"{name} {version}" for name, version in environment.packages.items()
+              if version and (name.startswith("anemoi") or name == "torch")]
+    git = environment.git
+    if git is not None:
+        parts.append(f"code {git.path} @ {git.commit[:12]} ({'dirty' if git.dirty else 'clean'})")
+    return ", ".join(parts)

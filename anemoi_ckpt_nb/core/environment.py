@@ -238,8 +238,16 @@ def capture_environment(*, code_path: str | Path | None = None) -> EnvironmentSn
 # --- the checkpoint's side ---------------------------------------------------------
 
 
-def _version_text(value: Any) -> str | None:
-    # anemoi-utils records "1.2.3", newer releases {"version": "1.2.3", "source": {...}}.
+def version_text(value: Any) -> str | None:
+    """The version in one ``provenance_training["module_versions"]`` value.
+
+    Args:
+        value: ``"1.2.3"`` as older anemoi-utils records it, or
+            ``{"version": "1.2.3", "source": {...}}`` as newer releases do.
+
+    Returns:
+        The version as text, or ``None`` when none is recorded.
+    """
     if isinstance(value, Mapping):
         value = value.get("version")
     return None if value is None else str(value)
@@ -268,7 +276,7 @@ def checkpoint_code(provenance: Mapping[str, Any] | BaseModel | None) -> Checkpo
         )
     modules = {}
     for name, value in (provenance.get("module_versions") or {}).items():
-        text = _version_text(value)
+        text = version_text(value)
         if text is not None:
             modules[name] = text
     git, dirty = {}, []

@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from anemoi_ckpt_nb.core.environment import EnvironmentSnapshot
+
 #: Relations a record can have to a parent.
 Relation = Literal["resumed-from", "forked-from", "converted-from", "fine-tuned-from"]
 RELATIONS: tuple[str, ...] = ("resumed-from", "forked-from", "converted-from", "fine-tuned-from")
@@ -166,6 +168,9 @@ class CheckpointRecord(_Stored):
     saved_at: str | None = None
     registered_at: dt.datetime
     registered_by: Who
+    #: The environment that registered it: Python, installed anemoi/torch versions and, when a
+    #: training-code checkout was given, its commit and dirty state. None in older records.
+    registered_with: EnvironmentSnapshot | None = None
 
 
 # --- tags/<uuid>.json ---------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.core.catalogue import layout
+from anemoi_ckpt_nb.core.environment import EnvironmentSnapshot, version_text
 from anemoi_ckpt_nb.core.errors import CatalogueError
 from anemoi_ckpt_nb.core.schema import (
     CheckpointRecord,
@@ -223,11 +224,14 @@ def code_versions(metadata: dict[str, Any]) -> CodeVersions:
     if not isinstance(provenance, dict):
         return CodeVersions()
     modules = provenance.get("module_versions") or {}
-    kept = {
-        str(name): str(version)
-        for name, version in modules.items()
-        if str(name).startswith("anemoi") or name in _KEY_MODULES
-    } if isinstance(modules, dict) else {}
+    kept: dict[str, str] = {}
+    for name, value in (modules.items() if isinstance(modules, dict) else ()):
+        if not (str(name).startswith("anemoi") or name in _KEY_MODULES):
+            continue
+        # A plain "1.2.3" or, from newer anemoi-utils, {"version": "1.2.3", "source": ...}.
+        version = version_text(value)
+        if version is not None:
+            kept[str(name)] = version
     git: dict[str, str] = {}
     dirty: list[str] = []
     for name, info in (provenance.get("git_versions") or {}).items():
@@ -252,8 +256,21 @@ def make_record(
     name: str | None,
     blob: str | None,
     metadata_blob: str | None,
+    registered_with: EnvironmentSnapshot | None = None,
 ) -> CheckpointRecord:
-    """The record of a file whose lineage, blob and metadata blob are settled."""
+    """The record of a file whose lineage, blob and metadata blob are settled.
+
+    Args:
+        facts: From :func:`inspect_file`, hashed.
+        parents: The settled parent links.
+        name: The record's name, if any.
+        blob: Key of the file's bytes, None when not uploaded.
+        metadata_blob: Key of the metadata JSON.
+        registered_with: The environment registering it (``core.environment.capture_environment``).
+
+    Returns:
+        The record, stamped now by the current user.
+    """
     import socket
 
     timestamp = facts.metadata.get("timestamp")
@@ -281,4 +298,5 @@ def make_record(
         saved_at=str(timestamp) if timestamp else None,
         registered_at=utcnow(),
         registered_by=layout.whoami(),
+        registered_with=registered_with,
     )

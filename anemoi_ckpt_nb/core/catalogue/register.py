@@ -32,6 +32,7 @@ from anemoi_ckpt_nb.core.catalogue import index as _index
 from anemoi_ckpt_nb.core.catalogue import layout
 from anemoi_ckpt_nb.core.catalogue.records import FileFacts, inspect_file, make_record, metadata_document
 from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
+from anemoi_ckpt_nb.core.environment import EnvironmentSnapshot, capture_environment
 from anemoi_ckpt_nb.core.errors import (
     CatalogueError,
     ConflictError,
@@ -264,6 +265,7 @@ def _register_one(
     tags: Sequence[str],
     upload: bool,
     progress: Callable[[int], None] | None,
+    environment: EnvironmentSnapshot | None = None,
 ) -> Registration:
     from anemoi_ckpt_nb.core.catalogue.tags import change_tags
 
@@ -271,7 +273,9 @@ def _register_one(
     if existing is None:
         blob = _upload_blob(store, facts, progress) if upload else None
         metadata_blob = _store_metadata(store, facts)
-        record = make_record(facts, parents=links, name=name, blob=blob, metadata_blob=metadata_blob)
+        record = make_record(
+            facts, parents=links, name=name, blob=blob, metadata_blob=metadata_blob, registered_with=environment
+        )
         try:
             store.create_record(record)
         except ConflictError:  # registered concurrently by someone else: theirs stands
@@ -303,6 +307,8 @@ def register_paths(
     allow_missing_parents: bool = False,
     progress: Callable[[int], None] | None = None,
     on_registered: Callable[[Registration], None] | None = None,
+    code_checkout: str | Path | None = None,
+    environment: EnvironmentSnapshot | None = None,
 ) -> list[Registration]:
     """Register checkpoint files, parents before children.
 
@@ -322,6 +328,10 @@ def register_paths(
             catalogue (the link is kept, pointing at an unregistered uuid).
         progress: Called with byte counts while hashing and uploading.
         on_registered: Called after each file, e.g. to print a line.
+        code_checkout: A git checkout of the training code: its commit and dirty
+            state go into each new record's ``registered_with``.
+        environment: The registering environment to record, instead of capturing
+            it here (``code_checkout`` is then ignored).
 
     Returns:
         One :class:`Registration` per distinct file, in registration order.
@@ -331,6 +341,7 @@ def register_paths(
         UuidClashError: a uuid is registered (or given twice) with other bytes.
         CheckpointReadError: a file is not a readable checkpoint.
         StorageError: an upload failed; no record was created for that file.
+        CodeCheckoutError: ``code_checkout`` is not a readable git checkout; nothing was written.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -343,6 +354,8 @@ def register_paths(
     from anemoi_ckpt_nb.core.catalogue.tags import validate_tag
 
     tags = [validate_tag(t) for t in tags]
+    # Captured once per call, before any file is read: a bad checkout refuses the whole call.
+    environment = environment or capture_environment(code_path=code_checkout)
     # Lineage first, from the metadata alone: a refusal must not wait for gigabytes to be hashed.
     inspected = [inspect_file(path, hash=False) for path in paths]
     provides = {f.metadata_uuid: f for f in inspected if not f.derived}
@@ -369,7 +382,7 @@ def register_paths(
     results = []
     for facts in ordered:
         registration = _register_one(
-            store, facts, facts.links, name=name, tags=tags, upload=upload, progress=progress
+            store, facts, facts.links, name=name, tags=tags, upload=upload, progress=progress, environment=environment
         )
         results.append(registration)
         if on_registered is not None:
