@@ -608,6 +608,9 @@ def write_inference_checkpoint(
         arrays = _supporting_arrays(grid_points)
     with _throwaway_modules() as classes:
         model = _module_tree(classes, weights)
+        # Like anemoi-models, the model keeps a function as an attribute and a layer without parameters.
+        model.model.activation = torch.nn.functional.gelu
+        model.model.add_module("activation_layer", torch.nn.GELU())
         model.metadata = metadata
         model.supporting_arrays = arrays
         model.data_indices = classes.IndexCollection(metadata["data_indices"]["name_to_index"], FORCINGS)

@@ -15,6 +15,8 @@ import decimal
 import enum
 import functools
 import io
+import math
+import operator
 import os
 import pathlib
 import pickle
@@ -30,11 +32,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.utils.checkpoint
 
-from anemoi_ckpt_nb.core.classmap import to_plain
+from anemoi_ckpt_nb import examples
+from anemoi_ckpt_nb.core.classmap import state_dict, to_plain
 from anemoi_ckpt_nb.core.errors import UnsafePickleError
 from anemoi_ckpt_nb.core.reader import open_checkpoint
-from anemoi_ckpt_nb.core.unpickler import Placeholder, is_placeholder, loads
+from anemoi_ckpt_nb.core.unpickler import Placeholder, is_placeholder, is_reference, loads
 
 MARKER = "PWNED"
 
@@ -134,6 +138,10 @@ def plain_payloads(tmp: Path, marker: Path) -> dict[str, bytes]:
             protocol=3,
         ),
         "protocol 0 INST": f"(S{_touch(marker)!r}\nios\nsystem\n.".encode(),
+        # torch and numpy functions that write files are refused as soon as they are named.
+        "torch.save": pickle.dumps(_Reduce(torch.save, {"w": 1}, str(marker)), protocol=2),
+        "torch.from_file": pickle.dumps(_Reduce(torch.from_file, str(marker), True, 4), protocol=2),
+        "numpy.savetxt": pickle.dumps(_Reduce(np.savetxt, str(marker), np.zeros(1)), protocol=2),
     }
 
 
@@ -195,6 +203,9 @@ PLAIN_NAMES = [
     "partial(torch.load)",
     "torch.storage._load_from_bytes",
     "protocol 0 INST",
+    "torch.save",
+    "torch.from_file",
+    "numpy.savetxt",
 ]
 
 EXPECTED_REFUSED_MODULE = {
@@ -215,6 +226,9 @@ EXPECTED_REFUSED_MODULE = {
     "partial(torch.load)": "torch.serialization",
     "torch.storage._load_from_bytes": "posix",
     "protocol 0 INST": "os",
+    "torch.save": "torch.serialization",
+    "torch.from_file": "torch",  # getattr(torch._C._VariableFunctionsClass, "from_file")
+    "numpy.savetxt": "numpy",
 }
 
 
@@ -503,3 +517,208 @@ def test_allowed_callables_are_narrowed(value):
 
     with pytest.raises(CorruptCheckpointError):
         loads(pickle.dumps(value, protocol=2))
+
+
+# --- functions a model keeps as attributes: inert references, refused when called -------------
+
+#: A function -> the ``module.name`` its reference carries (as pickle names it).
+FUNCTION_REFERENCES = {
+    "torch.nn.functional.gelu": (torch.nn.functional.gelu, "torch._C._nn.gelu"),
+    "torch.nn.functional.silu": (torch.nn.functional.silu, "torch.nn.functional.silu"),
+    "torch.relu": (torch.relu, "torch.relu"),  # getattr(torch._C._VariableFunctionsClass, "relu")
+    "torch.Tensor.add": (torch.Tensor.add, "torch.Tensor.add"),  # getattr(torch._C.TensorBase, "add")
+    "torch.utils.checkpoint.checkpoint": (torch.utils.checkpoint.checkpoint, "torch.utils.checkpoint.checkpoint"),
+    "torch.nn.init.xavier_uniform_": (torch.nn.init.xavier_uniform_, "torch.nn.init.xavier_uniform_"),
+    "torch.fft.fft": (torch.fft.fft, "torch._C._fft.fft_fft"),
+    "torch.set_default_dtype": (torch.set_default_dtype, "torch.set_default_dtype"),
+    "numpy.add": (np.add, "numpy.add"),
+    "math.sqrt": (math.sqrt, "math.sqrt"),
+    "operator.add": (operator.add, "_operator.add"),
+}
+
+
+@pytest.mark.parametrize("name", list(FUNCTION_REFERENCES))
+def test_a_function_stored_on_a_pickled_model_reads_as_an_inert_reference(name, tmp_path):
+    function, path_in_file = FUNCTION_REFERENCES[name]
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.GELU())
+    model.activation = function
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    with open_checkpoint(path) as checkpoint:
+        assert checkpoint.kind == "inference"
+        assert list(checkpoint.weights) == list(model.state_dict())
+        reference = state_dict(checkpoint.raw)["activation"]
+        assert is_reference(reference)
+        assert not callable(reference)
+        assert reference.ph_path == path_in_file
+        assert reference.ph_original in checkpoint.opaque_classes
+        assert f"{reference.ph_original[0]}.{reference.ph_original[1]}" in checkpoint.summary()["opaque_classes"]
+        assert to_plain(reference) == path_in_file
+
+
+def test_the_example_inference_checkpoint_keeps_its_activation_function(tmp_path):
+    written = examples.write_inference_checkpoint(tmp_path / "inference.ckpt", weights_bytes=20_000)
+    with open_checkpoint(written.path) as checkpoint:
+        assert checkpoint.kind == "inference"
+        assert list(checkpoint.weights) == written.state_dict_names
+        encoder_processor_decoder = state_dict(state_dict(checkpoint.raw)["_modules"]["model"])
+        activation = encoder_processor_decoder["activation"]
+        assert is_reference(activation) and activation.ph_path == "torch._C._nn.gelu"
+        layer = encoder_processor_decoder["_modules"]["activation_layer"]
+        assert layer.ph_path == "torch.nn.modules.activation.GELU"
+        assert {("torch._C._nn", "gelu"), ("torch.nn.modules.activation", "GELU")} <= set(checkpoint.opaque_classes)
+
+
+def test_functools_partial_of_a_torch_function_is_inert():
+    value = {"act": functools.partial(torch.nn.functional.gelu, approximate="tanh")}
+    loaded = loads(pickle.dumps(value, protocol=2))["act"]
+    assert is_placeholder(loaded) and loaded.ph_path == "functools.partial"
+    assert is_reference(loaded.ph_args[0]) and loaded.ph_args[0].ph_path == "torch._C._nn.gelu"
+    assert to_plain(loaded)["state"][:3] == ["torch._C._nn.gelu", [], {"approximate": "tanh"}]
+
+
+GELU = _global("torch._C._nn", "gelu")
+RELU = _call(_global("builtins", "getattr"), _global("torch._C", "_VariableFunctionsClass"), _str("relu"))
+
+#: Each way a pickle could call (or hand state to) a function it names -> the global refused.
+CALLS_OF_A_REFERENCE = {
+    "REDUCE": (_pickle(_call(GELU, _bytes(b"x"))), ("torch._C._nn", "gelu")),
+    "NEWOBJ": (_pickle(GELU + b")\x81"), ("torch._C._nn", "gelu")),
+    "NEWOBJ_EX": (_pickle(GELU + b")}\x92", protocol=4), ("torch._C._nn", "gelu")),
+    "OBJ": (_pickle(b"(" + GELU + b"o"), ("torch._C._nn", "gelu")),
+    "INST": (b"(itorch.nn.functional\ngelu\n.", ("torch.nn.functional", "gelu")),
+    "BUILD": (_pickle(GELU + b"}b"), ("torch._C._nn", "gelu")),
+    "APPEND": (_pickle(GELU + b"Na"), ("torch._C._nn", "gelu")),
+    "SETITEM": (_pickle(GELU + b"NNs"), ("torch._C._nn", "gelu")),
+    "defaultdict factory": (_pickle(_call(_global("collections", "defaultdict"), GELU)), ("torch._C._nn", "gelu")),
+    "copyreg.__newobj__": (_pickle(_call(_global("copyreg", "__newobj__"), GELU)), ("torch._C._nn", "gelu")),
+    "copyreg._reconstructor": (
+        _pickle(_call(_global("copyreg", "_reconstructor"), _global("torch", "Size"), GELU, b"N")),
+        ("torch._C._nn", "gelu"),
+    ),
+    "_rebuild_from_type_v2": (
+        _pickle(_call(_global("torch._tensor", "_rebuild_from_type_v2"), GELU, b"N)N")),
+        ("torch._C._nn", "gelu"),
+    ),
+    # Stored first (memoized, as a model attribute would be), then fetched back and called.
+    "stored, then called from the memo": (
+        _pickle(b"}" + _str("act") + GELU + b"q\x00s0h\x00(" + _bytes(b"x") + b"tR"),
+        ("torch._C._nn", "gelu"),
+    ),
+    "getattr method, then REDUCE": (_pickle(_call(RELU, b"N")), ("torch", "relu")),
+    "the namespace class itself": (_pickle(_call(_global("torch._C", "_VariableFunctionsClass"))), ("torch._C", "_VariableFunctionsClass")),
+    "the partial wrapping it": (_pickle(_call(_call(_global("functools", "partial"), GELU), b"N")), ("functools", "partial")),
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS_OF_A_REFERENCE))
+def test_calling_a_referenced_function_is_refused(name, tmp_path):
+    payload, (module, function) = CALLS_OF_A_REFERENCE[name]
+    path = tmp_path / "call.pkl"
+    path.write_bytes(payload)
+    with pytest.raises(UnsafePickleError) as caught:
+        open_checkpoint(path)
+    assert (caught.value.module, caught.value.name) == (module, function)
+    assert caught.value.path == str(path)
+
+
+def test_the_functions_called_above_read_when_only_named():
+    """So the refusals above happen at the call, not at the name."""
+    assert loads(_pickle(GELU)).ph_path == "torch._C._nn.gelu"
+    assert loads(_pickle(RELU)).ph_path == "torch.relu"
+    assert loads(b"ctorch.nn.functional\ngelu\n.").ph_path == "torch.nn.functional.gelu"
+
+
+def test_a_referenced_function_is_never_run(tmp_path):
+    """torch.set_default_dtype changes the process: the control shows the call, the reader refuses it."""
+    payload = pickle.dumps(_Reduce(torch.set_default_dtype, torch.float64), protocol=2)
+    before = torch.get_default_dtype()
+    try:
+        pickle.loads(payload)
+        assert torch.get_default_dtype() == torch.float64, "control failed: unpickling does not call the function"
+    finally:
+        torch.set_default_dtype(before)
+    with pytest.raises(UnsafePickleError) as caught:
+        loads(payload)
+    assert (caught.value.module, caught.value.name) == ("torch", "set_default_dtype")
+    assert torch.get_default_dtype() == before
+
+
+def test_a_model_that_calls_a_torch_function_while_unpickling_is_refused(tmp_path):
+    """The same function that reads as a stored attribute is refused once the pickle calls it."""
+    model = torch.nn.Linear(2, 2)
+    model.activation = torch.nn.functional.gelu
+    model.computed = _Reduce(torch.nn.functional.gelu, torch.ones(2))
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    with pytest.raises(UnsafePickleError) as caught:
+        open_checkpoint(path)
+    assert (caught.value.module, caught.value.name) == ("torch._C._nn", "gelu")
+
+
+@pytest.mark.parametrize(
+    "value, module, name",
+    [
+        (torch.load, "torch.serialization", "load"),
+        (torch.save, "torch.serialization", "save"),
+        (torch.from_file, "torch", "from_file"),
+        (torch.hub.load, "torch.hub", "load"),
+        (torch.hub.load_state_dict_from_url, "torch.hub", "load_state_dict_from_url"),
+        (np.load, "numpy", "load"),
+        (np.fromfile, "numpy", "fromfile"),
+        (np.savetxt, "numpy", "savetxt"),
+        (operator.attrgetter, "operator", "attrgetter"),
+        (os.system, "posix", "system"),
+        (eval, "builtins", "eval"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_functions_that_touch_files_or_run_code_are_refused_even_unused(value, module, name):
+    with pytest.raises(UnsafePickleError) as caught:
+        loads(pickle.dumps({"kept": value}, protocol=2))
+    assert (caught.value.module, caught.value.name) == (module, name)
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("torch", "load"),  # the name, whatever the module says
+        ("torch.utils.model_zoo", "load_url"),
+        ("torch.cuda.memory", "_save_memory_usage"),
+        ("numpy.lib._npyio_impl", "genfromtxt"),
+        ("torch._C", "_nn"),  # a module, not a function
+        ("torch", "nn"),
+        ("torch._C", "import_ir_module"),
+        ("torch", "load.__globals__"),
+        ("torch.nn.functional", "gelu.__globals__"),
+    ],
+)
+def test_dangerous_torch_and_numpy_names_are_refused_without_a_call(module, name):
+    with pytest.raises(UnsafePickleError):
+        loads(_pickle(b"}" + _str("kept") + _global(module, name) + b"s"))
+
+
+def test_an_alias_of_a_denied_function_is_refused():
+    """A function found under a harmless module but defined in a denied one (functools.wraps in torch.overrides)."""
+    import torch.overrides
+
+    if getattr(torch.overrides, "wraps", None) is not functools.wraps:
+        pytest.skip("this torch does not import functools.wraps into torch.overrides")
+    with pytest.raises(UnsafePickleError) as caught:
+        loads(_pickle(b"}" + _str("kept") + _global("torch.overrides", "wraps") + b"s"))
+    assert (caught.value.module, caught.value.name) == ("torch.overrides", "wraps")
+
+
+def test_getattr_is_only_for_methods_of_references_and_placeholders():
+    getattr_ = _global("builtins", "getattr")
+    for target in (_str("text"), _global("torch", "Size"), b"N"):
+        with pytest.raises(UnsafePickleError) as caught:
+            loads(_pickle(_call(getattr_, target, _str("upper"))))
+        assert (caught.value.module, caught.value.name) == ("builtins", "getattr")
+    with pytest.raises(UnsafePickleError):  # interpreter internals, never
+        loads(_pickle(_call(getattr_, _global("torch._C", "_VariableFunctionsClass"), _str("__class__"))))
+    # A bound method of an unknown object and an enum member looked up by name are references.
+    bound = loads(_pickle(_call(getattr_, _call(_global("anemoi.models.layers", "Block"), b")"), _str("forward"))))
+    assert is_reference(bound) and bound.ph_path == "anemoi.models.layers.Block.forward"
+    member = loads(_pickle(_call(getattr_, _global("anemoi.models.enums", "Kind"), _str("RED"))))
+    assert is_reference(member) and member.ph_path == "anemoi.models.enums.Kind.RED"

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from anemoi_ckpt_nb.core.unpickler import Placeholder, is_placeholder, is_placeholder_class
+from anemoi_ckpt_nb.core.unpickler import Placeholder, is_placeholder, is_placeholder_class, is_reference
 
 Translator = Callable[[Placeholder, Callable[[Any], Any]], Any]
 
@@ -83,8 +83,8 @@ def translator_for(path: str) -> Translator | None:
 
 
 def class_path(obj: Any) -> str | None:
-    """``module.Name`` of a placeholder (instance or class), else ``None``."""
-    if is_placeholder(obj) or is_placeholder_class(obj):
+    """``module.Name`` of a placeholder (instance or class) or of a function reference, else ``None``."""
+    if is_placeholder(obj) or is_placeholder_class(obj) or is_reference(obj):
         return f"{obj.ph_module}.{obj.ph_name}"
     return None
 
@@ -180,8 +180,8 @@ class _Plain:
             return obj.decode("latin-1")
         if isinstance(obj, complex):
             return [obj.real, obj.imag]
-        if is_placeholder_class(obj):
-            return class_path(obj)
+        if is_placeholder_class(obj) or is_reference(obj):
+            return class_path(obj)  # "torch.nn.functional.gelu"
         if isinstance(obj, type):
             return f"{obj.__module__}.{obj.__qualname__}"
         if type(obj).__name__ in ("Decimal", "Fraction"):

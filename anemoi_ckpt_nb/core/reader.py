@@ -71,7 +71,8 @@ class CheckpointFile:
         parameter_count: elements in the weights (parameters and buffers; shared tensors counted once).
         epoch, global_step: from the Lightning dict, else from the metadata.
         uuid, run_id, parent_uuid: from the metadata.
-        opaque_classes: ``(module, name)`` of the classes the pickle named and the reader did not rebuild.
+        opaque_classes: ``(module, name)`` of the classes the pickle named and the reader did not rebuild,
+            and of the functions it keeps as inert references (``torch.nn.functional.gelu``).
         raw: the unpickled top-level object: plain data and inert placeholders (``None`` for safetensors).
     """
 
@@ -302,7 +303,7 @@ def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]
     import torch
 
     from anemoi_ckpt_nb.core.classmap import state_dict
-    from anemoi_ckpt_nb.core.unpickler import is_placeholder
+    from anemoi_ckpt_nb.core.unpickler import is_placeholder, is_reference
 
     mapping = _as_mapping(raw)
     if mapping is not None:
@@ -332,6 +333,8 @@ def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]
             extras = {"metadata": state.get("metadata"), "supporting_arrays": state.get("supporting_arrays"), "source": "model"}
             return "inference", _module_tensors(raw, torch), extras
         raise NotACheckpointError(path, f"a pickled {raw.ph_path} object, not a model or a checkpoint")
+    if is_reference(raw):
+        raise NotACheckpointError(path, f"a pickled reference to the function {raw.ph_path}, not a checkpoint")
     raise NotACheckpointError(path, f"a pickled {type(raw).__name__}, not a checkpoint")
 
 

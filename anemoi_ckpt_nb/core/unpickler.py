@@ -10,10 +10,15 @@ run ``os.system``. Here every global goes through :meth:`Globals.resolve`:
   few data-only classes gives back the real object (or a narrowed stand-in,
   such as an ``_codecs.encode`` that only knows latin-1);
 * a **deny-list** of modules that exist to run code, touch files or the
-  network (``os``, ``subprocess``, ``builtins.eval``, ``importlib``, ...), and
-  any function of ``torch`` or ``numpy`` that is not a rebuild function, is
-  refused with :class:`~anemoi_ckpt_nb.core.errors.UnsafePickleError` before
-  anything is called;
+  network (``os``, ``subprocess``, ``builtins.eval``, ``importlib``,
+  ``torch.hub``, ...), and of the functions of torch and numpy that read or
+  write files (``torch.load``, ``numpy.fromfile``, ...), is refused with
+  :class:`~anemoi_ckpt_nb.core.errors.UnsafePickleError` before anything is called;
+* any other function of torch, numpy, ``math`` or ``operator`` (a pickled
+  model keeps ``torch.nn.functional.gelu`` as an attribute) becomes an inert
+  :class:`Reference`: its module and name, never imported, never called. A
+  pickle that then tries to call it, instantiate it, give it state or use it
+  as a factory is refused;
 * everything else (anemoi, omegaconf, torch_geometric, pydantic, ``torch.nn``
   module classes, ...) becomes an inert :class:`Placeholder` class: calling it
   or instantiating it records the arguments and state, and nothing else.
@@ -27,8 +32,11 @@ no module is ever imported because the file named it.
 from __future__ import annotations
 
 import io
+import math  # noqa: F401  (introspected: loaded here so what a name means never depends on the session)
+import operator  # noqa: F401
 import pickle
 import sys
+import types
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from types import MappingProxyType
@@ -46,7 +54,7 @@ DENIED_MODULES = frozenset(
     pickle _pickle pickletools copyreg copy_reg marshal shelve dbm dill cloudpickle joblib
     shutil tempfile glob io _io fileinput mmap socket _socket ssl select selectors socketserver
     asyncio threading _thread multiprocessing concurrent signal ctypes _ctypes cffi pty tty termios
-    fcntl resource code codeop compileall py_compile types inspect functools operator _operator
+    fcntl resource code codeop compileall py_compile types inspect functools
     codecs _codecs timeit profile cProfile pdb bdb trace tracemalloc doctest unittest pydoc logging
     gc weakref _weakref ast dis tokenize linecache platform ensurepip venv setuptools pip distutils
     _distutils_hack urllib urllib3 requests http ftplib smtplib poplib imaplib telnetlib nntplib
@@ -54,10 +62,40 @@ DENIED_MODULES = frozenset(
     idlelib antigravity this yaml jinja2 IPython
     torch._C torch.hub torch.jit torch.package torch.fx torch.utils.cpp_extension torch.serialization
     torch.multiprocessing torch.distributed.rpc torch._dynamo torch._inductor torch.compiler
-    torch.library torch._ops torch.ops torch.utils.data._utils
+    torch.library torch._ops torch.ops torch.utils.data._utils torch.export torch.utils.model_zoo
+    torch.classes torch._classes
     numpy.ctypeslib numpy.f2py numpy.distutils numpy.testing numpy.lib.format numpy.lib.npyio
+    numpy.lib._npyio_impl numpy.lib._format_impl numpy.lib._datasource
     """.split()
 )
+
+#: Names (any part of a dotted name) that read or write files, fetch URLs, load libraries or run
+#: code when called. In the introspected modules they are refused even as a stored reference:
+#: a model has no reason to keep ``torch.load`` or ``numpy.fromfile``.
+DENIED_NAMES = frozenset(
+    """
+    genfromtxt recfromtxt recfromcsv fromfile tofile from_file fromregex memmap open_memmap DataSource
+    runstring download_url_to_file compile exec eval system attrgetter methodcaller call import_module
+    """.split()
+)
+#: Name prefixes refused the same way (after leading underscores): ``load``, ``loadtxt``,
+#: ``load_state_dict_from_url``, ``save``, ``savez``, ``_save_memory_usage``, ``dumps``, ...
+DENIED_NAME_PREFIXES = ("load", "save", "dump")
+
+#: Compiled torch operator namespaces: pure tensor functions (``torch.nn.functional.gelu`` pickles
+#: as ``torch._C._nn.gelu``). Their functions become references; the rest of ``torch._C`` stays refused.
+OP_MODULES = frozenset(
+    {"torch._C._nn", "torch._C._fft", "torch._C._linalg", "torch._C._special", "torch._C._nested", "torch._C._sparse"}
+)
+
+#: Classes whose methods pickle as ``builtins.getattr(<class>, "name")`` (``torch.relu`` is
+#: ``getattr(torch._C._VariableFunctionsClass, "relu")``) -> the ``(module, prefix)`` they stand for.
+OP_NAMESPACES: dict[tuple[str, str], tuple[str, str]] = {
+    ("torch._C", "_VariableFunctionsClass"): ("torch", ""),
+    ("torch._C", "_VariableFunctions"): ("torch", ""),
+    ("torch._C", "TensorBase"): ("torch", "Tensor"),
+    ("torch._C", "_TensorBase"): ("torch", "Tensor"),
+}
 
 #: Classes from denied modules that are plain data holders: placeholders, not refusals.
 PLACEHOLDER_EXCEPTIONS = frozenset(
@@ -76,9 +114,9 @@ PLACEHOLDER_EXCEPTIONS = frozenset(
     }
 )
 
-#: Modules whose callables are known and imported anyway, so a function from
-#: them that is not allow-listed can be recognised, and refused, without importing anything.
-INTROSPECTED_MODULES = ("torch", "numpy")
+#: Modules that are imported anyway, so a function from them can be told from a class (and
+#: kept as a :class:`Reference`, or refused) by reading their ``__dict__``, without importing anything.
+INTROSPECTED_MODULES = ("torch", "numpy", "math", "operator", "_operator")
 
 #: The largest pickle read into memory; anemoi's are a few MB, a model pickle tens of MB.
 DEFAULT_MAX_PICKLE_BYTES = 512 * 1024 * 1024
@@ -153,6 +191,44 @@ def placeholder_class(module: str, name: str, original: tuple[str, str] | None =
     return type(name.rpartition(".")[2] or "Opaque", (Placeholder,), namespace)
 
 
+class Reference:
+    """A function the pickle names but never gets: its module and name, nothing else.
+
+    A pickled model keeps functions as attributes (``self.activation =
+    torch.nn.functional.gelu``) and pickle stores them by name. The reader
+    keeps that name: the function is never looked up for use, imported or
+    called, and a reference is not callable. A pickle that tries to call one
+    (``REDUCE``, ``NEWOBJ``, ``INST``, a ``defaultdict`` factory, ...) or to
+    give it state (``BUILD``, items) is refused with
+    :class:`~anemoi_ckpt_nb.core.errors.UnsafePickleError`.
+
+    Attributes:
+        ph_module: the module path of the function.
+        ph_name: its qualified name (``"Tensor.add"`` for a method).
+        ph_original: ``(module, name)`` as the file wrote it.
+    """
+
+    __slots__ = ("ph_module", "ph_name", "ph_original", "__weakref__")
+
+    def __init__(self, module: str, name: str, original: tuple[str, str] | None = None) -> None:
+        self.ph_module = module
+        self.ph_name = name
+        self.ph_original = original or (module, name)
+
+    @property
+    def ph_path(self) -> str:
+        """``module.name`` of the function."""
+        return f"{self.ph_module}.{self.ph_name}"
+
+    def __repr__(self) -> str:
+        return f"<reference {self.ph_module}.{self.ph_name}>"
+
+
+def is_reference(obj: Any) -> bool:
+    """Whether ``obj`` is an inert :class:`Reference` to a function."""
+    return isinstance(obj, Reference)
+
+
 # --- the allow-list -------------------------------------------------------------
 
 
@@ -195,6 +271,8 @@ def _safe_defaultdict(factory: Any = None, *args: Any) -> Any:
     import collections
 
     plain = (list, dict, set, frozenset, tuple, int, float, str, bool, collections.OrderedDict, collections.Counter)
+    if is_reference(factory):
+        raise _unsafe_callable(factory)  # the factory would be called on the first missing key
     if factory is not None and not is_placeholder_class(factory) and not any(factory is p for p in plain):
         raise pickle.UnpicklingError(f"defaultdict with factory {factory!r} is refused")
     return collections.defaultdict(factory, *args)
@@ -209,7 +287,7 @@ def _safe_type(obj: Any) -> type:
 
 def _safe_getitem(obj: Any, key: Any) -> Any:
     # typing aliases (Dict[str, Any], Optional[int]) pickle as operator.getitem(Dict, (str, Any)).
-    if is_placeholder_class(obj) or is_placeholder(obj):
+    if is_placeholder_class(obj) or is_placeholder(obj) or is_reference(obj):
         return new_placeholder(_GETITEM, (obj, key))
     if type(obj) in (dict, list, tuple):
         return obj[key]
@@ -253,7 +331,7 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
         import copyreg
 
         return copyreg._reconstructor(cls, base, state)
-    raise _unsafe_callable(cls)
+    raise _unsafe_callable(base if is_reference(base) else cls)
 
 
 def _pure_path(*parts: Any) -> Any:
@@ -466,6 +544,8 @@ def _build_setstate_types() -> tuple:
 
 
 def _unsafe_callable(obj: Any) -> UnsafePickleError:
+    if is_reference(obj):
+        return UnsafePickleError("<pickle>", obj.ph_module, obj.ph_name)
     module = getattr(obj, "__module__", None) or type(obj).__module__
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
     return UnsafePickleError("<pickle>", str(module), str(name))
@@ -477,6 +557,23 @@ def _unsafe_callable(obj: Any) -> UnsafePickleError:
 def _denied(module: str) -> bool:
     parts = module.split(".")
     return any(".".join(parts[:end]) in DENIED_MODULES for end in range(1, len(parts) + 1))
+
+
+def _denied_name(part: str) -> bool:
+    """A name part refused in introspected modules: I/O and code runners, and interpreter internals (dunders)."""
+    if part.startswith("__") and part.endswith("__"):
+        return True
+    return part in DENIED_NAMES or part.lstrip("_").startswith(DENIED_NAME_PREFIXES)
+
+
+def _runs_code(obj: Any) -> bool:
+    """Whether a callable found in an introspected module is defined in a denied one (``torch.load`` is
+    ``torch.serialization.load``, ``torch.utils.model_zoo.load_url`` is ``torch.hub``'s)."""
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        home = obj.__module__ or ""
+    else:
+        home = type(obj).__module__
+    return home not in OP_MODULES and _denied(home)
 
 
 def _lookup_loaded(module: str, name: str) -> tuple[bool, Any]:
@@ -510,14 +607,18 @@ class Globals:
         self._placeholders: dict[tuple[str, str], type[Placeholder]] = {}
         from anemoi_ckpt_nb.core.classmap import current_name
 
+        self._references: dict[tuple[str, str], Reference] = {}
+        self._namespaces: dict[tuple[str, str], Reference] = {}
         self._rename = current_name
         #: Extra stand-ins for this file (``torch.storage._load_from_bytes``), set by the loader.
-        self.extra: dict[tuple[str, str], Any] = {}
+        self.extra: dict[tuple[str, str], Any] = {("builtins", "getattr"): self._getattr}
 
     @property
     def opaque(self) -> list[tuple[str, str]]:
-        """``(module, name)`` of every global turned into a placeholder, as the file names it, sorted."""
-        return sorted({cls.ph_original for cls in self._placeholders.values()})
+        """``(module, name)`` of every global kept as a placeholder or a reference, as the file names it, sorted."""
+        found = {cls.ph_original for cls in self._placeholders.values()}
+        found.update(ref.ph_original for ref in self._references.values())
+        return sorted(found)
 
     def refuse(self, module: str, name: str) -> UnsafePickleError:
         return UnsafePickleError(self.source, module, name)
@@ -525,9 +626,13 @@ class Globals:
     def resolve(self, module: str, name: str) -> Any:
         """The object a pickle ``GLOBAL module name`` stands for.
 
+        Returns:
+            An allow-listed object, a :class:`StorageMarker`, a placeholder
+            class, or a :class:`Reference` to a function.
+
         Raises:
-            UnsafePickleError: the global is a callable outside the allow-list
-                from a module that can run code.
+            UnsafePickleError: the global is from a module, or is a function,
+                that can run code or touch files.
         """
         import _compat_pickle
 
@@ -551,30 +656,75 @@ class Globals:
             return self._storage(module, name)
         if (module, name) in PLACEHOLDER_EXCEPTIONS:
             return self._placeholder(module, name, original)
+        if (module, name) in OP_NAMESPACES:
+            return self._namespace(module, name)
         if module == "builtins":
             found, obj = _lookup_loaded(module, name)
             # Exception classes are plain values in configs (anemoi keeps NotImplementedError).
             if found and isinstance(obj, type) and issubclass(obj, BaseException):
                 return self._placeholder(module, name, original)
             raise self.refuse(module, name)
+        if module in OP_MODULES or (module.split(".")[0] in INTROSPECTED_MODULES and not _denied(module)):
+            return self._introspect(module, name, original)
         if _denied(module):
             raise self.refuse(module, name)
-        if module.split(".")[0] in INTROSPECTED_MODULES:
-            found, obj = _lookup_loaded(module, name)
-            if found:
-                if isinstance(obj, type):
-                    return self._placeholder(module, name, original)
-                if callable(obj) or type(obj).__name__ == "module":
-                    raise self.refuse(module, name)
-                return self._placeholder(module, name, original)
-            # Not loaded: classes are CamelCase by convention; anything else could be a function.
-            if not name.rpartition(".")[2][:1].isupper():
-                raise self.refuse(module, name)
-            return self._placeholder(module, name, original)
         new_module, new_name = self._rename(module, name)
         if _denied(new_module):
             raise self.refuse(module, name)
         return self._placeholder(new_module, new_name, original)
+
+    def _introspect(self, module: str, name: str, original: tuple[str, str]) -> Any:
+        """A global of torch, numpy, math or operator: a placeholder class, a reference, or a refusal."""
+        parts = name.split(".")
+        if any(_denied_name(part) for part in parts):
+            raise self.refuse(module, name)
+        found, obj = _lookup_loaded(module, name)
+        if not found:
+            # Not loaded (or from another version): classes are CamelCase by convention; anything
+            # else is most likely a function, kept by name, so a call to it is refused.
+            if parts[-1][:1].isupper() and module not in OP_MODULES:
+                return self._placeholder(module, name, original)
+            return self._reference(module, name, original)
+        if isinstance(obj, type):
+            return self._placeholder(module, name, original)
+        if isinstance(obj, types.ModuleType) or (callable(obj) and _runs_code(obj)):
+            raise self.refuse(module, name)
+        if callable(obj):
+            return self._reference(module, name, original)
+        return self._placeholder(module, name, original)  # a plain value of the module, as before
+
+    def _getattr(self, *args: Any) -> Any:
+        """``builtins.getattr`` as pickles use it, by name only: ``torch.relu`` is
+        ``getattr(torch._C._VariableFunctionsClass, "relu")``, a bound method is
+        ``getattr(obj, "method")``. Only on references and placeholders; the result
+        is resolved like any global (so ``from_file`` is refused), never looked up for use."""
+        if len(args) != 2 or type(args[1]) is not str or not args[1].isidentifier() or args[1].startswith("__"):
+            raise self.refuse("builtins", "getattr")
+        obj, attr = args
+        if is_reference(obj) and self._namespaces.get(obj.ph_original) is obj:
+            module, prefix = OP_NAMESPACES[obj.ph_original]
+            return self.resolve(module, f"{prefix}.{attr}" if prefix else attr)
+        if not (is_reference(obj) or is_placeholder(obj) or is_placeholder_class(obj)):
+            raise self.refuse("builtins", "getattr")
+        module, name = obj.ph_module, f"{obj.ph_name}.{attr}"
+        if module in OP_MODULES or module.split(".")[0] in INTROSPECTED_MODULES:
+            return self.resolve(module, name)
+        return self._reference(module, name, (obj.ph_original[0], f"{obj.ph_original[1]}.{attr}"))
+
+    def _reference(self, module: str, name: str, original: tuple[str, str]) -> Reference:
+        key = (module, name)
+        ref = self._references.get(key)
+        if ref is None:
+            ref = self._references[key] = Reference(module, name, original)
+        return ref
+
+    def _namespace(self, module: str, name: str) -> Reference:
+        # Only ever an argument of getattr; not listed among the opaque globals.
+        key = (module, name)
+        ref = self._namespaces.get(key)
+        if ref is None:
+            ref = self._namespaces[key] = Reference(module, name)
+        return ref
 
     def _storage(self, module: str, name: str) -> StorageMarker:
         import torch
@@ -692,6 +842,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
 
         state = self.stack.pop()
         inst = self.stack[-1]
+        if is_reference(inst):  # a real function would get __dict__ entries or a __setstate__ call
+            raise self._globals.refuse(inst.ph_module, inst.ph_name)
         if is_placeholder(inst):
             if isinstance(inst.ph_state, dict) and isinstance(state, dict):
                 inst.ph_state.update(state)
@@ -729,7 +881,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         elif is_placeholder(target):
             target.ph_listitems.extend(items)
         else:
-            raise self._globals.refuse(type(target).__module__, f"{type(target).__qualname__}.extend")
+            raise self._refuse_target(target, "extend")
 
     def load_setitem(self) -> None:
         value = self.stack.pop()
@@ -752,7 +904,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         elif is_placeholder(target):
             target.ph_dictitems.extend(pairs)
         else:
-            raise self._globals.refuse(type(target).__module__, f"{type(target).__qualname__}.__setitem__")
+            raise self._refuse_target(target, "__setitem__")
 
     def load_additems(self) -> None:
         items = self.pop_mark()
@@ -762,9 +914,14 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         elif is_placeholder(target):
             target.ph_setitems.extend(items)
         else:
-            raise self._globals.refuse(type(target).__module__, f"{type(target).__qualname__}.add")
+            raise self._refuse_target(target, "add")
 
     dispatch[pickle.ADDITEMS[0]] = load_additems
+
+    def _refuse_target(self, target: Any, method: str) -> UnsafePickleError:
+        if is_reference(target):
+            return self._globals.refuse(target.ph_module, target.ph_name)
+        return self._globals.refuse(type(target).__module__, f"{type(target).__qualname__}.{method}")
 
 
 def restricted_load(
