@@ -18,7 +18,8 @@ def describe(error: BaseException) -> str:
         return str(error)
     if isinstance(error, OSError) and error.filename:
         return f"{error.filename}: {error.strerror or error}"
-    return f"{type(error).__name__}: {error}"
+    # Messages of other libraries (pydantic, botocore) may span lines; the contract is one line.
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def report(error: BaseException) -> int:
