@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import types
@@ -30,8 +31,18 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     overrides = {}
     for item in rest:
         key, _, value = item.partition("=")
-        overrides[key] = None if value == "null" else value
+        overrides[key] = None if value == "null" else hydra_unquote(value)
     return args, overrides
+
+
+def hydra_unquote(value: str) -> str:
+    """A single-quoted override value as Hydra, then OmegaConf, read it."""
+    if len(value) < 2 or value[0] != "'" or value[-1] != "'":
+        return value
+    text = value[1:-1]
+    # Hydra: backslashes escape only before a quote or the closing quote; OmegaConf: before "${".
+    text = re.sub(r"(\\+)('|$)", lambda m: m[1][: len(m[1]) // 2] + m[2], text)
+    return re.sub(r"(\\+)(\$\{)", lambda m: m[1][: len(m[1]) // 2] + m[2], text)
 
 
 def main(argv: list[str] | None = None) -> int:

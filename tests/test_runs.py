@@ -173,6 +173,15 @@ def test_prefetch_writes_a_verified_file_and_its_entry_once(project):
     assert run_cache.verify_entry(cache, parent.uuid[:8]).uuid == parent.uuid
 
 
+def test_a_cache_reference_is_a_uuid_prefix_not_a_pattern(project):
+    catalogue, written, cache = project
+    catalogue.get(written[0].uuid).prefetch(cache=cache)
+    # "*" would match every cached checkpoint if the prefix were used as a glob pattern
+    for ref in ("*", "?" * 8, "[0-9a-f]"):
+        with pytest.raises(CacheError, match="nothing is cached"):
+            run_cache.verify_entry(cache, ref)
+
+
 def test_an_interrupted_prefetch_resumes_from_its_part_file(project):
     catalogue, written, cache = project
     parent = catalogue.get(written[0].uuid)
@@ -359,3 +368,53 @@ def test_verify_cache_by_uuid_reads_only_the_cache(project, capsys, monkeypatch)
     assert f"sha256 {parent.sha256} verified" in capsys.readouterr().out
     assert main(["verify-cache", "ffffffff", "--cache", str(cache)]) == 2
     assert "nothing is cached under it" in capsys.readouterr().err
+
+
+def test_plan_script_keeps_awkward_paths_and_hostile_run_ids_inert(tmp_path):
+    """Paths with spaces, quotes and ``$``, and a run id from someone else's checkpoint holding a
+    line break: the script must pass the paths through whole and never run the run id as a command."""
+    hostile = "run-1\ntouch pwned"
+    examples.write_run(tmp_path / "runs", checkpoints=1, run_id=hostile, weights_bytes=40_000)
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    (parent,) = catalogue.register_run(tmp_path / "runs")
+    cache = tmp_path / "cache it's $HOME ${x}"
+    out = tmp_path / "new run"
+    script = tmp_path / "my jobs" / "fork job.sh"
+    assert main(["plan", parent.uuid, "--fork", "--catalogue", catalogue.url, "--cache", str(cache), "-o", str(script),
+                 "--layout", "system", "--train-command", train_command(out)]) == 0
+    text = script.read_text()
+    assert "#   parent run    run-1\\ntouch pwned\n" in text  # shown escaped in the comments
+
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "pwned").exists()
+    manifest = runs.list_manifests(catalogue.store.storage)[0]
+    report = json.loads((out / "standin.json").read_text())
+    assert report["started_from"] == manifest.checkpoint.path == str(cache.absolute() / parent.uuid / parent.filename)
+
+
+def test_slurm_directives_quote_what_sbatch_would_split(project, tmp_path):
+    from anemoi_ckpt_nb.core.jobscript import SlurmOptions, render_script
+
+    catalogue, written, cache = project
+    manifest = catalogue.get(written[-1].uuid).fork(cache=cache, environment=snapshot(), prefetch=False, layout="system")
+    options = SlurmOptions(account="proj", output="/scratch/my logs/%j #1.out", job_name='say "hi"')
+    text = render_script(manifest, manifest_path=manifest.local_path, cache=cache, catalogue=catalogue.url, slurm=options)
+    # sbatch splits a directive at whitespace, ends it at '#', and reads quotes and backslash escapes.
+    assert '#SBATCH --output="/scratch/my logs/%j #1.out"\n' in text
+    assert '#SBATCH --job-name="say \\"hi\\""\n' in text and "#SBATCH --account=proj\n" in text
+    default = SlurmOptions()
+    assert "#SBATCH --job-name=anemoi-fork-" in render_script(
+        manifest, manifest_path=manifest.local_path, cache=cache, catalogue=catalogue.url, slurm=default)
+    assert default.job_name is None  # the caller's options are not changed
+
+
+def test_the_prefetch_hint_can_be_pasted_into_a_shell(project, tmp_path):
+    catalogue, written, _ = project
+    cache = tmp_path / "cache with space"
+    parent = catalogue.get(written[-1].uuid)
+    manifest = parent.fork(cache=cache, environment=snapshot(), prefetch=False, layout="system")
+    with pytest.raises(CacheError) as info:
+        runs.verify_run(manifest.local_path, environment=snapshot())
+    command = info.value.hint.split("with: ", 1)[1]
+    assert shlex.split(command)[-2:] == ["--cache", str(cache.absolute())]

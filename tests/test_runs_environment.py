@@ -13,7 +13,7 @@ import pytest
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.core import environment as env
 from anemoi_ckpt_nb.core import runs
-from anemoi_ckpt_nb.core.errors import CodeCheckoutError, DriftError
+from anemoi_ckpt_nb.core.errors import CodeCheckoutError, DriftError, RunPlanError
 
 
 def snapshot(**packages: str | None) -> env.EnvironmentSnapshot:
@@ -186,10 +186,39 @@ def test_overrides_use_anemoi_training_names(tmp_path):
     assert link == tmp_path / "out" / "old" / "epoch 3.ckpt"
 
 
+@pytest.mark.parametrize("run_id", ["..", "../elsewhere", "a/b", ""])
+def test_hardware_layout_refuses_a_run_id_that_is_not_one_folder(tmp_path, run_id):
+    with pytest.raises(RunPlanError, match="folder name"):
+        runs.training_overrides(mode="fork", layout="hardware", run_id=None, parent_run_id=run_id,
+                                checkpoint=tmp_path / "c.ckpt", load_weights_only=True, checkpoints_dir=tmp_path / "out")
+
+
+def test_checkpoint_code_ignores_git_versions_of_an_unexpected_shape():
+    code = env.checkpoint_code({"python": "3.11", "git_versions": {"a": "3f2c1a9", "b": {"git": "x"},
+                                                                     "c": {"git": {"sha1": "abc", "modified_files": 1}}}})
+    assert code.git == {"c": "abc"} and code.git_dirty == ["c"]
+
+
 def test_hydra_value_quotes_what_hydra_would_misparse():
     assert runs.hydra_value("/a/b-c_d.ckpt") == "/a/b-c_d.ckpt"
     assert runs.hydra_value("it's here") == "'it\\'s here'"
     assert runs.hydra_value(None) == "null" and runs.hydra_value(False) == "false"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [  # each expected text read back to the value by hydra-core 1.3.2's override parser and OmegaConf
+        ("/x/back\\slash", "'/x/back\\slash'"),  # a backslash not before a quote is literal
+        ("/x/end\\", "'/x/end\\\\'"),  # ... but before the closing quote it escapes
+        ("/x/it\\'s", "'/x/it\\\\\\'s'"),
+        ("/x/${oc.env:HOME}/y", "'/x/\\${oc.env:HOME}/y'"),  # OmegaConf would resolve it
+        ("/data/é/epoch.ckpt", "'/data/é/epoch.ckpt'"),  # Hydra's unquoted values are ASCII only
+        ("42", "'42'"), ("1e5", "'1e5'"), ("nan", "'nan'"), ("True", "'True'"), ("NULL", "'NULL'"),  # else not strings
+        (42, "42"), (2.5, "2.5"), ("abc-12", "abc-12"),
+    ],
+)
+def test_hydra_value_reads_back_as_the_same_string(value, expected):
+    assert runs.hydra_value(value) == expected
 
 
 def test_environment_module_imports_nothing_heavy():

@@ -451,3 +451,38 @@ def test_server_side_copy_in_parts(s3_url):
     with pytest.raises(Exception, match="record says"):
         server_side_copy(source, "blob", dest, "bad", sha256=digest, size=len(data) + 1)
     assert not dest.exists("bad")
+
+
+def test_site_names_are_checked_against_the_current_catalogue_json(local_catalogue, tmp_path):
+    # Two sessions opened the catalogue; each checks its change against catalogue.json as it is now,
+    # not as it was when the session opened it.
+    other = Catalogue(local_catalogue.url)
+    local_catalogue.name_catalogue_site("ecmwf")
+    with pytest.raises(SiteError, match="catalogue's own site"):
+        other.add_site("ecmwf", path=str(tmp_path / "ecmwf-fs"))
+    local_catalogue.add_site("lumi", path=str(tmp_path / "lumi-fs"))
+    with pytest.raises(SiteError, match="already called 'lumi'"):
+        other.name_catalogue_site("lumi")
+    assert [row["name"] for row in local_catalogue.sites()] == ["ecmwf", "lumi"]
+
+
+@pytest.mark.s3
+def test_a_whole_staging_file_is_uploaded_without_fetching_it_again(s3_url, tmp_path):
+    # In-memory catalogue -> S3 site: neither end is a local folder, so the bytes go through staging.
+    catalogue = Catalogue.create(f"memory://sites-{_uuid.uuid4().hex}")
+    ckpt = write_ckpt(tmp_path / "run", weights_bytes=300_000)
+    ck = catalogue.register(ckpt.path)
+    catalogue.add_site("s3site", s3=s3_url)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / ck.sha256).write_bytes(ckpt.path.read_bytes())  # left by a run whose upload failed
+    moved: list[int] = []
+    result = ck.replicate("s3site", staging=staging, progress=moved.append)
+    assert result.method == "streamed" and result.source == "catalogue"
+    assert sum(moved) == ck.size  # the upload only
+    assert list(staging.iterdir()) == []
+    (staging / ck.sha256).write_bytes(b"damaged")  # a damaged one is fetched again
+    ck.drop_location("s3site", dry_run=False)
+    moved.clear()
+    assert ck.replicate("s3site", staging=staging, progress=moved.append).method == "streamed"
+    assert sum(moved) == 2 * ck.size

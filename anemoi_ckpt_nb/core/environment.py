@@ -281,7 +281,11 @@ def checkpoint_code(provenance: Mapping[str, Any] | BaseModel | None) -> Checkpo
             modules[name] = text
     git, dirty = {}, []
     for name, value in (provenance.get("git_versions") or {}).items():
-        info = (value or {}).get("git", value) or {}
+        if not isinstance(value, dict):
+            continue  # someone else's file: an unexpected shape carries no commit to compare
+        info = value.get("git", value)
+        if not isinstance(info, dict):
+            continue
         if info.get("sha1"):
             git[name] = str(info["sha1"])
         # modified_files/untracked_files are counts or lists depending on anemoi-utils' "full" flag.

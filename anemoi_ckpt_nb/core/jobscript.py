@@ -13,7 +13,9 @@ The text is built by pure functions; :func:`write_script` only writes it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -61,12 +63,24 @@ class SlurmOptions:
             ("mem", self.mem),
             ("output", self.output),
         ]
-        lines = [f"#SBATCH --{name}={value}" for name, value in pairs if value is not None]
+        lines = [f"#SBATCH --{name}={_sbatch_value(value)}" for name, value in pairs if value is not None]
         lines += [f"#SBATCH {option}" for option in self.extra]
         for line in lines:
             if "\n" in line or "\r" in line:
                 raise RunPlanError("slurm", f"a SLURM option holds a line break: {line!r}", hint="give each option on one line")
         return lines
+
+
+_SBATCH_PLAIN = re.compile(r"^[\w./:@%+,=-]+$", re.ASCII)
+
+
+def _sbatch_value(value: object) -> str:
+    """A directive value as sbatch reads it back: sbatch splits ``#SBATCH`` lines at
+    whitespace, starts a comment at ``#`` and honours quotes and backslash escapes."""
+    text = str(value)
+    if _SBATCH_PLAIN.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def default_anemoi_ckpt() -> list[str]:
@@ -76,6 +90,12 @@ def default_anemoi_ckpt() -> list[str]:
 
 def _q(value: object) -> str:
     return shlex.quote(str(value))
+
+
+def _comment(value: object) -> str:
+    """Text for a ``#`` comment line: names and run ids come from other people's
+    checkpoints, and a line break in one would end the comment and run the rest."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
 
 def render_script(
@@ -113,42 +133,43 @@ def render_script(
     run = manifest.run_id or "chosen by anemoi-training when it starts"
     lines = ["#!/usr/bin/env bash"]
     if slurm is not None:
-        if slurm.job_name is None:
-            slurm.job_name = f"anemoi-{manifest.mode}-{uuid[:8]}"
+        if slurm.job_name is None:  # a copy: the caller's options stay as given
+            slurm = dataclasses.replace(slurm, job_name=f"anemoi-{manifest.mode}-{uuid[:8]}")
         lines += slurm.directives()
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     from anemoi_ckpt_nb import __version__
 
     lines += [
         "#",
-        f"# {manifest.mode.capitalize()} of checkpoint {uuid}{name}: written by anemoi-ckpt {__version__} at {now}.",
+        f"# {manifest.mode.capitalize()} of checkpoint {_comment(uuid + name)}: written by anemoi-ckpt {__version__} at {now}.",
         f"#   run manifest  {manifest.uuid}",
-        f"#                 catalogue: {catalogue.rstrip('/')}/manifests/{manifest.uuid}.json",
-        f"#                 local:     {manifest_path}",
-        f"#   run id        {run}",
-        f"#   parent run    {manifest.parent_run_id or '-'}",
-        f"#   config        {manifest.training.layout} layout ({manifest.training.layout_reason})",
+        f"#                 catalogue: {_comment(catalogue.rstrip('/'))}/manifests/{manifest.uuid}.json",
+        f"#                 local:     {_comment(manifest_path)}",
+        f"#   run id        {_comment(run)}",
+        f"#   parent run    {_comment(manifest.parent_run_id or '-')}",
+        f"#   config        {manifest.training.layout} layout ({_comment(manifest.training.layout_reason)})",
     ]
     if manifest.drift:
         lines.append(f"#   drift         {len(manifest.drift)} difference(s) recorded in the manifest"
                      + (" (allowed)" if manifest.drift_allowed else ""))
+    shown = _comment(_q(script_name))
     lines += [
         "#",
         "# The steps run on different nodes:",
         "#   step 1, login node (network): download and verify the checkpoint into the cache",
-        f"#       bash {script_name} prefetch",
+        f"#       bash {shown} prefetch",
         "#   step 2, compute node (offline, ANEMOI_CKPT_OFFLINE=1): verify the cached file and the",
         "#           code versions against the run manifest, then train",
-        f"#       {'sbatch' if slurm is not None else 'bash'} {script_name} train",
-        f"#   bash {script_name}   on the login node does step 1, then "
+        f"#       {'sbatch' if slurm is not None else 'bash'} {shown} train",
+        f"#   bash {shown}   on the login node does step 1, then "
         + ("submits step 2 with sbatch." if slurm is not None else "runs step 2 in this shell."),
     ]
     if slurm is not None:
         lines += [
             "#",
             "# If step 1 must itself be a batch job (e.g. on a partition with network access):",
-            f"#   jid=$(sbatch --parsable --partition=<transfer> {script_name} prefetch) && \\",
-            f"#     sbatch --dependency=afterok:$jid {script_name} train",
+            f"#   jid=$(sbatch --parsable --partition=<transfer> {shown} prefetch) && \\",
+            f"#     sbatch --dependency=afterok:$jid {shown} train",
         ]
     lines += [
         "#",
@@ -257,11 +278,10 @@ def write_job(
             raise RunPlanError(
                 manifest.parent.uuid, f"override {override!r} is not KEY=VALUE", hint="e.g. --override training.max_epochs=20"
             )
-    cache = Path(manifest.checkpoint.path).parent.parent
     text = render_script(
         manifest,
         manifest_path=manifest.local_path,
-        cache=cache,
+        cache=manifest.cache_dir,
         catalogue=manifest.catalogue,
         train_command=train_command,
         extra_overrides=extra_overrides,

@@ -16,7 +16,9 @@ is what the offline training step calls.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import os
+import shlex
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -77,8 +79,8 @@ def cached_path(cache: str | Path, uuid: str, filename: str) -> Path:
 
 def prefetch_command(uuid: str, cache: str | Path, catalogue: str | None = None) -> str:
     """The command that fills the cache, for hints in error messages."""
-    where = f" --catalogue {catalogue}" if catalogue else ""
-    return f"anemoi-ckpt{where} prefetch {uuid} --cache {cache}"
+    where = f" --catalogue {shlex.quote(str(catalogue))}" if catalogue else ""
+    return f"anemoi-ckpt{where} prefetch {shlex.quote(uuid)} --cache {shlex.quote(str(cache))}"
 
 
 def required_space(size: int, *, have: int = 0, margin: int | None = None) -> int:
@@ -103,10 +105,20 @@ def check_space(folder: Path, size: int, *, have: int = 0, margin: int | None = 
         )
 
 
-def _write_json_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a small file whole or not at all (a temporary beside it, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # e.g. a full disk: leave no stray temporary behind
+        raise
+
+
+def _write_entry(folder: Path, entry: CacheEntry) -> None:
+    write_atomically(folder / CACHE_ENTRY, entry.model_dump_json(indent=2).encode() + b"\n")
 
 
 def read_entry(cache: str | Path, uuid: str) -> CacheEntry | None:
@@ -132,6 +144,11 @@ def read_entry(cache: str | Path, uuid: str) -> CacheEntry | None:
             hint="pip install -U anemoi-ckpt-nb",
         )
     return entry
+
+
+def is_whole(path: Path, *, sha256: str, size: int, progress: Callable[[int], None] | None = None) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes hashing to ``sha256`` (the size is checked first, cheaply)."""
+    return path.is_file() and path.stat().st_size == size and sha256_file(path, progress=progress) == sha256
 
 
 def verify_cached(
@@ -204,7 +221,7 @@ def prefetch(
         margin: Bytes to leave free beyond the file (default: 5% of it, at least 64 MiB).
         progress: Called with the number of bytes fetched or hashed.
         store: The catalogue (``CatalogueStore``): when given, the file comes from
-            the best of its copies at any site (:func:`anemoi_ckpt_nb.core.sites.fetch`)
+            the best of its copies at any site (:func:`anemoi_ckpt_nb.core.site_fetch.fetch`)
             and the entry records ``site`` and ``source_url``.
 
     Returns:
@@ -239,23 +256,25 @@ def prefetch(
         fetched_by=str(whoami()),
     )
     if dest.exists():
-        if dest.stat().st_size == record.size and sha256_file(dest, progress=progress) == record.sha256:
-            if read_entry(cache, record.uuid) is None:
-                _write_json_atomically(folder / CACHE_ENTRY, entry.model_dump_json(indent=2).encode() + b"\n")
-            return read_entry(cache, record.uuid) or entry
+        if is_whole(dest, sha256=record.sha256, size=record.size, progress=progress):
+            existing = read_entry(cache, record.uuid)
+            if existing is not None:
+                return existing
+            _write_entry(folder, entry)
+            return entry
         # A damaged or tampered copy: fetch it again rather than keep bad bytes.
         dest.unlink()
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     check_space(folder, record.size, have=min(have, record.size), margin=margin)
     if store is not None:  # site-aware: this machine's site first, falling back (core.site_fetch)
-        from anemoi_ckpt_nb.core.sites import fetch
+        from anemoi_ckpt_nb.core.site_fetch import fetch
 
         fetched = fetch(store, record, dest, progress=progress)
         entry = CacheEntry(**entry.model_dump(), site=fetched.site, source_url=fetched.location.url)
     else:
         storage.download_file(record.blob, dest, sha256=record.sha256, progress=progress)
-    _write_json_atomically(folder / CACHE_ENTRY, entry.model_dump_json(indent=2).encode() + b"\n")
+    _write_entry(folder, entry)
     return entry
 
 
@@ -275,7 +294,7 @@ def verify_entry(cache: str | Path, ref: str) -> CacheEntry:
     root = Path(cache).expanduser().absolute()
     folder = root / ref
     if not (folder / CACHE_ENTRY).exists():
-        matches = sorted(p for p in root.glob(f"{ref}*") if (p / CACHE_ENTRY).exists()) if root.is_dir() else []
+        matches = sorted(p for p in root.glob(f"{glob.escape(ref)}*") if (p / CACHE_ENTRY).exists()) if root.is_dir() else []
         if len(matches) != 1:
             if matches:
                 raise CacheError(root / ref, f"{len(matches)} cached checkpoints start with it", hint="give more characters of the uuid")

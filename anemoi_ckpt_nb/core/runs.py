@@ -35,7 +35,6 @@ to their parent when they are registered.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import uuid as _uuid
 from pathlib import Path
@@ -123,6 +122,11 @@ class RunManifest(_Model):
     def overrides(self) -> list[str]:
         return list(self.training.overrides)
 
+    @property
+    def cache_dir(self) -> Path:
+        """The cache folder of the plan (the checkpoint is ``<cache>/<parent uuid>/<file>``)."""
+        return Path(self.checkpoint.path).parent.parent
+
 
 def manifest_key(uuid: str) -> str:
     """Key of a run manifest in the catalogue."""
@@ -136,19 +140,42 @@ def local_manifest_path(cache: str | Path, parent_uuid: str, manifest_uuid: str)
 
 # --- overrides -----------------------------------------------------------------------
 
-_HYDRA_SAFE = re.compile(r"^[\w./:@+-]+$")
+_HYDRA_SAFE = re.compile(r"^[\w./:@+-]+$", re.ASCII)
+#: Unquoted, Hydra reads these as booleans or null (any case); numbers are caught by ``float``.
+_HYDRA_KEYWORDS = frozenset({"true", "false", "null"})
+
+
+def _hydra_typed(text: str) -> bool:
+    """Whether Hydra would read ``text``, unquoted, as something other than a string."""
+    if text.lower() in _HYDRA_KEYWORDS:
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def hydra_value(value: object) -> str:
-    """A value as a Hydra command-line override accepts it: quoted when it has special characters."""
+    """A value as a Hydra command-line override reads it back exactly.
+
+    Strings that Hydra would misparse (special or non-ASCII characters) or
+    read as another type (``42``, ``1e5``, ``true``) are single-quoted. In a
+    quoted value Hydra treats a backslash as an escape only before a quote,
+    and OmegaConf only before ``${`` (which it would otherwise resolve), so
+    only those backslashes are doubled.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    if _HYDRA_SAFE.match(text):
+    if _HYDRA_SAFE.match(text) and (isinstance(value, (int, float)) or not _hydra_typed(text)):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    text = re.sub(r"(\\*)(\$\{)", lambda m: m[1] * 2 + "\\" + m[2], text)
+    text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", text)
+    text = re.sub(r"(\\+)$", lambda m: m[1] * 2, text)
+    return f"'{text}'"
 
 
 def choose_layout(environment: EnvironmentSnapshot, layout: Layout | None = None) -> tuple[Layout, str]:
@@ -206,7 +233,12 @@ def training_overrides(
     if layout == "system":
         return [*head, f"system.input.warm_start={hydra_value(str(checkpoint))}", weights], None
     assert checkpoints_dir is not None
-    link = checkpoints_dir / str(parent_run_id if mode == "fork" else run_id) / checkpoint.name
+    folder = str(parent_run_id if mode == "fork" else run_id)
+    # The run id comes from someone else's checkpoint: it must name one folder, not a path.
+    if not folder or folder in (".", "..") or "/" in folder or "\x00" in folder:
+        raise RunPlanError(folder, "this run id cannot be a folder name under the checkpoints folder",
+                           hint="use the 'system' layout (anemoi-training >= 0.8), which needs no link")
+    link = checkpoints_dir / folder / checkpoint.name
     return [
         *head,
         f"hardware.paths.checkpoints={hydra_value(str(checkpoints_dir))}",
@@ -443,10 +475,7 @@ def record_manifest(storage: Any, manifest: RunManifest, *, cache: str | Path) -
     data = _dump(manifest)
     # Catalogue first: a manifest only exists locally once it is recorded centrally.
     storage.put(manifest_key(manifest.uuid), data, if_absent=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    run_cache.write_atomically(path, data)
     return path
 
 
@@ -530,12 +559,11 @@ def verify_run(
         DriftError: the environment differs in ways that matter and the manifest did not allow drift.
     """
     manifest = load_manifest(manifest_path)
-    cache = Path(manifest.checkpoint.path).parent.parent
     run_cache.verify_cached(
         manifest.checkpoint.path,
         sha256=manifest.checkpoint.sha256,
         size=manifest.checkpoint.size,
-        hint=run_cache.prefetch_command(manifest.parent.uuid, cache, manifest.catalogue),
+        hint=run_cache.prefetch_command(manifest.parent.uuid, manifest.cache_dir, manifest.catalogue),
         progress=progress,
     )
     if environment is None:

@@ -133,7 +133,7 @@ def _copy_from(
     progress: Callable[[int], None] | None,
     max_single_copy: int,
 ) -> Method:
-    from anemoi_ckpt_nb.core.run_cache import check_space
+    from anemoi_ckpt_nb.core.run_cache import check_space, is_whole
 
     if _copy.same_s3_endpoint(source, dest):
         _copy.server_side_copy(
@@ -157,8 +157,10 @@ def _copy_from(
         return "streamed"
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / record.sha256
-    check_space(staging, record.size, hint="free space there or pass another staging folder (--staging DIR)")
-    source.download_file(source_key, staged, sha256=record.sha256, progress=progress)
+    # A whole staging file is left when an earlier upload failed: upload it rather than fetch it again.
+    if not is_whole(staged, sha256=record.sha256, size=record.size):
+        check_space(staging, record.size, hint="free space there or pass another staging folder (--staging DIR)")
+        source.download_file(source_key, staged, sha256=record.sha256, progress=progress)
     dest.upload_file(dest_key, staged, sha256=record.sha256, progress=progress)
     staged.unlink(missing_ok=True)
     return "streamed"
@@ -217,12 +219,13 @@ def replicate(
         kind, key = target.kind, replica_key(record)
     state, _ = _loc.read_state(store, record)
     existing = state.at(target.name)
-    if existing is not None and existing.ok and existing.key == key and holds(dest, key, record):
+    present = holds(dest, key, record)
+    if present and existing is not None and existing.ok and existing.key == key:
         return ReplicateResult(existing, "already-there", None)
     attempts: list[tuple[str, str]] = []
     source_name: str | None = None
     method: Method
-    if holds(dest, key, record):
+    if present:
         method = "found"
     else:
         sources = [loc for loc in order(store, state.locations) if loc.site != target.name]

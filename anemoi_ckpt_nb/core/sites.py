@@ -34,8 +34,7 @@ from anemoi_ckpt_nb.core.errors import ConflictError, SchemaError, SiteError, Un
 
 if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
-    from anemoi_ckpt_nb.core.schema import CheckpointRecord
-    from anemoi_ckpt_nb.core.site_fetch import FetchResult
+    from anemoi_ckpt_nb.core.site_fetch import fetch as fetch
     from anemoi_ckpt_nb.storage.base import Storage
 
 #: Environment variable naming the site this machine belongs to.
@@ -249,8 +248,6 @@ def add_site(
     validate_site_name(name)
     if (s3 is None) == (path is None):
         raise SiteError(f"site {name!r}: give exactly one of an S3 URL or a path", hint="--s3 s3://bucket/prefix or --path /shared/folder")
-    if name == catalogue_site_name(store):
-        raise SiteError(f"{name!r} is the catalogue's own site", hint="choose another name")
     if s3 is not None:
         site = Site(name=name, kind="s3", url=_check_s3_url(s3), endpoint_url=endpoint_url, profile=profile)
     else:
@@ -265,6 +262,9 @@ def add_site(
     site.added_by = str(whoami())
 
     def change(document: dict[str, Any]) -> None:
+        # Checked on the fresh document: the catalogue's site may have been named since the store was opened.
+        if name == (document.get(CATALOGUE_SITE_KEY) or DEFAULT_CATALOGUE_SITE):
+            raise SiteError(f"{name!r} is the catalogue's own site", hint="choose another name")
         sites = document.setdefault("sites", [])
         existing = [i for i, s in enumerate(sites) if s.get("name") == name]
         if existing and not replace:
@@ -318,10 +318,11 @@ def name_catalogue_site(store: CatalogueStore, name: str) -> None:
         SiteError: invalid name, or a described site already has it.
     """
     validate_site_name(name)
-    if any(s.name == name for s in list_sites(store)):
-        raise SiteError(f"a described site is already called {name!r}", hint="choose another name")
 
     def change(document: dict[str, Any]) -> None:
+        # Checked on the fresh document: a site of that name may have been added since the store was opened.
+        if any(site.get("name") == name for site in document.get("sites", [])):
+            raise SiteError(f"a described site is already called {name!r}", hint="choose another name")
         document[CATALOGUE_SITE_KEY] = name
 
     _update_descriptor(store, change)
@@ -338,15 +339,10 @@ def describe_sites(store: CatalogueStore) -> list[dict[str, Any]]:
     return rows
 
 
-def fetch(
-    store: CatalogueStore,
-    record: CheckpointRecord,
-    dest: str | os.PathLike,
-    *,
-    progress: Callable[[int], None] | None = None,
-    site: str | None = None,
-) -> FetchResult:
-    """Download a checkpoint from the best of its locations; see :func:`.site_fetch.fetch`."""
-    from anemoi_ckpt_nb.core.site_fetch import fetch as _fetch
+def __getattr__(name: str) -> Any:
+    # ``sites.fetch`` is :func:`.site_fetch.fetch`, imported on first use: site_fetch imports this module.
+    if name == "fetch":
+        from anemoi_ckpt_nb.core.site_fetch import fetch
 
-    return _fetch(store, record, dest, progress=progress, site=site)
+        return fetch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -124,8 +125,7 @@ def server_side_copy(
         if copied["ContentLength"] != size:
             dst._client.delete_object(Bucket=dst.bucket, Key=target)
             raise IntegrityError(dst.url, dest_key, f"the copy has {copied['ContentLength']} bytes, expected {size}; it was deleted", hint="retry the replication")
-        return copied["ETag"]
-    raise AssertionError("unreachable")  # pragma: no cover
+    return copied["ETag"]
 
 
 def _copy_parts(dst: Any, target: str, copy_source: dict, etag: str, *, size: int, sha256: str, part_size: int, progress: ProgressCallback | None) -> None:
@@ -152,10 +152,9 @@ def _copy_parts(dst: Any, target: str, copy_source: dict, etag: str, *, size: in
             parts = []
             for future in futures:
                 part = future.result()
+                nbytes = part.pop("bytes")
                 if progress is not None:
-                    progress(part.pop("bytes"))
-                else:
-                    part.pop("bytes")
+                    progress(nbytes)
                 parts.append(part)
         dst._client.complete_multipart_upload(Bucket=dst.bucket, Key=target, UploadId=upload_id, MultipartUpload={"Parts": parts})
         completed = True
@@ -191,8 +190,6 @@ def hash_object(storage: Storage, key: str, *, progress: ProgressCallback | None
         ObjectNotFoundError: no such object.
         StorageUnreachableError, StorageAccessError: the storage cannot be read.
     """
-    digest = hashlib.sha256()
-    size = 0
     root = local_root(storage)
     if root is not None:
         from anemoi_ckpt_nb.storage._keys import check_key
@@ -203,26 +200,25 @@ def hash_object(storage: Storage, key: str, *, progress: ProgressCallback | None
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFoundError(storage.url, key, "no such object") from None
         with f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-        return digest.hexdigest(), size
+            return _digest(iter(lambda: f.read(_CHUNK), b""), progress)
     if is_s3(storage):
         from anemoi_ckpt_nb.storage import _s3_transfer as transfer
 
         s3: Any = storage
         with s3._call(key):
             head = s3._head(key)
-            total = head["ContentLength"]
-            for chunk in transfer.read_ranges(s3._target(key), etag=head["ETag"], start=0, size=total):
-                digest.update(chunk)
-                size += len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
-        return digest.hexdigest(), size
+            chunks = transfer.read_ranges(s3._target(key), etag=head["ETag"], start=0, size=head["ContentLength"])
+            return _digest(chunks, progress)
     data, _ = storage.get(key)  # the in-memory backend: the bytes are in memory already
-    if progress is not None:
-        progress(len(data))
-    return hashlib.sha256(data).hexdigest(), len(data)
+    return _digest([data], progress)
+
+
+def _digest(chunks: Iterable[bytes], progress: ProgressCallback | None) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return digest.hexdigest(), size
