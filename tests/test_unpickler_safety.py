@@ -722,3 +722,122 @@ def test_getattr_is_only_for_methods_of_references_and_placeholders():
     assert is_reference(bound) and bound.ph_path == "anemoi.models.layers.Block.forward"
     member = loads(_pickle(_call(getattr_, _global("anemoi.models.enums", "Kind"), _str("RED"))))
     assert is_reference(member) and member.ph_path == "anemoi.models.enums.Kind.RED"
+
+
+# --- hostile sizes, codec names and attributes -------------------------------------------
+
+
+def _peak_bytes(payload: bytes) -> int:
+    """Peak memory Python allocated while ``loads`` refused ``payload``."""
+    import tracemalloc
+
+    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+
+    loads(pickle.dumps(np.zeros(1, dtype=np.uint8), protocol=2))  # imports and caches outside the measure
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptCheckpointError):
+            loads(payload)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+CLAIMED = 64 * 1024 * 1024
+
+
+def test_a_bytearray_length_the_file_does_not_hold_allocates_nothing():
+    # BYTEARRAY8 claiming 64 MiB, followed by 3 bytes: the stock unpickler zeroes 64 MiB first.
+    payload = _pickle(b"\x96" + struct.pack("<Q", CLAIMED) + b"abc", protocol=5)
+    assert _peak_bytes(payload) < CLAIMED // 8
+
+
+def test_numpy_frombuffer_of_a_size_allocates_nothing():
+    # _frombuffer(<int>, ...) would run bytes(<int>): 64 MiB of zeros from a 100-byte file.
+    dtype = _call(_global("numpy", "dtype"), _str("u1"))
+    payload = _pickle(
+        _call(_global("numpy._core.numeric", "_frombuffer"), b"J" + struct.pack("<i", CLAIMED), dtype, b"K\x01\x85", _str("C"))
+    )
+    assert _peak_bytes(payload) < CLAIMED // 8
+
+
+def test_codecs_are_never_looked_up_by_a_name_from_the_file():
+    """str(data, enc), bytes(text, enc), bytearray(text, enc) and NEWOBJ str would consult every codec search
+    function (third-party ones included) and import ``encodings.<name>``."""
+    import codecs
+
+    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+
+    looked_up: list[str] = []
+
+    def search(name: str):
+        looked_up.append(name)
+        return None
+
+    codecs.register(search)
+    try:
+        payloads = [
+            _call(_global("builtins", "str"), _bytes(b"abc"), _str("anemoi_ckpt_test_codec_a")),
+            _call(_global("builtins", "bytes"), _str("abc"), _str("anemoi_ckpt_test_codec_b")),
+            _call(_global("builtins", "bytearray"), _str("abc"), _str("anemoi_ckpt_test_codec_c")),
+            # NEWOBJ: str.__new__(str, b"abc", "anemoi_ckpt_test_codec_d")
+            _global("builtins", "str") + b"(" + _bytes(b"abc") + _str("anemoi_ckpt_test_codec_d") + b"t\x81",
+        ]
+        for payload in payloads:
+            with pytest.raises(CorruptCheckpointError, match="encodings are allowed"):
+                loads(_pickle(payload, protocol=3))
+    finally:
+        codecs.unregister(search)
+    assert looked_up == []
+    assert loads(pickle.dumps(bytearray(b"\xffok"), protocol=2)) == bytearray(b"\xffok")  # latin-1 still reads
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _call(_global("fractions", "Fraction"), _str("1e100000")),
+        _call(_global("fractions", "Fraction"), b"\x8a\x02\x01\x00" + b"\x8b" + struct.pack("<i", 9000) + b"\x01" * 9000),
+        _call(_global("builtins", "int"), _call(_global("decimal", "Decimal"), _str("1e100000"))),
+        _call(
+            _global("copyreg", "_reconstructor"),
+            _global("builtins", "int"),
+            _global("builtins", "int"),
+            _call(_global("decimal", "Decimal"), _str("1e100000")),
+        ),
+    ],
+    ids=["Fraction(1e100000)", "Fraction(huge, huge)", "int(Decimal(1e100000))", "_reconstructor(int, Decimal)"],
+)
+def test_numbers_that_take_minutes_to_build_are_refused(payload):
+    # With a 30-byte file, the exponent 3000000 instead of 100000 keeps int(Decimal) busy for minutes.
+    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+
+    with pytest.raises(CorruptCheckpointError, match="digits is refused"):
+        loads(_pickle(payload, protocol=3))
+
+
+def test_ordinary_fractions_and_decimals_still_read():
+    import fractions
+
+    value = {"f": fractions.Fraction(3, 4), "d": decimal.Decimal("1.5e10"), "i": int(decimal.Decimal("12"))}
+    assert loads(pickle.dumps(value, protocol=2)) == value
+    assert loads(_pickle(_call(_global("fractions", "Fraction"), _str("3/4")))) == fractions.Fraction(3, 4)
+
+
+def test_pickled_attributes_never_shadow_methods():
+    """An instance attribute named like a method would make later code (``dict(od)``, ``t.numel()``)
+    call what the file put there; ordinary attributes such as a state dict's ``_metadata`` stay."""
+    od = collections.OrderedDict(a=1)
+    od._metadata = {"": {"version": 1}}
+    od.keys = dict  # dict(od) calls od.keys(): it would read as {}
+    loaded = loads(pickle.dumps(od, protocol=2))
+    assert dict(loaded) == {"a": 1}
+    assert "keys" not in vars(loaded)
+    assert loaded._metadata == {"": {"version": 1}}
+
+    tensor = torch.arange(3.0)
+    tensor.numel = int  # would make numel() return 0
+    tensor.note = "kept"
+    loaded = loads(pickle.dumps(tensor, protocol=2))
+    assert loaded.numel() == 3
+    assert loaded.note == "kept"
+    assert "numel" not in vars(loaded)

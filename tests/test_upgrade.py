@@ -163,3 +163,14 @@ def test_safetensors_is_not_upgraded_in_place_of_a_zip(tmp_path):
     with pytest.raises(CkptError, match="not a torch zip checkpoint"):
         upgrade_checkpoint(path, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_the_copy_keeps_the_permissions_of_its_source(ai_models_checkpoint, tmp_path):
+    # A temporary file is private (0600); a checkpoint in a shared project folder must stay readable to the group.
+    import stat
+
+    source = tmp_path / "shared.ckpt"
+    source.write_bytes(ai_models_checkpoint.path.read_bytes())
+    source.chmod(0o644)
+    destination = upgrade_checkpoint(source, tmp_path / "new.ckpt").destination
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o644

@@ -35,6 +35,7 @@ import io
 import math  # noqa: F401  (introspected: loaded here so what a name means never depends on the session)
 import operator  # noqa: F401
 import pickle
+import struct
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -122,7 +123,24 @@ INTROSPECTED_MODULES = ("torch", "numpy", "math", "operator", "_operator")
 DEFAULT_MAX_PICKLE_BYTES = 512 * 1024 * 1024
 
 
-class Placeholder:
+class _Named:
+    """What placeholders and references share: a module path and a name, shown, never looked up."""
+
+    __slots__ = ()
+    _label = ""
+    ph_module: str
+    ph_name: str
+
+    @property
+    def ph_path(self) -> str:
+        """``module.name`` of the class or function."""
+        return f"{self.ph_module}.{self.ph_name}"
+
+    def __repr__(self) -> str:
+        return f"<{self._label} {self.ph_module}.{self.ph_name}>"
+
+
+class Placeholder(_Named):
     """An object of a class the reader does not rebuild: inert, keeps what the pickle gave it.
 
     A placeholder *class* is made per ``(module, name)`` global; calling it (pickle
@@ -142,18 +160,11 @@ class Placeholder:
     """
 
     __slots__ = ("ph_args", "ph_kwargs", "ph_state", "ph_listitems", "ph_dictitems", "ph_setitems", "__weakref__")
+    _label = "opaque"
 
     ph_module: str = ""
     ph_name: str = ""
     ph_original: tuple[str, str] = ("", "")
-
-    @property
-    def ph_path(self) -> str:
-        """``module.name`` of the class."""
-        return f"{self.ph_module}.{self.ph_name}"
-
-    def __repr__(self) -> str:
-        return f"<opaque {self.ph_module}.{self.ph_name}>"
 
 
 def is_placeholder(obj: Any) -> bool:
@@ -191,7 +202,7 @@ def placeholder_class(module: str, name: str, original: tuple[str, str] | None =
     return type(name.rpartition(".")[2] or "Opaque", (Placeholder,), namespace)
 
 
-class Reference:
+class Reference(_Named):
     """A function the pickle names but never gets: its module and name, nothing else.
 
     A pickled model keeps functions as attributes (``self.activation =
@@ -209,19 +220,12 @@ class Reference:
     """
 
     __slots__ = ("ph_module", "ph_name", "ph_original", "__weakref__")
+    _label = "reference"
 
     def __init__(self, module: str, name: str, original: tuple[str, str] | None = None) -> None:
         self.ph_module = module
         self.ph_name = name
         self.ph_original = original or (module, name)
-
-    @property
-    def ph_path(self) -> str:
-        """``module.name`` of the function."""
-        return f"{self.ph_module}.{self.ph_name}"
-
-    def __repr__(self) -> str:
-        return f"<reference {self.ph_module}.{self.ph_name}>"
 
 
 def is_reference(obj: Any) -> bool:
@@ -245,11 +249,21 @@ class StorageMarker:
         return f"StorageMarker({self.name})"
 
 
+#: The text encodings a pickle may name (protocols 0-2 store bytes as latin-1 text): a codec lookup
+#: of any other name could import an ``encodings.*`` module or run a third-party codec search function.
+TEXT_ENCODINGS = frozenset({"latin1", "latin-1", "utf-8", "utf8", "ascii"})
+
+
+def _check_encoding(encoding: Any) -> None:
+    if type(encoding) is not str or encoding.lower().replace("_", "-") not in TEXT_ENCODINGS:
+        raise pickle.UnpicklingError(f"only the latin-1, utf-8 and ascii text encodings are allowed, got {encoding!r}")
+
+
 def _safe_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    # Pickle protocol 2 stores bytes as _codecs.encode(text, "latin1"); the codec
-    # registry could otherwise import any encodings.* module.
-    if type(obj) is not str or encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "utf-8", "utf8", "ascii"):
-        raise pickle.UnpicklingError(f"_codecs.encode is only allowed on text with latin-1/utf-8, got {encoding!r}")
+    # Pickle protocol 2 stores bytes as _codecs.encode(text, "latin1").
+    _check_encoding(encoding)
+    if type(obj) is not str:
+        raise pickle.UnpicklingError(f"_codecs.encode is only allowed on text, got {type(obj).__name__}")
     return obj.encode(encoding, errors)
 
 
@@ -304,7 +318,7 @@ def _instantiate_allowed(cls: Any, args: tuple, kwargs: dict) -> Any:
     if _classes_by_id().get(id(cls)) is cls:
         import torch
 
-        _check_plain_args(cls, args)
+        _check_plain_args(cls, args, kwargs)
         if cls is torch.nn.Parameter:
             return torch.nn.Parameter(*args, **kwargs)
         return cls.__new__(cls, *args, **kwargs)
@@ -330,6 +344,8 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     if any(cls is c for c in allowed) and (base is object or any(base is c for c in allowed)):
         import copyreg
 
+        if base is not object and state is not None:
+            _check_plain_args(base, (state,))  # base.__new__(cls, state) parses it like base(state)
         return copyreg._reconstructor(cls, base, state)
     raise _unsafe_callable(base if is_reference(base) else cls)
 
@@ -350,6 +366,9 @@ def _pure_windows_path(*parts: Any) -> Any:
 def _safe_frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> Any:
     import numpy as np
 
+    # bytes(<int>) or bytes(<one-element tensor>) would allocate what the pickle asks, not what it holds.
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        raise pickle.UnpicklingError(f"numpy _frombuffer needs bytes, got {type(buf).__name__}")
     return np.frombuffer(bytes(buf), dtype=dtype).reshape(shape, order=order).copy()
 
 
@@ -380,9 +399,18 @@ def _set_plain_state(tensor: Any, state: Any) -> None:
     if isinstance(state, tuple) and len(state) == 2:
         state = state[0]
     if isinstance(state, dict):
-        for key, value in state.items():
-            if type(key) is str and not key.startswith("__"):
-                tensor.__dict__[key] = value
+        _set_attributes(tensor, state)
+
+
+def _set_attributes(obj: Any, state: dict) -> None:
+    """Put ``state`` in ``obj.__dict__``, except dunders and names of methods: an instance
+    attribute ``keys`` or ``numel`` would make later code call what the pickle put there."""
+    import inspect
+
+    cls = type(obj)
+    for key, value in state.items():
+        if type(key) is str and not key.startswith("__") and not callable(inspect.getattr_static(cls, key, None)):
+            obj.__dict__[key] = value
 
 
 @lru_cache(maxsize=1)
@@ -513,10 +541,46 @@ def _data_constructors() -> frozenset:
     )
 
 
-def _check_plain_args(func: Any, args: tuple) -> None:
+def _check_plain_args(func: Any, args: tuple, kwargs: dict | None = None) -> None:
     # list(tensor), tuple(array)...: these would expand a (possibly stride-0, huge) tensor element by element.
     if func in _data_constructors() and any(_is_heavy(arg) for arg in args):
         raise pickle.UnpicklingError(f"{getattr(func, '__name__', func)}() called on a tensor, array or opaque object")
+    # str(data, encoding), bytes(text, encoding), bytearray(text, encoding) look the codec up by name.
+    if func in (str, _safe_bytes, _safe_bytearray):
+        encoding = args[1] if len(args) > 1 else (kwargs or {}).get("encoding")
+        if encoding is not None:
+            _check_encoding(encoding)
+    if func in _number_constructors() and any(_is_huge_number(arg) for arg in (*args, *(kwargs or {}).values())):
+        raise pickle.UnpicklingError(
+            f"{getattr(func, '__name__', func)}() of a number over {MAX_NUMBER_DIGITS} digits is refused: "
+            "it takes minutes to compute"
+        )
+
+
+#: Digits of the largest integer a pickle may make from a ``Decimal`` or a ``Fraction``: Python's own
+#: limit for ``int(str)``. ``int(Decimal("1e3000000"))`` takes minutes; the file needs 30 bytes.
+MAX_NUMBER_DIGITS = 4300
+
+
+@lru_cache(maxsize=1)
+def _number_constructors() -> frozenset:
+    import fractions
+
+    return frozenset({int, fractions.Fraction})
+
+
+def _is_huge_number(arg: Any) -> bool:
+    import decimal
+    import re
+
+    if isinstance(arg, decimal.Decimal):
+        return arg.is_finite() and abs(arg.adjusted()) > MAX_NUMBER_DIGITS
+    if isinstance(arg, int):  # Fraction(a, b) takes their gcd, quadratic in their size
+        return arg.bit_length() > MAX_NUMBER_DIGITS * 4
+    if isinstance(arg, str):  # Fraction("1e3000000") computes 10 ** 3000000
+        exponent = re.search(r"[eE]\s*([-+]?[\d_]+)", arg)
+        return exponent is not None and abs(int(exponent.group(1).replace("_", ""))) > MAX_NUMBER_DIGITS
+    return False
 
 
 def _is_heavy(obj: Any) -> bool:
@@ -836,6 +900,16 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     def _instantiate(self, klass: Any, args: list) -> None:  # INST and OBJ (protocols 0 and 1)
         self.append(self._call(klass, tuple(args)))
 
+    def load_bytearray8(self) -> None:
+        # The stock handler allocates and zeroes the length the file claims before reading a byte of it.
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)
+        if len(data) != size:
+            raise pickle.UnpicklingError("the pickle ends inside a bytearray")
+        self.append(bytearray(data))
+
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
     # -- state and items
     def load_build(self) -> None:
         import torch
@@ -857,7 +931,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
             inst.__setstate__(state)
             return
         if type(inst) in _dict_types() and hasattr(inst, "__dict__") and isinstance(state, dict):
-            inst.__dict__.update({k: v for k, v in state.items() if type(k) is str and not k.startswith("__")})
+            _set_attributes(inst, state)  # state_dict()._metadata
             return
         raise self._globals.refuse(type(inst).__module__, f"{type(inst).__qualname__}.__setstate__")
 

@@ -25,6 +25,7 @@ the destination and renamed into place only when complete and checked.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tempfile
 import zipfile
@@ -280,6 +281,8 @@ def _write_copy(
         for original, new in copied:
             if original.CRC != new.CRC or original.file_size != new.file_size:
                 raise CkptError(f"{destination}: copy of {original.filename} does not match the source; nothing written")
+        # mkstemp makes the file private (0600); the copy is shared like its source (group project folders).
+        os.chmod(temporary, stat.S_IMODE(source.stat().st_mode))
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(temporary, destination)
