@@ -28,6 +28,7 @@ from anemoi_ckpt_nb.core.errors import (
     InvalidTagError,
     MissingParentError,
     NotRegisteredError,
+    SchemaError,
     UuidClashError,
 )
 
@@ -267,6 +268,16 @@ def test_tags_change_with_history_and_are_searchable(catalogue, project):
         catalogue.tag(first, "two words")
 
 
+def test_a_tag_named_twice_is_one_change_and_no_change_writes_nothing(catalogue, training_checkpoint):
+    ck = catalogue.register(training_checkpoint.path)
+    assert catalogue.tag(ck.uuid, "a", "a", "b") == ["a", "b"]
+    ck.untag("b", "b")
+    assert [(e.action, e.tag) for e in ck.tag_history()] == [("add", "a"), ("add", "b"), ("remove", "b")]
+    etag = catalogue.store.storage.stat(layout.tags_key(ck.uuid)).etag
+    ck.tag("a").untag("b")
+    assert catalogue.store.storage.stat(layout.tags_key(ck.uuid)).etag == etag
+
+
 def test_search_filters_and_pandas(catalogue, project):
     catalogue.register_run(project["base"][0].path.parent.parent)
     run = project["forked"][0].run_id
@@ -400,6 +411,27 @@ def test_registering_again_repairs_a_missing_index_entry(catalogue, tmp_path):
     assert [c.uuid for c in Catalogue(catalogue.url).search()] == [ck.uuid]
 
 
+def test_registering_again_restores_blobs_removed_outside(catalogue, training_checkpoint, tmp_path):
+    ck = catalogue.register(training_checkpoint.path)
+    metadata = ck.metadata()
+    catalogue.store.storage.delete(ck.record.blob)
+    catalogue.store.storage.delete(ck.record.metadata_blob)
+    with pytest.raises(CatalogueError, match="missing"):
+        catalogue.get(ck.uuid).metadata()
+    again = catalogue.register(training_checkpoint.path)  # what the error's hint says to do
+    assert again.record == ck.record
+    assert catalogue.get(ck.uuid).metadata() == metadata
+    out = catalogue.get(ck.uuid).download(tmp_path / "out.ckpt")
+    assert out.read_bytes() == training_checkpoint.path.read_bytes()
+
+
+def test_a_damaged_record_that_is_not_a_json_object_is_a_schema_error(catalogue):
+    uuid = str(_uuid.uuid4())
+    catalogue.store.storage.put(layout.record_key(uuid), b"[1, 2]")
+    with pytest.raises(SchemaError, match="not a record document"):
+        catalogue.store.read_record(uuid)
+
+
 def test_index_read_survives_a_concurrent_compaction(catalogue, tmp_path):
     first = examples.write_training_checkpoint(tmp_path / "a.ckpt", weights_bytes=20_000)
     catalogue.register(first.path)
@@ -435,3 +467,33 @@ def test_default_catalogue_is_created_in_the_configured_folder(tmp_path, monkeyp
     assert len(catalogue) == 0
     monkeypatch.delenv("ANEMOI_CKPT_CATALOGUE")
     assert Path(Catalogue().url.removeprefix("file://")).is_relative_to(tmp_path / "xdg-data")
+
+
+def test_the_index_does_not_read_twice_what_it_has(tmp_path):
+    from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
+    from anemoi_ckpt_nb.storage.memory import MemoryStorage
+
+    class CountingStorage(MemoryStorage):
+        """A real in-memory store that notes which objects are read."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__(name)
+            self.reads: list[str] = []
+
+        def get(self, key: str) -> tuple[bytes, str]:
+            self.reads.append(key)
+            return super().get(key)
+
+    storage = CountingStorage(f"counting-{_uuid.uuid4().hex}")
+    store = CatalogueStore.create(storage)
+    store.index()
+    ck = examples.write_training_checkpoint(tmp_path / "a.ckpt", weights_bytes=20_000)
+    register_paths(store, [ck.path], tags=["seen"])
+    storage.reads.clear()
+    assert [e["tags"] for e in store.index().entries.values()] == [["seen"]]
+    assert [k for k in storage.reads if k.startswith(layout.DELTAS)] == []  # this store wrote them
+    index_module.compact(storage)
+    fresh = CatalogueStore.open(storage)
+    storage.reads.clear()
+    assert len(fresh.index()) == 1
+    assert storage.reads == [layout.SNAPSHOT]  # one read of the snapshot, no HEAD-then-GET

@@ -131,6 +131,14 @@ def test_list_is_in_key_order_and_filters_by_prefix(storage):
     assert info["a/b/c"].etag == storage.stat("a/b/c").etag
 
 
+def test_list_with_an_invalid_prefix_finds_nothing_and_stays_inside(storage, tmp_path):
+    (tmp_path / "beside.txt").write_text("not in the store")  # next to the local store's root
+    storage.put("a/b", b"x")
+    for prefix in ("../", "../beside", "a//", "a/../a/", "./a/"):
+        assert list(storage.list(prefix)) == [], prefix
+    assert [i.key for i in storage.list("a/")] == ["a/b"]
+
+
 def test_delete(storage):
     storage.put("records/a.json", b"x")
     storage.delete("records/a.json")

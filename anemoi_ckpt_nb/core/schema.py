@@ -22,7 +22,7 @@ Their JSON Schemas are published in ``anemoi_ckpt_nb/schemas/catalogue-*.json``
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,7 @@ from anemoi_ckpt_nb.core.environment import EnvironmentSnapshot
 
 #: Relations a record can have to a parent.
 Relation = Literal["resumed-from", "forked-from", "converted-from", "fine-tuned-from"]
-RELATIONS: tuple[str, ...] = ("resumed-from", "forked-from", "converted-from", "fine-tuned-from")
+RELATIONS: tuple[str, ...] = get_args(Relation)
 
 Kind = Literal["training", "inference"]
 #: ``anemoi``: a torch zip archive as anemoi-training writes it (Lightning dict or

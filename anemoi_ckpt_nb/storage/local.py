@@ -242,6 +242,11 @@ class LocalStorage(Storage):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         head, _, _ = prefix.rpartition("/")
+        if head:
+            try:
+                check_key(self.url, head)
+            except InvalidKeyError:
+                return  # no valid key starts so; and "../" must not walk outside the root
         start = self.root / head if head else self.root
         yield from self._walk(start, f"{head}/" if head else "", prefix)
 
@@ -271,8 +276,9 @@ class LocalStorage(Storage):
             except (FileNotFoundError, IsADirectoryError):
                 continue  # deleted while we listed
             try:
-                if stat_mod.S_ISREG(os.fstat(fd).st_mode):
-                    yield ObjectInfo(key=key, size=os.fstat(fd).st_size, etag=_etag_fd(fd))
+                st = os.fstat(fd)
+                if stat_mod.S_ISREG(st.st_mode):
+                    yield ObjectInfo(key=key, size=st.st_size, etag=_etag_fd(fd))
             finally:
                 os.close(fd)
 

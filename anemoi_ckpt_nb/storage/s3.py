@@ -208,9 +208,11 @@ class S3Storage(Storage):
                 ObjectInfo(key=item["Key"][len(base) :], size=item["Size"], etag=item["ETag"])
                 for page in pages
                 for item in page.get("Contents", ())
+                if item["Key"].startswith(base + prefix)
             ]
-        # Sorted here because SeaweedFS lists folder by folder ("a/1" before "a.txt"),
-        # unlike AWS; the contract promises key order.
+        # Filtered and sorted here because SeaweedFS normalises a prefix ("a//" lists "a/")
+        # and lists folder by folder ("a/1" before "a.txt"), unlike AWS; the contract
+        # promises keys that start with the prefix, in key order.
         found.sort(key=lambda info: info.key)
         yield from found
 

@@ -9,7 +9,7 @@ Modules, each small:
 * :mod:`.register`: files to blobs to records, in lineage order;
 * :mod:`.tags`: tag changes by compare-and-swap, with history;
 * :mod:`.search`: lookups by uuid, prefix or name, and filters;
-* :mod:`.files`: downloads and metadata;
+* :mod:`.files`: a checkpoint's metadata;
 * :mod:`.clean`: applying a retention policy (rules in :mod:`anemoi_ckpt_nb.core.policy`).
 
 The public face is :class:`anemoi_ckpt_nb.api.Catalogue`.

@@ -176,14 +176,12 @@ class Index:
         if current is not None:
             if current["registered_at"] > generation:
                 return  # a stale put of an older registration
-            if current["registered_at"] == generation and current.get("tags_revision", 0) > entry.get(
-                "tags_revision", 0
-            ):
-                entry["tags"], entry["tags_revision"] = current["tags"], current["tags_revision"]
-            if current["registered_at"] == generation and current.get("sites_revision", 0) > entry.get(
-                "sites_revision", 0
-            ):
-                entry["sites"], entry["sites_revision"] = current["sites"], current["sites_revision"]
+            if current["registered_at"] == generation:
+                # Tags and sites may have changed after this put was made: keep the newest.
+                for field in ("tags", "sites"):
+                    revision = f"{field}_revision"
+                    if current.get(revision, 0) > entry.get(revision, 0):
+                        entry[field], entry[revision] = current[field], current[revision]
         self.entries[uuid] = entry
         waiting = self.pending.get(uuid)
         if waiting is not None and waiting["generation"] == generation:
@@ -276,8 +274,29 @@ def _fetch_deltas(storage: Storage, keys: list[str]) -> list[list[Event]]:
         return list(pool.map(fetch, keys))
 
 
+def _json_keys(storage: Storage, prefix: str) -> list[str]:
+    return [info.key for info in storage.list(prefix) if info.key.endswith(".json")]
+
+
 def _delta_keys(storage: Storage) -> list[str]:
-    return [info.key for info in storage.list(layout.DELTAS) if info.key.endswith(".json")]
+    return _json_keys(storage, layout.DELTAS)
+
+
+def _read_snapshot(storage: Storage, cached: Index | None) -> Index:
+    """The snapshot as an index: ``cached`` itself while its snapshot is current
+    (one HEAD), else one GET; an empty index when there is no snapshot yet."""
+    if cached is not None:
+        try:
+            etag: str | None = storage.stat(layout.SNAPSHOT).etag
+        except ObjectNotFoundError:
+            etag = None
+        if cached.snapshot_etag == etag:
+            return cached
+    try:
+        data, etag = storage.get(layout.SNAPSHOT)
+    except ObjectNotFoundError:
+        return Index()
+    return Index.from_snapshot(data, etag=etag)
 
 
 def load(storage: Storage, cached: Index | None = None) -> Index:
@@ -297,20 +316,7 @@ def load(storage: Storage, cached: Index | None = None) -> Index:
     """
     for attempt in range(_READ_ATTEMPTS):
         keys = _delta_keys(storage)
-        try:
-            etag: str | None = storage.stat(layout.SNAPSHOT).etag
-        except ObjectNotFoundError:
-            etag = None
-        if cached is not None and cached.snapshot_etag == etag:
-            base = cached
-        elif etag is None:
-            base = Index()
-        else:
-            try:
-                data, etag = storage.get(layout.SNAPSHOT)
-            except ObjectNotFoundError:
-                continue
-            base = Index.from_snapshot(data, etag=etag)
+        base = _read_snapshot(storage, cached)
         fresh = [key for key in keys if key not in base.applied]
         try:
             deltas = _fetch_deltas(storage, fresh)
@@ -375,11 +381,8 @@ def compact(storage: Storage, *, min_deltas: int = 1) -> bool:
     keys = _delta_keys(storage)
     if not keys or len(keys) < min_deltas:
         return False
-    try:
-        data, etag = storage.get(layout.SNAPSHOT)
-        index = Index.from_snapshot(data, etag=etag)
-    except ObjectNotFoundError:
-        index, etag = Index(), None
+    index = _read_snapshot(storage, None)
+    etag = index.snapshot_etag
     try:
         deltas = _fetch_deltas(storage, keys)
     except ObjectNotFoundError:
@@ -400,8 +403,34 @@ def compact(storage: Storage, *, min_deltas: int = 1) -> bool:
     return True
 
 
+def _record_events(storage: Storage, key: str, tag_keys: set[str], location_keys: set[str]) -> list[Event]:
+    """The events that index one record: its put (with its tags) and its locations, read from the truth."""
+    from anemoi_ckpt_nb.core import locations
+    from anemoi_ckpt_nb.core.catalogue.store import _read
+
+    try:
+        record = _read(CheckpointRecord, "record", storage.get(key)[0], key)
+    except ObjectNotFoundError:
+        return []  # cleaned since the listing
+    tags = None
+    if (tags_key := layout.tags_key(record.uuid)) in tag_keys:
+        try:
+            tags = _read(TagState, "tags", storage.get(tags_key)[0], tags_key)
+        except ObjectNotFoundError:
+            pass
+    events = [put_event(record, tags)]
+    if (locations_key := layout.locations_key(record.uuid)) in location_keys:
+        try:
+            state = locations._parse(storage.get(locations_key)[0], locations_key)
+        except (ObjectNotFoundError, SchemaError):
+            state = None
+        if state is not None and state.generation == generation_of(record):
+            events.append(locations.locations_event(state))
+    return events
+
+
 def rebuild(storage: Storage) -> Index:
-    """Recreate the snapshot from ``records/`` and ``tags/`` (the truth).
+    """Recreate the snapshot from ``records/``, ``tags/`` and ``locations/`` (the truth).
 
     Use after a crash between a record and its delta, or to drop an index
     written by a newer release. Deltas present at the start are merged and removed.
@@ -409,47 +438,16 @@ def rebuild(storage: Storage) -> Index:
     Returns:
         The rebuilt index.
     """
-    from anemoi_ckpt_nb.core.catalogue.store import _read
-
     for _ in range(_READ_ATTEMPTS):
         keys = _delta_keys(storage)
-        record_keys = [info.key for info in storage.list(layout.RECORDS) if info.key.endswith(".json")]
-        tag_keys = {info.key for info in storage.list(layout.TAGS) if info.key.endswith(".json")}
-
-        def read(key: str) -> tuple[CheckpointRecord | None, TagState | None]:
-            try:
-                record = _read(CheckpointRecord, "record", storage.get(key)[0], key)
-            except ObjectNotFoundError:
-                return None, None
-            tags_key = layout.tags_key(record.uuid)
-            tags = None
-            if tags_key in tag_keys:
-                try:
-                    tags = _read(TagState, "tags", storage.get(tags_key)[0], tags_key)
-                except ObjectNotFoundError:
-                    pass
-            return record, tags
-
-        def read_locations(record: CheckpointRecord) -> Event | None:
-            from anemoi_ckpt_nb.core import locations
-
-            key = locations.locations_key(record.uuid)
-            if key not in location_keys:
-                return None
-            try:
-                state = locations._parse(storage.get(key)[0], key)
-            except (ObjectNotFoundError, SchemaError):
-                return None
-            return locations.locations_event(state) if state.generation == generation_of(record) else None
-
-        location_keys = {info.key for info in storage.list(layout.LOCATIONS) if info.key.endswith(".json")}
+        record_keys = _json_keys(storage, layout.RECORDS)
+        tag_keys = set(_json_keys(storage, layout.TAGS))
+        location_keys = set(_json_keys(storage, layout.LOCATIONS))
         index = Index()
         with ThreadPoolExecutor(max_workers=_FETCH_THREADS) as pool:
-            for record, tags in pool.map(read, record_keys):
-                if record is not None:
-                    index.apply(put_event(record, tags))
-                    if (event := read_locations(record)) is not None:
-                        index.apply(event)
+            for events in pool.map(lambda key: _record_events(storage, key, tag_keys, location_keys), record_keys):
+                for event in events:
+                    index.apply(event)
         try:
             etag: str | None = storage.stat(layout.SNAPSHOT).etag
         except ObjectNotFoundError:

@@ -91,24 +91,26 @@ class FileFacts:
         return self.metadata_uuid
 
 
-def _converted_from(metadata: dict[str, Any], path: Path) -> str | None:
-    """The uuid a converted file was made from: metadata first, then a sidecar JSON."""
-    value = metadata.get("converted_from")
+def _converted_from_uuid(document: Any) -> str | None:
+    """``converted_from`` of a metadata or sidecar document: a uuid, or a dict holding one."""
+    value = document.get("converted_from") if isinstance(document, dict) else None
     if isinstance(value, dict):
         value = value.get("uuid")
-    if isinstance(value, str) and value:
-        return value
+    return value if isinstance(value, str) and value else None
+
+
+def _converted_from(metadata: dict[str, Any], path: Path) -> str | None:
+    """The uuid a converted file was made from: metadata first, then a sidecar JSON."""
+    if found := _converted_from_uuid(metadata):
+        return found
     for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if sidecar.is_file() and sidecar != path:
             try:
-                data = json.loads(sidecar.read_text())
+                found = _converted_from_uuid(json.loads(sidecar.read_text()))
             except (OSError, ValueError):
                 continue
-            value = data.get("converted_from") if isinstance(data, dict) else None
-            if isinstance(value, dict):
-                value = value.get("uuid")
-            if isinstance(value, str) and value:
-                return value
+            if found:
+                return found
     return None
 
 

@@ -40,7 +40,7 @@ from anemoi_ckpt_nb.core.errors import (
     ObjectNotFoundError,
     UuidClashError,
 )
-from anemoi_ckpt_nb.core.schema import RELATIONS, CheckpointRecord, ParentLink
+from anemoi_ckpt_nb.core.schema import CheckpointRecord, ParentLink
 
 #: File names a run folder's checkpoints have.
 CHECKPOINT_PATTERNS = ("*.ckpt", "*.safetensors", "*.pt", "*.pth")
@@ -69,9 +69,6 @@ def _as_links(parents: Iterable[ParentSpec] | None) -> list[ParentLink]:
             links.append(ParentLink.model_validate(parent))
         else:
             raise TypeError(f"a parent is a ParentLink, (uuid, relation) or dict, not {parent!r}")
-    for link in links:
-        if link.relation not in RELATIONS:  # pragma: no cover - pydantic checks it already
-            raise ValueError(f"unknown relation {link.relation!r}; use one of {', '.join(RELATIONS)}")
     return links
 
 
@@ -228,11 +225,16 @@ def _upload_blob(store: CatalogueStore, facts: FileFacts, progress: Callable[[in
     return key
 
 
-def _store_metadata(store: CatalogueStore, facts: FileFacts) -> str:
+def _metadata_blob(facts: FileFacts) -> tuple[str, bytes]:
+    """Key and bytes of the file's metadata blob."""
     import hashlib
 
     document = metadata_document(facts.metadata)
-    key = layout.blob_key(hashlib.sha256(document).hexdigest())
+    return layout.blob_key(hashlib.sha256(document).hexdigest()), document
+
+
+def _store_metadata(store: CatalogueStore, facts: FileFacts) -> str:
+    key, document = _metadata_blob(facts)
     try:
         store.storage.put(key, document, if_absent=True)
     except ConflictError:
@@ -256,20 +258,36 @@ def _existing(store: CatalogueStore, facts: FileFacts) -> CheckpointRecord | Non
     return record
 
 
+def _restore_blobs(
+    store: CatalogueStore, record: CheckpointRecord, facts: FileFacts, *, upload: bool, progress: Callable[[int], None] | None
+) -> None:
+    """Put back the blobs of an existing record that were removed outside anemoi-ckpt.
+
+    Registering the file again is the advertised repair for a missing file or metadata blob.
+    """
+    if upload and record.blob is not None and not store.storage.exists(record.blob):
+        _upload_blob(store, facts, progress)
+    if record.metadata_blob is not None and not store.storage.exists(record.metadata_blob):
+        # Only the very bytes the record names: another reader release may render them otherwise.
+        if _metadata_blob(facts)[0] == record.metadata_blob:
+            _store_metadata(store, facts)
+
+
 def _register_one(
     store: CatalogueStore,
     facts: FileFacts,
     links: list[ParentLink],
     *,
+    existing: CheckpointRecord | None,
     name: str | None,
     tags: Sequence[str],
     upload: bool,
     progress: Callable[[int], None] | None,
     environment: EnvironmentSnapshot | None = None,
 ) -> Registration:
+    """Register one file whose lineage is settled; ``existing`` is its record read by :func:`_existing`."""
     from anemoi_ckpt_nb.core.catalogue.tags import change_tags
 
-    existing = _existing(store, facts)
     if existing is None:
         blob = _upload_blob(store, facts, progress) if upload else None
         metadata_blob = _store_metadata(store, facts)
@@ -286,6 +304,7 @@ def _register_one(
             store.publish([_index.put_event(record)])
     if existing is not None:
         record = existing
+        _restore_blobs(store, record, facts, upload=upload, progress=progress)
         # Re-publish the entry if a crashed writer left it out of the index.
         entry = store.index(refresh=False).entries.get(record.uuid)
         if entry is None or entry["registered_at"] != _index.generation_of(record):
@@ -309,6 +328,7 @@ def register_paths(
     on_registered: Callable[[Registration], None] | None = None,
     code_checkout: str | Path | None = None,
     environment: EnvironmentSnapshot | None = None,
+    sha256: str | None = None,
 ) -> list[Registration]:
     """Register checkpoint files, parents before children.
 
@@ -332,6 +352,10 @@ def register_paths(
             state go into each new record's ``registered_with``.
         environment: The registering environment to record, instead of capturing
             it here (``code_checkout`` is then ignored).
+        sha256: The file's sha256, only with a single path, when the caller has
+            just computed it over these very bytes (``convert`` hashes what it
+            writes), so the file is not read a second time. Trusted as given:
+            never pass a hash from elsewhere (an upload still verifies it).
 
     Returns:
         One :class:`Registration` per distinct file, in registration order.
@@ -346,9 +370,9 @@ def register_paths(
     paths = [Path(p) for p in paths]
     if not paths:
         raise CatalogueError("nothing to register", hint="pass at least one checkpoint file")
-    if len(paths) > 1 and (name is not None or parents):
+    if len(paths) > 1 and (name is not None or parents or sha256):
         raise CatalogueError(
-            "name and parents apply to a single checkpoint", hint="register the files one by one to name them"
+            "name, parents and sha256 apply to a single checkpoint", hint="register the files one by one to name them"
         )
     extra = _as_links(parents)
     from anemoi_ckpt_nb.core.catalogue.tags import validate_tag
@@ -357,7 +381,7 @@ def register_paths(
     # Captured once per call, before any file is read: a bad checkout refuses the whole call.
     environment = environment or capture_environment(code_path=code_checkout)
     # Lineage first, from the metadata alone: a refusal must not wait for gigabytes to be hashed.
-    inspected = [inspect_file(path, hash=False) for path in paths]
+    inspected = [inspect_file(path, hash=False, sha256=sha256) for path in paths]
     provides = {f.metadata_uuid: f for f in inspected if not f.derived}
     known: dict[str, CheckpointRecord | None] = {}
     for facts in inspected:
@@ -377,12 +401,20 @@ def register_paths(
             continue  # the same file twice (e.g. last.ckpt next to its epoch file)
         batch[facts.uuid] = facts
     ordered = _order(list(batch.values()))
-    for facts in ordered:
-        _existing(store, facts)  # refuse a uuid clash before uploading anything
+    # Refuse a uuid clash before uploading anything; a record created meanwhile is a conflict later.
+    existing = [_existing(store, facts) for facts in ordered]
     results = []
-    for facts in ordered:
+    for facts, record in zip(ordered, existing):
         registration = _register_one(
-            store, facts, facts.links, name=name, tags=tags, upload=upload, progress=progress, environment=environment
+            store,
+            facts,
+            facts.links,
+            existing=record,
+            name=name,
+            tags=tags,
+            upload=upload,
+            progress=progress,
+            environment=environment,
         )
         results.append(registration)
         if on_registered is not None:

@@ -46,6 +46,11 @@ def _read(model: type[M], kind: str, data: bytes, where: str) -> M:
         document = json.loads(data)
     except ValueError as error:
         raise SchemaError(f"{where}: not JSON ({error})", hint="the object was damaged; restore it from a backup") from None
+    if not isinstance(document, dict):
+        raise SchemaError(
+            f"{where}: a JSON {type(document).__name__}, not a {kind} document",
+            hint="the object was damaged; restore it from a backup",
+        )
     try:
         if document.get("schema_version", 1) != model.model_fields["schema_version"].default:
             document = migrate_document(document, kind).document
@@ -177,11 +182,12 @@ class CatalogueStore:
 
     def publish(self, events: list[_index.Event]) -> None:
         """Record index events (one delta) and apply them to the cached index."""
-        _index.publish(self.storage, events)
+        key = _index.publish(self.storage, events)
         with self._index_lock:
             if self._index is not None:
                 for event in events:
                     self._index.apply(event)
+                self._index.applied.add(key)  # so the next refresh does not fetch it again
 
     def rebuild_index(self) -> _index.Index:
         """Recreate the index snapshot from the records (see :func:`.index.rebuild`)."""

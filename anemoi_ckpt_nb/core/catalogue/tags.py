@@ -73,8 +73,9 @@ def change_tags(
         InvalidTagError: a tag name is invalid.
         CatalogueError: the state kept changing for ``max_attempts`` attempts.
     """
-    add = [validate_tag(t) for t in add]
-    remove = [validate_tag(t) for t in remove]
+    # dict.fromkeys: a tag named twice is one change, in the order given.
+    add = list(dict.fromkeys(validate_tag(t) for t in add))
+    remove = list(dict.fromkeys(validate_tag(t) for t in remove))
     both = set(add) & set(remove)
     if both:
         raise InvalidTagError(sorted(both)[0], f"cannot both add and remove {', '.join(sorted(both))}")
@@ -91,21 +92,16 @@ def change_tags(
         else:
             new = state.model_copy(deep=True)
         now = utcnow()
-        changed = False
-        for tag in add:
-            if tag not in new.tags:
-                new.tags.append(tag)
-                new.history.append(TagEvent(action="add", tag=tag, by=who, at=now))
-                changed = True
-        for tag in remove:
-            if tag in new.tags:
-                new.tags.remove(tag)
-                new.history.append(TagEvent(action="remove", tag=tag, by=who, at=now))
-                changed = True
-        if not changed and state is not None and state.generation == generation:
-            return state
-        if not changed and state is None:
-            return new
+        events = [TagEvent(action="add", tag=tag, by=who, at=now) for tag in add if tag not in new.tags]
+        events += [TagEvent(action="remove", tag=tag, by=who, at=now) for tag in remove if tag in new.tags]
+        if not events:
+            return new  # nothing to change, nothing to record
+        for event in events:
+            if event.action == "add":
+                new.tags.append(event.tag)
+            else:
+                new.tags.remove(event.tag)
+        new.history.extend(events)
         new.tags.sort()
         new.revision += 1
         try:
