@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.core.site_clean import DropResult
     from anemoi_ckpt_nb.core.site_fetch import FetchResult
     from anemoi_ckpt_nb.core.site_transfer import ReplicateResult, VerifyResult
+    from anemoi_ckpt_nb.core.validate import ValidationReport
     from anemoi_ckpt_nb.storage.base import Storage
 
 #: Environment variable naming the default catalogue.
@@ -344,14 +345,13 @@ class Catalogue:
         """A table of the checkpoints matching :meth:`search`'s filters, one row each."""
         import pandas as pd
 
-        columns = [
-            "uuid", "name", "kind", "format", "run_id", "epoch", "global_step", "tags",
-            "filename", "size", "dataset", "registered_at", "registered_by", "parents", "sha256",
-        ]
         from anemoi_ckpt_nb.core.locations import sites_of_entry
         from anemoi_ckpt_nb.core.sites import catalogue_site_name
 
-        columns.append("sites")
+        columns = [
+            "uuid", "name", "kind", "format", "run_id", "epoch", "global_step", "tags",
+            "filename", "size", "dataset", "registered_at", "registered_by", "parents", "sha256", "sites",
+        ]
         home = catalogue_site_name(self._store)
         rows = []
         for entry in _search.search(self._store, **filters):
@@ -368,13 +368,11 @@ class Catalogue:
 
     def tag(self, ref: str, *tags: str) -> list[str]:
         """Add tags to a checkpoint; returns its tags afterwards."""
-        record = _search.resolve(self._store, ref)
-        return list(_tags.change_tags(self._store, record.uuid, add=tags).tags)
+        return self.retag(ref, add=tags)
 
     def untag(self, ref: str, *tags: str) -> list[str]:
         """Remove tags from a checkpoint; returns its tags afterwards."""
-        record = _search.resolve(self._store, ref)
-        return list(_tags.change_tags(self._store, record.uuid, remove=tags).tags)
+        return self.retag(ref, remove=tags)
 
     def retag(self, ref: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
         """Add and remove tags in one compare-and-swap; returns the tags afterwards."""
@@ -481,16 +479,16 @@ class Catalogue:
                 of one Anemoi run are siblings, so this shows the forks and
                 resumes taken from the other epochs of those runs.
         """
-        from anemoi_ckpt_nb.core.lineage import roots, text_tree
+        from anemoi_ckpt_nb.core.lineage import parents_map, roots, text_tree
 
         record = _search.resolve(self._store, ref)
         entries = self._store.index().entries
-        graph = self.lineage_parents()
+        graph = parents_map(entries.values())
         graph.setdefault(record.uuid, [(p.uuid, p.relation) for p in record.parents])
 
         def label(uuid: str) -> str:
             entry = entries.get(uuid)
-            return _entry_label(entry) if entry else uuid[:8]
+            return checkpoint_line(entry) if entry else uuid[:8]
 
         def order(uuid: str) -> tuple:
             entry = entries.get(uuid) or {}
@@ -520,18 +518,43 @@ class Catalogue:
         return Checkpoint(self, record)
 
 
-def _entry_label(entry: dict[str, Any]) -> str:
-    parts = [entry["uuid"][:8], entry["kind"]]
-    if entry.get("run_id"):
-        parts.append(f"run {entry['run_id'][:8]}")
-    if entry.get("epoch") is not None:
-        parts.append(f"epoch {entry['epoch']}")
-    if entry.get("global_step") is not None:
-        parts.append(f"step {entry['global_step']}")
-    parts.append(entry.get("name") or entry.get("filename") or "")
-    if entry.get("tags"):
-        parts.append("[" + ", ".join(entry["tags"]) + "]")
+def checkpoint_line(entry: dict[str, Any] | CheckpointRecord) -> str:
+    """One line about a checkpoint, as the CLI and the lineage tree print it.
+
+    Args:
+        entry: An index entry (with its ``tags``) or a record.
+
+    Returns:
+        Short uuid, kind, run, epoch, step, name (else file name) and ``[tags]``, those it has.
+    """
+    get = entry.get if isinstance(entry, dict) else lambda key: getattr(entry, key, None)
+    parts = [get("uuid")[:8], get("kind")]
+    if get("run_id"):
+        parts.append(f"run {get('run_id')[:8]}")
+    if get("epoch") is not None:
+        parts.append(f"epoch {get('epoch')}")
+    if get("global_step") is not None:
+        parts.append(f"step {get('global_step')}")
+    parts.append(get("name") or get("filename") or "")
+    if get("tags"):
+        parts.append("[" + ", ".join(get("tags")) + "]")
     return "  ".join(p for p in parts if p)
+
+
+class _Cheap:
+    """A read-only :class:`Checkpoint` attribute: from the index entry when there is one
+    (no read), else from the full record."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, checkpoint: Checkpoint | None, owner: type | None = None) -> Any:
+        if checkpoint is None:
+            return self
+        return checkpoint._field(self.name)
+
+    def __set__(self, checkpoint: Checkpoint, value: Any) -> None:
+        raise AttributeError(f"{self.name} is read-only: it is the registered record's")
 
 
 class Checkpoint:
@@ -540,6 +563,11 @@ class Checkpoint:
     Made by :class:`Catalogue` (``get``, ``search``, ``register``); cheap
     attributes (``uuid``, ``kind``, ``tags``, ...) come from the index entry
     when there is one, the full :attr:`record` is read on first use.
+
+    Attributes:
+        uuid, kind (``"training"`` or ``"inference"``), format, filename, sha256 (str),
+        size (int, bytes), name, run_id (str or None), epoch, global_step (int or None):
+            read-only, as registered.
     """
 
     def __init__(
@@ -574,45 +602,16 @@ class Checkpoint:
             return self._entry[name]
         return getattr(self.record, name)
 
-    @property
-    def uuid(self) -> str:
-        return self._field("uuid")
-
-    @property
-    def name(self) -> str | None:
-        return self._field("name")
-
-    @property
-    def kind(self) -> str:
-        return self._field("kind")
-
-    @property
-    def format(self) -> str:
-        return self._field("format")
-
-    @property
-    def run_id(self) -> str | None:
-        return self._field("run_id")
-
-    @property
-    def epoch(self) -> int | None:
-        return self._field("epoch")
-
-    @property
-    def global_step(self) -> int | None:
-        return self._field("global_step")
-
-    @property
-    def filename(self) -> str:
-        return self._field("filename")
-
-    @property
-    def size(self) -> int:
-        return self._field("size")
-
-    @property
-    def sha256(self) -> str:
-        return self._field("sha256")
+    uuid = _Cheap()
+    name = _Cheap()
+    kind = _Cheap()
+    format = _Cheap()
+    run_id = _Cheap()
+    epoch = _Cheap()
+    global_step = _Cheap()
+    filename = _Cheap()
+    size = _Cheap()
+    sha256 = _Cheap()
 
     @property
     def parents(self) -> list[ParentLink]:
@@ -632,13 +631,33 @@ class Checkpoint:
         return self
 
     def tag_history(self) -> list[TagEvent]:
-        """Every tag change: who added or removed which tag, and when."""
+        """Every tag change: who added or removed which tag, and when.
+
+        :attr:`tags` afterwards are those of the same read, so the two agree.
+        """
         state = _tags.read_tags(self.catalogue.store, self.uuid)
+        self._tags = list(state.tags) if state else []
         return list(state.history) if state else []
 
     def metadata(self) -> dict[str, Any]:
         """The checkpoint's Anemoi metadata (without supporting arrays)."""
         return _files.read_metadata(self.catalogue.store, self.record)
+
+    def validate(self, *, all_packages: bool = False) -> ValidationReport:
+        """Check the catalogue's copy of the metadata: its version, the migrations it needs and
+        how the installed packages compare with the training ones (``anemoi-ckpt validate ID``).
+
+        Args:
+            all_packages: Compare every recorded package, not only the anemoi ones.
+
+        Returns:
+            The report; ``exit_code()`` is 0 compatible, 1 with warnings, 2 incompatible.
+        """
+        from anemoi_ckpt_nb.core.validate import validate_metadata
+
+        return validate_metadata(
+            self.metadata(), label=f"{self.uuid} ({self.filename})", format=self.kind, all_packages=all_packages
+        )
 
     # --- acting ---------------------------------------------------------------------------------
 
@@ -775,9 +794,15 @@ class Checkpoint:
         )
         if not register:
             return result
-        return self.catalogue.register(
-            result.destination, tags=tags, parents=[(self.uuid, "converted-from")]
+        # The converter hashed the output as it wrote it: registering it does not read it again.
+        (registration,) = _register.register_paths(
+            self.catalogue.store,
+            [result.destination],
+            tags=tags,
+            parents=[(self.uuid, "converted-from")],
+            sha256=result.sha256,
         )
+        return Checkpoint(self.catalogue, registration.record)
 
     # --- lineage ------------------------------------------------------------------------------
 

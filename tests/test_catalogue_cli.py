@@ -112,3 +112,40 @@ def test_cli_on_s3(s3_url, training_checkpoint):
     cli("--catalogue", s3_url, "register", str(training_checkpoint.path), "--tag", "candidate")
     listed = json.loads(cli("--catalogue", s3_url, "ls", "--tag", "candidate", "--json").stdout)
     assert [e["uuid"] for e in listed] == [training_checkpoint.uuid]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "rule"),
+    [("init", "--keep-last", "0", "0 is not 1 or more"), ("clean", "--older-than", "-1", "-1 is not above 0"),
+     ("clean", "--keep-last", "x", "'x' is not a number")],
+)
+def test_retention_options_are_checked_when_parsed(tmp_path, command, option, value, rule):
+    # Before: the policy model refused them later, as a multi-line ValidationError with exit 3.
+    done = cli(command, "--catalogue", str(tmp_path / "catalogue"), option, value, check=False)
+    assert done.returncode == 2 and "ValidationError" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"anemoi-ckpt {command}: error: argument {option}: {rule}"
+
+
+def test_a_closed_pipe_stops_quietly(tmp_path):
+    url = str(tmp_path / "catalogue")
+    cli("init", url)
+    # As `anemoi-ckpt ls | head -0`: the reader is gone before the command prints.
+    process = subprocess.Popen([sys.executable, "-m", "anemoi_ckpt_nb", "--catalogue", url, "ls"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 141
+    assert stderr == ""
+
+
+def test_a_registered_checkpoint_validates_from_the_catalogue_copy_of_its_metadata(tmp_path, training_checkpoint):
+    from anemoi_ckpt_nb.api import Catalogue
+
+    url = str(tmp_path / "catalogue")
+    checkpoint = Catalogue.create(url).register(training_checkpoint.path, upload=False)
+    report = checkpoint.validate()
+    assert report.metadata_source == "catalogue" and report.path == f"{checkpoint.uuid} ({checkpoint.filename})"
+    assert report.format == "training" and report.migrations
+    # The command prints the same report.
+    printed = json.loads(cli("validate", checkpoint.uuid[:8], "--catalogue", url, "--json", check=False).stdout)
+    assert printed["path"] == report.path and printed["migrations"] == report.migrations

@@ -105,13 +105,22 @@ def _imported_after(code: str) -> list[str]:
 
 def test_importing_the_package_and_help_import_no_heavy_module():
     assert _imported_after("import anemoi_ckpt_nb") == []
+    # Every command's --help, and its nested subcommands' (site add, ...): argparse builds
+    # them all, and a command module that imports a heavy module at the top shows here.
     assert _imported_after(
-        "from anemoi_ckpt_nb.cli import main\n"
-        "import contextlib, io\n"
-        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-        "    main(['--help'])\n"
-        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
-        "    main(['inspect', '--help'])"
+        "from anemoi_ckpt_nb.cli import COMMANDS, build_parser, main\n"
+        "import argparse, contextlib, io\n"
+        "def helps(parser, words):\n"
+        "    yield words + ['--help']\n"
+        "    for action in parser._actions:\n"
+        "        if isinstance(action, argparse._SubParsersAction):\n"
+        "            for name, sub in action.choices.items():\n"
+        "                yield from helps(sub, words + [name])\n"
+        "calls = list(helps(build_parser(), []))\n"
+        "assert len(calls) > len(COMMANDS), calls\n"
+        "for argv in calls:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)"
     ) == []
 
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import NotRegisteredError
+from anemoi_ckpt_nb.core.errors import NotRegisteredError, RenderError
 from anemoi_ckpt_nb.notebook.graph import LineageGraph, dot_string, lineage_dot, lineage_model
 
 
@@ -159,6 +159,15 @@ def test_graph_object_source_text_and_repr(family):
     assert set(graph._repr_mimebundle_(include=["text/plain"])) == {"text/plain"}
     assert set(graph._repr_mimebundle_(exclude=["image/svg+xml"])) == {"text/plain"}
 
+
+
+def test_text_only_display_draws_nothing(family):
+    # A renderer that cannot run must not break a front end that asked for text only.
+    graph = LineageGraph.from_records(family, "fork-01", renderer="no-such-renderer")
+    with pytest.raises(RenderError):
+        graph.svg()
+    assert graph._repr_mimebundle_(include=["text/plain"]) == {"text/plain": graph.text()}
+    assert graph._repr_mimebundle_(exclude=["image/svg+xml"]) == {"text/plain": graph.text()}
 
 def test_dag_with_two_parents_is_drawn_once_and_text_marks_repeats():
     records = [

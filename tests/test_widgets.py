@@ -122,6 +122,22 @@ def test_tag_editor_escapes_a_hostile_name(tmp_path, training_checkpoint):
     assert "<img" not in editor.title.value and "&lt;img src=x" in editor.title.value
 
 
+def test_tag_editor_reads_tags_and_history_together(tmp_path, training_checkpoint, monkeypatch):
+    # Tags and history from one read: two reads could disagree (a change in between) and cost twice.
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    checkpoint = catalogue.register(training_checkpoint.path, tags=["candidate"])
+    reads = []
+    real = catalogue.store.read_tags
+    monkeypatch.setattr(catalogue.store, "read_tags", lambda uuid: reads.append(uuid) or real(uuid))
+    editor = checkpoint.tag_editor()
+    assert len(reads) == 1 and editor.tags == ["candidate"]
+    editor.refresh_button.click()
+    assert len(reads) == 2
+    assert editor.add("reviewed") is True
+    assert len(reads) == 5  # the conflict check before, the change itself, the new state after
+    assert editor.tags == ["candidate", "reviewed"] == checkpoint.tags
+
+
 # --- convert button ---------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from anemoi_ckpt_nb import __version__
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anemoi-ckpt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`anemoi-ckpt ls | head`): stop quietly, as other commands do;
+        # stdout goes to devnull so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
     except Exception as error:  # formatted at the edge: one line, no traceback
         return report(error)
 

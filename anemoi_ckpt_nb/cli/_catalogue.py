@@ -17,6 +17,32 @@ def add_catalogue_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive(kind: type, what: str):
+    """An argparse type: a number above zero, else a usage error naming the option's rule."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    return convert
+
+
+def add_retention_options(parser: argparse.ArgumentParser, *, help_prefix: str = "") -> None:
+    """``--keep-last N`` and ``--older-than DAYS``, checked when parsed (as the catalogue's policy requires)."""
+    parser.add_argument(
+        "--keep-last", type=_positive(int, "1 or more"), metavar="N", help=f"{help_prefix}keep the newest N checkpoints of each run"
+    )
+    parser.add_argument(
+        "--older-than", type=_positive(float, "above 0"), metavar="DAYS",
+        help=f"{help_prefix}drop untagged checkpoints registered more than DAYS ago",
+    )
+
+
 def catalogue_url(args: argparse.Namespace) -> str | None:
     """The URL given after or before the subcommand, else None (the default catalogue)."""
     return getattr(args, "catalogue", None) or getattr(args, "global_catalogue", None)
@@ -33,28 +59,10 @@ def short(uuid: str | None) -> str:
 
 
 def format_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
+    """``1.2 GB``-style, as ``inspect`` prints sizes; None -> ``-``."""
+    from anemoi_ckpt_nb.core.reader import format_bytes
 
-
-def describe(entry: Any) -> str:
-    """One line about a checkpoint (index entry or record)."""
-    get = entry.get if isinstance(entry, dict) else lambda k, d=None: getattr(entry, k, d)
-    parts = [short(get("uuid")), get("kind")]
-    if get("run_id"):
-        parts.append(f"run {short(get('run_id'))}")
-    if get("epoch") is not None:
-        parts.append(f"epoch {get('epoch')}")
-    if get("global_step") is not None:
-        parts.append(f"step {get('global_step')}")
-    parts.append(get("name") or get("filename"))
-    return "  ".join(str(p) for p in parts)
+    return "-" if size is None else format_bytes(size)
 
 
 def entries_table(entries: list[dict[str, Any]]) -> str:

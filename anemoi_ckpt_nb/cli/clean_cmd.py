@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, format_size, open_catalogue
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, add_retention_options, format_size, open_catalogue
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_catalogue_option(parser)
     parser.add_argument("--apply", action="store_true", help="really delete")
-    parser.add_argument("--keep-last", type=int, metavar="N", help="keep the newest N checkpoints of each run")
-    parser.add_argument("--older-than", type=float, metavar="DAYS", help="drop untagged checkpoints registered more than DAYS ago")
+    add_retention_options(parser)
     from anemoi_ckpt_nb.cli.locations_cmd import add_drop_options
 
     add_drop_options(parser)  # clean --drop-location SITE ID: one copy, not the checkpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anemoi_ckpt_nb.cli._catalogue import catalogue_url
+from anemoi_ckpt_nb.cli._catalogue import add_retention_options, catalogue_url
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--protect", action="append", metavar="TAG", help="a tag clean never removes (repeatable; default production-ready)"
     )
-    parser.add_argument("--keep-last", type=int, metavar="N", help="default retention: keep the newest N per run")
-    parser.add_argument("--older-than", type=float, metavar="DAYS", help="default retention: drop untagged older than DAYS")
+    add_retention_options(parser, help_prefix="default retention: ")
     parser.add_argument("--exist-ok", action="store_true", help="succeed if a catalogue is already there")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, describe, open_catalogue
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from anemoi_ckpt_nb.api import checkpoint_line
     from anemoi_ckpt_nb.core.errors import CatalogueError
 
     catalogue = open_catalogue(args)
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     def show(registration) -> None:
         verb = "registered" if registration.created else "already registered"
-        print(f"{verb}: {describe(registration.record)}")
+        print(f"{verb}: {checkpoint_line(registration.record)}")
 
     if args.run_folder:
         catalogue.register_run(args.paths, on_registered=show, **options)
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if len(args.paths) != 1:
             raise CatalogueError("--name names a single checkpoint", hint="register the files one by one")
         checkpoint = catalogue.register(args.paths[0], name=args.name, **options)
-        print(f"registered: {describe(checkpoint.record)}")
+        print(f"registered: {checkpoint_line(checkpoint.record)}")
     else:
         folders = [p for p in args.paths if Path(p).is_dir()]
         if folders:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,16 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from anemoi_ckpt_nb.core.validate import looks_like_path, render_text, validate_checkpoint, validate_metadata
+    from anemoi_ckpt_nb.core.validate import looks_like_path, render_text, validate_checkpoint
 
     if looks_like_path(args.target):
         report = validate_checkpoint(args.target, all_packages=args.all_packages)
     else:
-        from anemoi_ckpt_nb.cli._catalogue import open_catalogue
-
-        checkpoint = open_catalogue(args).get(args.target)
-        report = validate_metadata(checkpoint.metadata(), label=f"{checkpoint.uuid} ({checkpoint.filename})",
-                                   format=checkpoint.kind, all_packages=args.all_packages)
+        report = open_catalogue(args).get(args.target).validate(all_packages=args.all_packages)
     if args.json:
         print(json.dumps(report.to_dict(strict=args.strict), indent=2))
     else:

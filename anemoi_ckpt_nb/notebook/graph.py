@@ -404,12 +404,11 @@ class LineageGraph:
         return model_text(self.model)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        bundle = {"image/svg+xml": self.svg(), "text/plain": self.text()}
-        if include:
-            bundle = {k: v for k, v in bundle.items() if k in include}
-        if exclude:
-            bundle = {k: v for k, v in bundle.items() if k not in exclude}
-        return bundle
+        # Only what is asked for: no drawing when the front end wants text.
+        makers = {"image/svg+xml": self.svg, "text/plain": self.text}
+        return {
+            mime: make() for mime, make in makers.items() if (not include or mime in include) and mime not in (exclude or ())
+        }
 
     def __repr__(self) -> str:
         return (

@@ -24,11 +24,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from anemoi_ckpt_nb.cli import COMMANDS
+from anemoi_ckpt_nb.cli._catalogue import open_catalogue
 from anemoi_ckpt_nb.cli._errors import describe
 from anemoi_ckpt_nb.core.errors import CkptError
-
-ENV_CATALOGUE = "ANEMOI_CKPT_CATALOGUE"
-
 
 class _HelpShown(Exception):
     """``--help`` printed its text; nothing else to do."""
@@ -50,27 +48,31 @@ def _cli_module(command: str) -> Any:
     return importlib.import_module(f"anemoi_ckpt_nb.cli.{COMMANDS[command]}")
 
 
+def _add_use_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("use", help="make CATALOGUE_URL the default catalogue of this kernel")
+    parser.add_argument("url", nargs="?", metavar="CATALOGUE_URL", help="s3://bucket/prefix, a folder or memory://name")
+    parser.add_argument("--create", action="store_true", help="create the catalogue if there is none")
+
+
+def _subcommand_parser(command: str) -> tuple[_Parser, argparse._SubParsersAction]:
+    """A ``%ckpt`` parser that knows only ``command`` (the CLI's own parser of it, or ``use``)."""
+    root = _Parser(prog="%ckpt", add_help=False)
+    subparsers = root.add_subparsers(dest="command", parser_class=_Parser)
+    if command == "use":
+        _add_use_parser(subparsers)
+    else:
+        _cli_module(command).add_parser(subparsers)
+    return root, subparsers
+
+
 def parse(command: str, argv: list[str]) -> argparse.Namespace:
     """Parse ``argv`` with the CLI's parser of ``command`` (``%ckpt`` as the program name).
 
     Raises:
         UsageError: the arguments do not fit.
     """
-    root = _Parser(prog="%ckpt", add_help=False)
-    subparsers = root.add_subparsers(dest="command", parser_class=_Parser)
-    if command == "use":
-        parser = subparsers.add_parser("use", help="make a catalogue the default for this kernel")
-        parser.add_argument("url", nargs="?", metavar="CATALOGUE_URL", help="s3://bucket/prefix, a folder or memory://name")
-        parser.add_argument("--create", action="store_true", help="create the catalogue if there is none")
-    else:
-        _cli_module(command).add_parser(subparsers)
+    root, _ = _subcommand_parser(command)
     return root.parse_args([command, *argv])
-
-
-def _catalogue(args: argparse.Namespace):
-    from anemoi_ckpt_nb.api import Catalogue
-
-    return Catalogue(getattr(args, "catalogue", None) or None)
 
 
 def _cli_run(args: argparse.Namespace) -> None:
@@ -86,25 +88,25 @@ def _ls(args: argparse.Namespace) -> Any:
         return _cli_run(args)
     from anemoi_ckpt_nb.notebook.html import CatalogueTable
 
-    catalogue = _catalogue(args)
-    frame = catalogue.to_pandas(tags=args.tag, kind=args.kind, run_id=args.run, text=args.text, site=getattr(args, "site", None))
+    catalogue = open_catalogue(args)
+    frame = catalogue.to_pandas(tags=args.tag, kind=args.kind, run_id=args.run, text=args.text, site=args.site)
     return CatalogueTable(frame, title=catalogue.url, protected_tags=catalogue.protected_tags)
 
 
 def _show(args: argparse.Namespace) -> Any:
     if args.json:
         return _cli_run(args)
-    return _catalogue(args).get(args.ref)
+    return open_catalogue(args).get(args.ref)
 
 
 def _lineage(args: argparse.Namespace) -> Any:
     if args.json:
         return _cli_run(args)
-    return _catalogue(args).get(args.ref).lineage()
+    return open_catalogue(args).get(args.ref).lineage()
 
 
 def _use(args: argparse.Namespace) -> Any:
-    from anemoi_ckpt_nb.api import Catalogue, default_url
+    from anemoi_ckpt_nb.api import ENV_CATALOGUE, Catalogue, default_url
 
     if args.url is None:
         print(f"default catalogue: {default_url()}")
@@ -133,14 +135,8 @@ def help_text() -> str:
     """What ``%ckpt`` alone prints: each subcommand and its one-line help."""
     lines = ["%ckpt COMMAND [options]   (COMMAND --help for its options)", ""]
     for command in ROUTES:
-        root = _Parser(prog="%ckpt", add_help=False)
-        subparsers = root.add_subparsers(parser_class=_Parser)
-        if command == "use":
-            summary = "make CATALOGUE_URL the default catalogue of this kernel"
-        else:
-            _cli_module(command).add_parser(subparsers)
-            summary = subparsers._choices_actions[0].help or ""
-        lines.append(f"  {command:<9} {summary}")
+        _, subparsers = _subcommand_parser(command)
+        lines.append(f"  {command:<9} {subparsers._choices_actions[0].help or ''}")
     return "\n".join(lines)
 
 

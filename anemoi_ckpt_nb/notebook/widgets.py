@@ -96,9 +96,9 @@ class TagEditor(widgets.VBox):
     # --- state ------------------------------------------------------------------------
 
     def _read(self) -> tuple[tuple[str, ...], list[Any]]:
-        """``(tags, history)`` as stored now."""
+        """``(tags, history)`` as stored now, from one read so that they agree."""
         history = self.checkpoint.tag_history()
-        return tuple(self.checkpoint.refresh().tags), history
+        return tuple(self.checkpoint.tags), history
 
     @property
     def tags(self) -> list[str]:
