@@ -318,6 +318,93 @@ def test_metadata_only_in_hyper_parameters(tmp_path, out):
     np.testing.assert_array_equal(arrays["latitudes"], ckpt.supporting_arrays["latitudes"])
 
 
+def test_metadata_entries_are_written_by_one_shared_definition(lightning, out, tmp_path):
+    """The converter's streaming writer appends exactly what embedded.write_embedded appends."""
+    from anemoi_ckpt_nb.core.embedded import embedded_entries, write_embedded
+
+    path, written = lightning
+    result = convert(path, out)
+    with zipfile.ZipFile(result.destination) as zf:
+        streamed = {n: zf.read(n) for n in zf.namelist() if "/anemoi-metadata/" in n}
+
+    metadata, entries = embedded_entries("inference-last", result.metadata, written["arrays"])
+    assert metadata == result.metadata
+    assert dict(entries) == streamed
+    assert list(streamed)[0] == "inference-last/anemoi-metadata/anemoi.json"
+
+    with zipfile.ZipFile(tmp_path / "appended.zip", "w") as zf:
+        write_embedded(zf, "inference-last", result.metadata, written["arrays"])
+    with zipfile.ZipFile(tmp_path / "appended.zip") as zf:
+        assert {n: zf.read(n) for n in zf.namelist()} == streamed
+
+
+def test_safetensors_layout_of_nested_supporting_arrays(tmp_path, out):
+    """Per-dataset (nested) supporting arrays, one of them big-endian, through the safetensors layout."""
+    from anemoi.utils.checkpoints import save_metadata
+
+    from anemoi_ckpt_nb.core.embedded import safetensors_array_keys, safetensors_array_name, safetensors_arrays
+    from anemoi_ckpt_nb.core.reader import open_checkpoint
+
+    arrays = {
+        "era5": {"latitudes": np.linspace(-90, 90, 7), "longitudes": np.linspace(0, 360, 7).astype(">f8")},
+        "cerra": {"latitudes": np.linspace(20, 70, 5, dtype=np.float32)},
+    }
+    path = tmp_path / "multi.ckpt"
+    metadata = {"version": "1.0", "uuid": str(uuid.uuid4())}
+    state = {"model.model.w": torch.ones(3, 2)}
+    torch.save({"epoch": 1, "global_step": 1, "state_dict": state, "optimizer_states": [], "hyper_parameters": {"metadata": metadata}}, path)
+    save_metadata(str(path), metadata, supporting_arrays=arrays)
+
+    result = convert(path, out, format="safetensors")
+
+    tensors, paths = safetensors_arrays(arrays)
+    assert [name for name, _ in tensors] == [
+        "anemoi-supporting-arrays/era5/latitudes",
+        "anemoi-supporting-arrays/era5/longitudes",
+        "anemoi-supporting-arrays/cerra/latitudes",
+    ]
+    assert result.metadata["supporting_arrays_paths"] == paths
+    assert paths["era5"]["longitudes"] == {"path": "anemoi-supporting-arrays/era5/longitudes", "shape": [7], "dtype": "float64"}
+    with open_checkpoint(result.destination) as ck:
+        assert list(ck.weights) == ["model.w"]
+        assert ck.supporting_arrays.keys() == arrays.keys()
+        for dataset, values in arrays.items():
+            for key, array in values.items():
+                np.testing.assert_array_equal(ck.supporting_arrays[dataset][key], array)
+    assert safetensors_array_keys(safetensors_array_name(["era5", "latitudes"])) == ["era5", "latitudes"]
+    assert safetensors_array_keys("model.w") is None
+    assert safetensors_array_keys("anemoi-supporting-arrays/") is None
+
+
+def test_checkpoint_convert_registers_the_output_without_hashing_it_again(tmp_path, monkeypatch):
+    """The converter computed the output's sha256 while writing it; registration uses that one."""
+    from anemoi_ckpt_nb.api import Catalogue
+    from anemoi_ckpt_nb.core import hashing
+    from anemoi_ckpt_nb.core.catalogue.register import register_paths
+    from anemoi_ckpt_nb.core.errors import CatalogueError
+
+    catalogue = Catalogue.create(str(tmp_path / "catalogue"))
+    training = examples.write_training_checkpoint(tmp_path / "run" / "last.ckpt", weights_bytes=50_000)
+    registered = catalogue.register(training.path)
+    hashed: list[Path] = []
+    real = hashing.sha256_file
+
+    def counting(path, **options):
+        hashed.append(Path(path).resolve())
+        return real(path, **options)
+
+    monkeypatch.setattr(hashing, "sha256_file", counting)
+    inference = registered.convert(tmp_path / "inference")
+
+    destination = tmp_path / "inference" / "inference-last.ckpt"
+    assert destination.resolve() not in hashed
+    assert inference.sha256 == real(destination)
+    assert inference.kind == "inference"
+    assert [(p.uuid, p.relation) for p in inference.parents] == [(training.uuid, "converted-from")]
+    with pytest.raises(CatalogueError, match="single checkpoint"):
+        register_paths(catalogue.store, [destination, training.path], sha256=inference.sha256)
+
+
 # --- determinism, memory ------------------------------------------------------------------------
 
 
@@ -365,24 +452,62 @@ def test_same_input_gives_identical_safetensors_data(lightning, tmp_path):
 
 def test_tensors_are_read_by_file_offset_not_through_the_memory_map(training_checkpoint):
     """Reading through the reader's map would keep every weight page resident; the converter
-    finds each tensor's offset in the file and reads it into a few reused buffers instead."""
+    reads each tensor's bytes where the reader says they lie into a few reused buffers instead."""
     from anemoi_ckpt_nb.core.convert_files import SourceFile
     from anemoi_ckpt_nb.core.reader import open_checkpoint
 
     with open_checkpoint(training_checkpoint.path) as ck:
-        files = SourceFile(training_checkpoint.path)
+        files = SourceFile(training_checkpoint.path, ck)
         try:
-            raw = training_checkpoint.path.read_bytes()
             for name in ck.weights:
-                tensor = ck.tensor(name)
-                offset = files.offset_of(tensor)
-                assert offset is not None, name
-                expected = _bits(tensor).numpy().tobytes()
-                assert raw[offset : offset + len(expected)] == expected, name
-            # The weights lie front to back, so the source is hashed on the same single read.
-            assert files.hash_while_reading(ck, list(ck.weights), digests=None)
+                assert files.span(name) == ck.tensor_span(name) is not None, name
+                read = b""
+                for chunk in files.reader(name)():
+                    assert isinstance(chunk, memoryview) and id(chunk.obj) in files.pool._buffers  # a pooled buffer
+                    read += bytes(chunk)
+                    files.pool.give_back(chunk)
+                assert read == _bits(ck.tensor(name)).numpy().tobytes(), name
         finally:
             files.close()
+
+
+@pytest.mark.parametrize("size", [0, 3, 4096, 4 * 1024 * 1024 + 1, 9 * 1024 * 1024 + 4093])
+def test_the_source_hash_thread_hashes_the_whole_file(tmp_path, size):
+    """Sizes around the 4 MiB chunks and the 4 KiB blocks that direct reads use."""
+    from anemoi_ckpt_nb.core.convert_files import SourceHash
+
+    path = tmp_path / "blob"
+    path.write_bytes(np.random.default_rng(size).bytes(size))
+    assert SourceHash(path).result() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    cancelled = SourceHash(path)
+    cancelled.cancel()  # returns: the threads stop within a chunk
+    assert not cancelled._reader.is_alive() and not cancelled._hasher.is_alive()
+
+
+def test_the_converter_has_no_platform_specific_offset_lookup():
+    """Offsets come from the file's structure (tensor_span), not from this process's memory maps."""
+    import anemoi_ckpt_nb.core.convert_files as convert_files
+
+    assert "/proc/self/maps" not in Path(convert_files.__file__).read_text()
+
+
+def test_non_contiguous_and_legacy_sources_convert_too(tmp_path, out):
+    """A weight that is not a run of the file's bytes is read from memory; a legacy file by offset."""
+    base = torch.arange(48, dtype=torch.float32).reshape(6, 8)
+    state = {"model.model.a": base, "model.model.t": base.t(), "model.model.rows": base[2:4], "model.model.h": torch.ones(3).half()}
+    for legacy in (False, True):
+        path = tmp_path / f"{'legacy' if legacy else 'zip'}.ckpt"
+        torch.save(
+            {"epoch": 1, "global_step": 1, "state_dict": state, "optimizer_states": [], "hyper_parameters": {"metadata": {"uuid": "u"}}},
+            path,
+            _use_new_zipfile_serialization=not legacy,
+        )
+        result = convert(path, out)
+        converted = torch.load(result.destination, weights_only=True)
+        for name, tensor in state.items():
+            assert torch.equal(converted[name.removeprefix("model.")], tensor), (legacy, name)
+            assert converted[name.removeprefix("model.")].is_contiguous()
 
 
 # --- failures --------------------------------------------------------------------------------------
@@ -517,18 +642,68 @@ def test_an_explicit_file_name(lightning, tmp_path):
         assert zf.namelist()[0] == "aifs/data.pkl"
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def _without_root_powers() -> None:
+    """Run in the child before exec: drop the capabilities that let root ignore file permissions.
+
+    Dropped from the bounding set, they stay dropped across exec, so the child is
+    root held to the permission bits like any user (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH). Switching to "nobody" instead would not do here: it could
+    not even run this Python, which lives under root's private home.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
 def test_permission_denied(lightning, tmp_path):
+    """A destination folder the user may not write to: one clear error, no file, exit status 1.
+
+    CI runs as root, who may write anywhere; there the conversion runs in a child
+    process without root's power over permissions, so the refusal is real too.
+    """
     path, _ = lightning
     locked = tmp_path / "locked"
     locked.mkdir()
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if as_root and not sys.platform.startswith("linux"):
+        pytest.skip("dropping root's capabilities is done the Linux way")
+    script = f"""
+import sys
+from anemoi_ckpt_nb.cli import main
+from anemoi_ckpt_nb.core.convert import convert
+from anemoi_ckpt_nb.core.errors import ConvertError
+try:
+    convert({str(path)!r}, {str(locked)!r})
+except ConvertError as error:
+    print("ConvertError:", error)
+    print("hint:", error.hint)
+else:
+    print("converted: the folder was writable")
+sys.exit(main(["convert", {str(path)!r}, "-o", {str(locked)!r}]))
+"""
     locked.chmod(0o500)
     try:
-        with pytest.raises(ConvertError, match="permission denied") as raised:
-            convert(path, locked)
-        assert "-o" in raised.value.hint
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            preexec_fn=_without_root_powers if as_root else None,
+        )
     finally:
         locked.chmod(0o700)
+
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines[0].startswith("ConvertError:") and "permission denied" in lines[0], lines
+    assert str(path) in lines[0] and str(locked) in lines[0]
+    assert lines[1].startswith("hint:") and "-o" in lines[1]
+    (failed,) = lines[2:]  # the command: one line for the one input
+    assert failed.startswith("FAILED") and "permission denied" in failed
+    assert "Traceback" not in done.stderr
+    assert _leftovers(locked) == []
 
 
 # --- many at once ----------------------------------------------------------------------------------

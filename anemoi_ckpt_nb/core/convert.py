@@ -3,11 +3,13 @@
 A Lightning training checkpoint holds the model weights, the optimizer state
 (about twice the weights for Adam), loops, callbacks and hyper-parameters. An
 inference checkpoint needs only the weights and the metadata. :func:`convert`
-writes them in one pass, reading only the weights' bytes (the optimizer state
-is never unpickled into tensors nor read, except by the sha256 of the whole
-source for ``converted_from``, which is skipped when the caller knows it), with
-memory bounded by a few 1 MiB chunks plus at most one tensor (a non-contiguous
-one is copied), whatever the size of the file.
+writes them in one pass, reading only the weights' bytes where the reader says
+they lie (:meth:`CheckpointFile.tensor_span`; the optimizer state is never
+unpickled into tensors nor read, except by the sha256 of the whole source for
+``converted_from``, computed in other threads meanwhile and skipped when the
+caller knows it), with memory bounded by a few 1 MiB chunks (and three 4 MiB
+ones for that hash) plus at most one tensor (a non-contiguous one is copied),
+whatever the size of the file.
 
 **Names.** anemoi-training saves its inference checkpoint by pickling
 ``trainer.model.model`` (``AnemoiCheckpoint._torch_drop_down`` in
@@ -43,9 +45,10 @@ archive) with a fresh ``uuid``, ``converted_from`` = ``{uuid, sha256, path}`` of
 the training checkpoint and ``conversion`` = ``{tool, version, time, format}``.
 
 **Safety.** Everything is written to a hidden temporary file in the destination
-folder, flushed to disk, reopened and compared tensor by tensor (CRC-32 of the
-bytes read back against the bytes read from the source; torch or safetensors
-must also open it), and only then renamed into place; the sidecar is renamed
+folder, flushed to disk (while it is verified), reopened by the reader and
+compared tensor by tensor (CRC-32 of the bytes read back where the reopened file
+says each tensor lies, against the bytes read from the source; torch or
+safetensors must also open it), and only then renamed into place; the sidecar is renamed
 last, so a sidecar always describes a complete archive. A failure or an
 interruption leaves nothing under the final names. The output is deterministic:
 the same source gives byte-identical weights (only the embedded metadata's
@@ -450,7 +453,7 @@ def _plan(checkpoint: Any, source: Path, target: Path) -> tuple[list[tuple[str, 
     return planned, dropped
 
 
-def _entries(checkpoint: Any, planned: list[tuple[str, str, Any]], files: SourceFile) -> list[Any]:
+def _entries(planned: list[tuple[str, str, Any]], files: SourceFile) -> list[Any]:
     """The planned weights as writer entries that read their bytes from ``files``."""
     from anemoi_ckpt_nb.core.convert_writers import TensorEntry
 
@@ -460,7 +463,7 @@ def _entries(checkpoint: Any, planned: list[tuple[str, str, Any]], files: Source
             dtype=str(info.dtype).removeprefix("torch."),
             shape=tuple(int(n) for n in info.shape),
             nbytes=int(info.nbytes),
-            chunks=_guarded(files.reader(checkpoint, name)),
+            chunks=_guarded(files.reader(name)),
         )
         for mapped, name, info in planned
     ]
@@ -519,34 +522,47 @@ def _convert_open(
     planned, dropped = _plan(checkpoint, source, target)
     arrays = checkpoint.supporting_arrays or {}
 
-    from anemoi_ckpt_nb.core.convert_files import SourceFile, publish, unlink_quietly, write_sidecar
+    from anemoi_ckpt_nb.core.convert_files import SourceFile, SourceHash, publish, unlink_quietly, write_sidecar
     from anemoi_ckpt_nb.core.convert_writers import Digests
 
     new_uuid = str(_uuid.uuid4())
     tmp = target.with_name(f".{target.name}.{new_uuid}.tmp")
     tmp_sidecar = sidecar.with_name(f".{sidecar.name}.{new_uuid}.tmp")
     try:
-        files = SourceFile(source)
+        files = SourceFile(source, checkpoint)
     except OSError as error:
         raise _os_error(source, target, error) from error
-    digests = Digests(("output", "source"), release=files.pool.give_back)
+    try:
+        # The whole source's sha256 (for converted_from) is computed in a thread meanwhile.
+        hasher = SourceHash(source) if source_sha256 is None else None
+    except OSError as error:
+        files.close()
+        raise _os_error(source, target, error) from error
+    digests = Digests(("output",), release=files.pool.give_back)
     try:
         try:
-            entries = _entries(checkpoint, planned, files)
+            entries = _entries(planned, files)
             total = sum(e.nbytes for e in entries)
             base = _base_metadata(checkpoint)
 
-            def metadata_of(sha256: str) -> dict[str, Any]:
+            def metadata_of() -> dict[str, Any]:
+                try:
+                    sha256 = source_sha256 if hasher is None else hasher.result()
+                except OSError as error:
+                    raise _SourceError(f"reading it for its sha256 failed: {error}") from error
                 return _enrich(base, checkpoint, source, new_uuid, sha256, format)
 
-            source_digest = _source_digest(source, source_sha256, format, checkpoint, planned, files, digests)
             counted = _counting(entries, total, progress)
             write = _write_anemoi if format == "anemoi" else _write_safetensors
-            sha256, crcs, metadata, written = write(tmp, target, counted, arrays, metadata_of, source_digest, digests)
-            _verify(tmp, format, written, crcs, metadata)
+            # Exclusive create: the name holds a fresh uuid, so an existing file is not ours.
+            with open(tmp, "xb") as file:
+                sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests)
+                _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata))
             write_sidecar(tmp_sidecar, metadata)
             publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
         except BaseException:
+            if hasher is not None:
+                hasher.cancel()
             for path in (tmp, tmp_sidecar):
                 unlink_quietly(path)
             raise
@@ -646,117 +662,90 @@ def _enrich(
     return metadata
 
 
-def _source_digest(
-    source: Path,
-    known: str | None,
-    format: str,
-    checkpoint: Any,
-    planned: list[tuple[str, str, Any]],
-    files: SourceFile,
-    digests: Any,
-) -> Callable[[], str]:
-    """How the source's sha256 (for ``converted_from``) is obtained: given, hashed on the way, or hashed apart."""
-    if known is not None:
-        return lambda: known
-    # The anemoi format puts the metadata (which holds the hash) after the weights, so the
-    # source can be read once, front to back, for both. safetensors puts it first.
-    if format == "anemoi" and files.hash_while_reading(checkpoint, [name for _, name, _ in planned], digests):
-        return files.source_digest
-
-    def apart() -> str:
-        from anemoi_ckpt_nb.core.hashing import sha256_file
-
-        return sha256_file(source)
-
-    return apart
-
-
 def _write_anemoi(
-    tmp: Path,
+    file: Any,
     target: Path,
     entries: list[Any],
     arrays: dict[str, Any],
-    metadata_of: Callable[[str], dict[str, Any]],
-    source_digest: Callable[[], str],
+    metadata_of: Callable[[], dict[str, Any]],
     digests: Any,
 ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
-    import numpy as np
-
     from anemoi_ckpt_nb.core import embedded
     from anemoi_ckpt_nb.core.convert_writers import HashingFile, TorchZipWriter
 
     # torch names the top folder after the file: the final name, not the temporary one.
     top = target.stem
-    # Exclusive create: the name holds a fresh uuid, so an existing file is not ours.
-    with open(tmp, "xb") as file:
-        out = HashingFile(file, digests)
-        writer = TorchZipWriter(out, top)
-        crcs = writer.add_tensors(entries)
-        # The metadata comes after the weights, where save_metadata appends it.
-        metadata = embedded.with_array_paths(metadata_of(source_digest()), top, arrays)
-        writer.add_bytes(f"{embedded.FOLDER}/{embedded.DEFAULT_NAME}", json.dumps(metadata).encode())
-        for entry, array in embedded.iter_array_entries(arrays, metadata["supporting_arrays_paths"]):
-            writer.add_bytes(entry.removeprefix(top + "/"), np.ascontiguousarray(array).tobytes())
-        writer.finish()
-        digest = out.finish()
-        os.fsync(file.fileno())
+    out = HashingFile(file, digests)
+    writer = TorchZipWriter(out, top)
+    crcs = writer.add_tensors(entries)
+    # The metadata comes after the weights, where save_metadata appends it (and the source
+    # hash it holds has had the whole copy to be computed).
+    metadata, extra = embedded.embedded_entries(top, metadata_of(), arrays)
+    for entry, data in extra:
+        writer.add_bytes(entry.removeprefix(top + "/"), data)
+    writer.finish()
     # The supporting arrays are checked by zipfile's own CRCs when the verification reads them.
-    return digest, crcs, metadata, entries
+    return out.finish(), crcs, metadata, entries
 
 
 def _write_safetensors(
-    tmp: Path,
+    file: Any,
     target: Path,
     entries: list[Any],
     arrays: dict[str, Any],
-    metadata_of: Callable[[str], dict[str, Any]],
-    source_digest: Callable[[], str],
+    metadata_of: Callable[[], dict[str, Any]],
     digests: Any,
 ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
     from anemoi_ckpt_nb.core import embedded
-    from anemoi_ckpt_nb.core.convert_writers import HashingFile, SafetensorsWriter, safetensors_order
+    from anemoi_ckpt_nb.core.convert_writers import HashingFile, SafetensorsWriter, TensorEntry, safetensors_order
 
-    array_entries, paths = _array_entries(arrays)
+    tensors, paths = embedded.safetensors_arrays(arrays)
+    array_entries = [
+        TensorEntry(name, array.dtype.name, tuple(array.shape), array.nbytes, _array_chunks(array)) for name, array in tensors
+    ]
     # The metadata is in the header, which comes first: the source hash must be known now.
-    metadata = dict(metadata_of(source_digest()))
+    metadata = dict(metadata_of())
     metadata["supporting_arrays_paths"] = paths
     ordered = safetensors_order(entries + array_entries)
     try:
         writer = SafetensorsWriter(ordered, {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata)})
     except ValueError as error:
         raise _Failure(str(error), hint="use --format anemoi for this dtype") from error
-    with open(tmp, "xb") as file:
-        out = HashingFile(file, digests)
-        crcs = writer.write(out)
-        digest = out.finish()
-        os.fsync(file.fileno())
-    return digest, crcs, metadata, ordered
+    out = HashingFile(file, digests)
+    crcs = writer.write(out)
+    return out.finish(), crcs, metadata, ordered
 
 
-def _array_entries(arrays: dict[str, Any], prefix: str = "") -> tuple[list[Any], dict[str, Any]]:
-    """Supporting arrays as safetensors tensors, and their ``supporting_arrays_paths``."""
+def _array_chunks(array: Any) -> Callable[[], list[Any]]:
+    """A supporting array's bytes as one chunk (they are small: a few values per grid point)."""
     import numpy as np
 
-    from anemoi_ckpt_nb.core.convert_writers import TensorEntry
-    from anemoi_ckpt_nb.core.embedded import SAFETENSORS_ARRAY_PREFIX
+    data = array.reshape(-1).view(np.uint8)
+    return lambda: [data] if data.nbytes else []
 
-    entries: list[Any] = []
-    paths: dict[str, Any] = {}
-    for key, value in arrays.items():
-        if isinstance(value, dict):
-            sub_entries, paths[key] = _array_entries(value, f"{prefix}{key}/")
-            entries += sub_entries
-            continue
-        array = np.ascontiguousarray(value)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
-        name = f"{SAFETENSORS_ARRAY_PREFIX}{prefix}{key}"
-        data = array.reshape(-1).view(np.uint8)
-        entries.append(
-            TensorEntry(name, array.dtype.name, tuple(array.shape), array.nbytes, lambda d=data: [d] if d.nbytes else [])
-        )
-        paths[key] = {"path": name, "shape": list(array.shape), "dtype": str(array.dtype)}
-    return entries, paths
+
+def _verify_while_syncing(file: Any, verify: Callable[[], None]) -> None:
+    """Flush ``file`` to disk in a thread while ``verify()`` reads it back; raise the first failure.
+
+    fsync waits for the disk, the verification for the CPU: done one after the
+    other they add up, done together the shorter one is hidden.
+    """
+    failures: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            os.fsync(file.fileno())
+        except BaseException as error:  # handed to the caller below
+            failures.append(error)
+
+    thread = threading.Thread(target=sync, name="convert-fsync", daemon=True)
+    thread.start()
+    try:
+        verify()
+    finally:
+        thread.join()  # the file stays open until the sync is done, whatever happened
+    if failures:
+        raise failures[0]
 
 
 # --- verification, publication ------------------------------------------------------

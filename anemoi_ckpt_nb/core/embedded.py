@@ -14,7 +14,9 @@ package), so that Anemoi's own tools read what we write and we read theirs.
 
 For safetensors files (which have no zip) the same metadata goes, as JSON,
 under the header key :data:`SAFETENSORS_METADATA_KEY`, and each supporting
-array is a tensor named :data:`SAFETENSORS_ARRAY_PREFIX` + its key path.
+array is a tensor named :data:`SAFETENSORS_ARRAY_PREFIX` + its key path
+(:func:`safetensors_arrays` writes that layout, :func:`safetensors_array_keys`
+reads it back).
 """
 
 from __future__ import annotations
@@ -167,6 +169,87 @@ def with_array_paths(metadata: dict[str, Any], directory: str, arrays: dict[str,
     return result
 
 
+def embedded_entries(
+    directory: str,
+    metadata: dict[str, Any],
+    arrays: dict[str, Any] | None = None,
+    *,
+    name: str = DEFAULT_NAME,
+) -> tuple[dict[str, Any], Iterator[tuple[str, bytes]]]:
+    """What :func:`write_embedded` appends, for writers that lay out the archive themselves.
+
+    Args:
+        directory: the archive's top-level folder.
+        metadata: JSON-serialisable metadata (``supporting_arrays_paths`` is replaced).
+        arrays: supporting numpy arrays, possibly nested per dataset.
+        name: ``anemoi.json``, or ``ai-models.json`` to imitate older files.
+
+    Returns:
+        The metadata as written (with ``supporting_arrays_paths``), and the
+        archive entries ``(path, bytes)`` in the order anemoi-utils writes them:
+        the metadata JSON first, then each supporting array's raw bytes (made
+        one at a time as the iterator is consumed).
+    """
+    written = with_array_paths(metadata, directory, arrays)
+
+    def entries() -> Iterator[tuple[str, bytes]]:
+        import numpy as np
+
+        yield f"{directory}/{FOLDER}/{name}", json.dumps(written).encode()
+        for entry, array in iter_array_entries(arrays or {}, written["supporting_arrays_paths"]):
+            yield entry, np.ascontiguousarray(array).tobytes()
+
+    return written, entries()
+
+
+def safetensors_array_name(keys: list[str]) -> str:
+    """The tensor name of a supporting array in a safetensors file: the prefix + its key path."""
+    return SAFETENSORS_ARRAY_PREFIX + "/".join(keys)
+
+
+def safetensors_array_keys(name: str) -> list[str] | None:
+    """The key path (``["latitudes"]``, ``["era5", "latitudes"]``) of a supporting array's tensor name.
+
+    Returns:
+        ``None`` for a tensor that is not a supporting array.
+    """
+    if not name.startswith(SAFETENSORS_ARRAY_PREFIX) or len(name) == len(SAFETENSORS_ARRAY_PREFIX):
+        return None
+    return name[len(SAFETENSORS_ARRAY_PREFIX) :].split("/")
+
+
+def safetensors_arrays(arrays: dict[str, Any] | None) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """The supporting arrays as safetensors tensors, and the ``supporting_arrays_paths`` describing them.
+
+    The safetensors layout of :data:`SAFETENSORS_ARRAY_PREFIX`: each array is a
+    tensor named by :func:`safetensors_array_name`, described as in a zip archive
+    by ``{"path": <tensor name>, "shape", "dtype"}``, nested per dataset.
+
+    Returns:
+        ``[(tensor name, C-contiguous little-endian array), ...]`` in insertion
+        order, and the ``supporting_arrays_paths`` dict.
+    """
+    import numpy as np
+
+    tensors: list[tuple[str, Any]] = []
+
+    def describe(node: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        paths: dict[str, Any] = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                paths[key] = describe(value, [*keys, key])
+                continue
+            array = np.ascontiguousarray(value)
+            if array.dtype.byteorder == ">":  # safetensors is little-endian
+                array = array.astype(array.dtype.newbyteorder("<"))
+            name = safetensors_array_name([*keys, key])
+            tensors.append((name, array))
+            paths[key] = {"path": name, "shape": list(array.shape), "dtype": str(array.dtype)}
+        return paths
+
+    return tensors, describe(arrays or {}, [])
+
+
 def write_embedded(
     zf: zipfile.ZipFile,
     directory: str,
@@ -189,17 +272,10 @@ def write_embedded(
     Returns:
         The metadata as written (with ``supporting_arrays_paths``).
     """
-    import numpy as np
-
-    written = with_array_paths(metadata, directory, arrays)
-
-    def add(entry: str, data: bytes) -> None:
+    written, entries = embedded_entries(directory, metadata, arrays, name=name)
+    for entry, data in entries:
         if date_time is None:
             zf.writestr(entry, data)
         else:
             zf.writestr(zipfile.ZipInfo(entry, date_time=date_time), data)
-
-    add(f"{directory}/{FOLDER}/{name}", json.dumps(written).encode())
-    for entry, array in iter_array_entries(arrays or {}, written["supporting_arrays_paths"]):
-        add(entry, np.ascontiguousarray(array).tobytes())
     return written

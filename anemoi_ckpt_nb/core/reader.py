@@ -98,6 +98,7 @@ class CheckpointFile:
         self.raw: Any = None
         self._tensors: dict[str, Any] = {}
         self._make_tensor: Any = None  # safetensors: name -> tensor, made on demand
+        self._span: Any = None  # name -> (offset, nbytes) | None, set by the opener
         self._closers: list[Any] = []
         self._closed = False
 
@@ -109,14 +110,42 @@ class CheckpointFile:
             KeyError: no weight of that name.
             ValueError: the checkpoint was closed.
         """
+        self._check(name)
+        if name in self._tensors:
+            return self._tensors[name].detach()
+        return self._make_tensor(name)
+
+    def tensor_span(self, name: str) -> tuple[int, int] | None:
+        """Where the bytes of the weight ``name`` lie in the file, as ``(offset, nbytes)``.
+
+        Computed from the file's structure, without reading any tensor: for a
+        torch zip archive, the storage entry's data offset (its local header's
+        offset + 30 + the name and extra lengths read from that header) plus the
+        tensor's ``storage_offset * itemsize``; for a legacy torch file, the
+        storage's place after its element count; for safetensors, the header's
+        ``data_offsets``. The bytes there are exactly ``tensor(name)``'s values,
+        C-contiguous, in the machine's byte order, so a caller may read them with
+        plain file reads instead of through the memory map.
+
+        Returns:
+            ``None`` when the tensor is not a contiguous run of the file's bytes:
+            a non-contiguous view, a storage held in memory (plain pickles,
+            compressed entries, tensors pickled inside the pickle) or one
+            byte-swapped from a file of the other byte order.
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+        """
+        self._check(name)
+        return self._span(name) if self._span is not None else None
+
+    def _check(self, name: str) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: the checkpoint is closed")
         if name not in self.weights:
             close = [n for n in self.weights if name in n or n in name][:3]
             raise KeyError(f"{self.path}: no weight {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        if name in self._tensors:
-            return self._tensors[name].detach()
-        return self._make_tensor(name)
 
     def iter_weights(self) -> Iterator[tuple[str, Any]]:
         """``(name, tensor)`` for every weight, in file order."""
@@ -163,6 +192,7 @@ class CheckpointFile:
         self._closers.clear()
         self._tensors.clear()
         self._make_tensor = None
+        self._span = None
         self.raw = None
         self._closed = True
 
@@ -268,6 +298,7 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
             seen_views.add(view)
             ck.parameter_count += tensor.numel()
     ck.weights_bytes = sum(storage_bytes(k) for k in weight_storages)
+    ck._span = lambda name: _torch_span(tensors[name], loaded)
     if kind == "training":
         optimizer_storages = {storage_key(t) for t in _walk_tensors(_as_mapping(raw).get("optimizer_states"), torch)}
         ck.optimizer_bytes = sum(storage_bytes(k) for k in optimizer_storages - weight_storages)
@@ -296,6 +327,22 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
         ck.epoch = _int_or_none(lightning.get("epoch"), ck.epoch)
         ck.global_step = _int_or_none(lightning.get("global_step"), ck.global_step)
     return ck
+
+
+def _torch_span(tensor: Any, loaded: Any) -> tuple[int, int] | None:
+    """``(offset, nbytes)`` of a tensor's bytes in a torch file (see :meth:`CheckpointFile.tensor_span`)."""
+    if not tensor.is_contiguous():
+        return None
+    storage = tensor.untyped_storage()
+    key = loaded.storage_by_ptr.get(storage.data_ptr())
+    record = loaded.storages.get(key) if key is not None else None
+    if record is None or record.offset is None or record.swapped:
+        return None
+    start = tensor.storage_offset() * tensor.element_size()
+    nbytes = tensor.numel() * tensor.element_size()
+    if start < 0 or start + nbytes > record.nbytes:
+        return None
+    return record.offset + start, nbytes
 
 
 def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -471,7 +518,7 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
     import torch
     from safetensors import safe_open
 
-    from anemoi_ckpt_nb.core.embedded import SAFETENSORS_ARRAY_PREFIX, SAFETENSORS_METADATA_KEY
+    from anemoi_ckpt_nb.core.embedded import SAFETENSORS_METADATA_KEY, safetensors_array_keys
 
     try:
         with safe_open(str(path), framework="pt") as handle:  # validates header, offsets and file length
@@ -492,7 +539,7 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
     ck.total_bytes = size
     mapped = torch.UntypedStorage.from_file(str(path), False, size)
     layout: dict[str, tuple[Any, tuple[int, ...], int, int]] = {}
-    arrays: dict[str, Any] = {}
+    arrays: dict[str, list[str]] = {}  # tensor name -> key path, for supporting arrays
     for name, entry in entries:
         dtype_str = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
         if dtype_str is None:
@@ -501,8 +548,9 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
         shape = tuple(int(n) for n in entry["shape"])
         start, end = (int(n) for n in entry["data_offsets"])
         layout[name] = (dtype, shape, base + start, base + end)
-        if name.startswith(SAFETENSORS_ARRAY_PREFIX):
-            arrays[name[len(SAFETENSORS_ARRAY_PREFIX) :]] = name
+        keys = safetensors_array_keys(name)
+        if keys is not None:
+            arrays[name] = keys
             continue
         ck.weights[name] = TensorInfo(name, shape, dtype_str, end - start)
         ck.weights_bytes += end - start
@@ -521,6 +569,7 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
         return torch.empty((0,), dtype=dtype).set_(storage._untyped_storage, 0, shape, stride)
 
     ck._make_tensor = make
+    ck._span = lambda name: (layout[name][2], layout[name][3] - layout[name][2])
     ck.other_bytes = size - ck.weights_bytes
     raw_metadata = header_metadata.get(SAFETENSORS_METADATA_KEY)
     if raw_metadata is not None:
@@ -530,12 +579,11 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
             raise CorruptCheckpointError(path, f"the '{SAFETENSORS_METADATA_KEY}' metadata is not JSON ({error})") from None
         if isinstance(metadata, dict):
             ck.metadata, ck.metadata_source = metadata, "safetensors"
-    for key, name in arrays.items():
+    for name, keys in arrays.items():
         node = ck.supporting_arrays
-        parts = key.split("/")
-        for part in parts[:-1]:
+        for part in keys[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = make(name).numpy().copy()
+        node[keys[-1]] = make(name).numpy().copy()
     _fill_identity(ck)
     return ck
 

@@ -56,6 +56,8 @@ class StorageRecord:
     #: Byte offset of the data in the file (``None`` for storages held in memory).
     offset: int | None
     location: str
+    #: The file holds the other byte order: the storage is a swapped copy, not the file's bytes.
+    swapped: bool = False
 
 
 @dataclass
@@ -86,16 +88,18 @@ def sniff(path: Path) -> str:
         head = f.read(512)
     if head[:4] in (ZIP_MAGIC, EMPTY_ZIP_MAGIC):
         return "zip"
+    # Before the pickle checks: a safetensors header length can start with any byte (0x80, "(", "}").
+    # A pickle cannot pass this one: its bytes 2 to 7 are opcodes, so the length would be huge.
+    if len(head) > 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_len <= 100 * 1024 * 1024 and head[8:9] == b"{":
+            return "safetensors"
     if head[:1] == bytes([PICKLE_PROTO]):
         return "pickle"
     if head[:1] in PROTOCOL_0_STARTS:
         return "pickle?"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "tar"
-    if len(head) > 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_len <= 100 * 1024 * 1024 and head[8:9] == b"{":
-            return "safetensors"
     return "unknown"
 
 
@@ -173,7 +177,7 @@ class _Storages:
             untyped = torch.UntypedStorage(0)
         typed = torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
         self._typed[key] = typed
-        self.records[key] = StorageRecord(key, dtype, nbytes, offset, location)
+        self.records[key] = StorageRecord(key, dtype, nbytes, offset, location, swapped=self._swap)
         if nbytes:
             self.by_ptr[untyped.data_ptr()] = key
         return typed
@@ -427,7 +431,8 @@ class _Bounded:
         return data
 
     def read(self, n: int = -1) -> bytes:
-        return self._count(self._f.read(n if n >= 0 else self._left + 1))
+        # Never ask for more than the limit: a buffered read allocates the size it is asked for.
+        return self._count(self._f.read(min(n, self._left + 1) if n >= 0 else self._left + 1))
 
     def readline(self) -> bytes:
         return self._count(self._f.readline(self._left + 1))
