@@ -533,3 +533,26 @@ def test_big_endian_archive(tmp_path):
     assert torch.equal(torch.load(big, weights_only=True)["w"], values)  # torch agrees on the format
     with open_checkpoint(big) as checkpoint:
         assert torch.equal(checkpoint.tensor("w"), values)
+
+
+def test_deeply_nested_supporting_arrays_are_a_clear_error_not_a_recursion_error(tmp_path):
+    """A hand-made pickle whose hyper_parameters["supporting_arrays"] nests 200,000 lists."""
+    import struct
+
+    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.core.reader import open_checkpoint
+
+    def text(value: str) -> bytes:
+        return b"X" + struct.pack("<I", len(value)) + value.encode()
+
+    depth = 200_000
+    nested = b"]" * depth + b"a" * (depth - 1)  # EMPTY_LIST pushes, then APPENDs fold them into one chain
+    data = (
+        b"\x80\x02}(" + text("epoch") + b"K\x01" + text("global_step") + b"K\x01" + text("state_dict") + b"}"
+        + text("hyper_parameters") + b"}(" + text("metadata") + b"}" + text("supporting_arrays")
+        + b"}(" + text("latitudes") + nested + b"uuu."
+    )
+    path = tmp_path / "deep.ckpt"
+    path.write_bytes(data)
+    with pytest.raises(CorruptCheckpointError, match="nested too deeply"):
+        open_checkpoint(path)

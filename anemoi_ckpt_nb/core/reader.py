@@ -313,12 +313,12 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
         metadata, arrays, source = extras.get("metadata"), extras.get("supporting_arrays"), extras.get("source")
         try:
             plain = to_plain(metadata) if metadata is not None else None
+            kept = to_plain(arrays, tensors="keep") if arrays is not None else None
         except RecursionError:
             raise CorruptCheckpointError(path, "the pickled metadata is nested too deeply to read") from None
         if isinstance(plain, dict):
             ck.metadata, ck.metadata_source = plain, source
         if arrays is not None:
-            kept = to_plain(arrays, tensors="keep")
             ck.supporting_arrays = kept if isinstance(kept, dict) else {}
 
     _fill_identity(ck)
