@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from anemoi_ckpt_nb.storage._transfer import fsync_dir
+
 
 class SourceFile:
     """Read the tensors of an open checkpoint by file offset into pooled buffers.
@@ -264,20 +266,6 @@ def rename_new(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
         return
     unlink_quietly(tmp)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (the renames) to disk, where the file system allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every file system lets a folder be synced; the renames are done either way
-    finally:
-        os.close(fd)
 
 
 def unlink_quietly(path: Path) -> None:
