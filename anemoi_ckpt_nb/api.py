@@ -105,6 +105,7 @@ class Catalogue:
             exist_ok: Open an existing catalogue instead of refusing.
 
         Raises:
+            InvalidTagError: a protected tag is not a valid tag name; nothing is written.
             CatalogueError: a catalogue exists there already (and not ``exist_ok``).
         """
         from anemoi_ckpt_nb.storage import open_storage

@@ -126,6 +126,14 @@ def test_retention_options_are_checked_when_parsed(tmp_path, command, option, va
     assert done.stderr.strip().splitlines()[-1] == f"anemoi-ckpt {command}: error: argument {option}: {rule}"
 
 
+def test_init_refuses_an_invalid_protected_tag_and_writes_nothing(tmp_path):
+    # Tagging refuses such a name, so a protected tag like it would protect nothing.
+    url = tmp_path / "catalogue"
+    line = one_line_error(cli("init", str(url), "--protect", "keep", "--protect", "bad tag<", check=False))
+    assert "invalid tag 'bad tag<'" in line
+    assert not url.exists()
+
+
 def test_a_closed_pipe_stops_quietly(tmp_path):
     url = str(tmp_path / "catalogue")
     cli("init", url)

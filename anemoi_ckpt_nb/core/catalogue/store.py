@@ -119,11 +119,16 @@ class CatalogueStore:
             exist_ok: Open an existing catalogue instead of refusing.
 
         Raises:
+            InvalidTagError: a protected tag is not a valid tag name; nothing is written.
             CatalogueError: a catalogue already exists there and ``exist_ok`` is false.
         """
+        # Imported here: tags.py imports this module.
+        from anemoi_ckpt_nb.core.catalogue.tags import validate_tag
+
         descriptor = CatalogueDescriptor(created=utcnow(), created_by=layout.whoami())
         if protected_tags is not None:
-            descriptor.protected_tags = list(protected_tags)
+            # The same rule as tagging: a protected tag no checkpoint can carry would protect nothing.
+            descriptor.protected_tags = [validate_tag(tag) for tag in protected_tags]
         if retention is not None:
             descriptor.retention = retention
         try:
