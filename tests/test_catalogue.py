@@ -68,6 +68,15 @@ def test_open_missing_catalogue_says_how_to_create_it(catalogue_url):
     assert "anemoi-ckpt init" in str(caught.value)
 
 
+@pytest.mark.parametrize("tag", ["bad tag<", "-candidate", ""])
+def test_create_refuses_an_invalid_protected_tag_and_writes_nothing(catalogue_url, tag):
+    with pytest.raises(InvalidTagError) as caught:
+        Catalogue.create(catalogue_url, protected_tags=["production-ready", tag])
+    assert caught.value.tag == tag
+    with pytest.raises(CatalogueNotFoundError):
+        Catalogue(catalogue_url)
+
+
 def test_create_twice_is_refused_and_exist_ok_opens(catalogue_url):
     Catalogue.create(catalogue_url, protected_tags=["keep", "production-ready"])
     with pytest.raises(CatalogueError, match="already exists"):
@@ -423,6 +432,29 @@ def test_registering_again_restores_blobs_removed_outside(catalogue, training_ch
     assert catalogue.get(ck.uuid).metadata() == metadata
     out = catalogue.get(ck.uuid).download(tmp_path / "out.ckpt")
     assert out.read_bytes() == training_checkpoint.path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b'{"version": "1.0", "uuid": "someone-else"}', "no longer match their sha256"),
+    ],
+)
+def test_a_damaged_metadata_blob_is_a_schema_error_and_registering_again_repairs_it(tmp_path, training_checkpoint, damage, what):
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    ck = catalogue.register(training_checkpoint.path)
+    metadata = ck.metadata()
+    key = ck.record.metadata_blob
+    (tmp_path / "catalogue" / key).write_bytes(damage)  # damaged on disk, outside anemoi-ckpt
+    with pytest.raises(SchemaError) as caught:
+        catalogue.get(ck.uuid).metadata()
+    message = str(caught.value)
+    assert ck.uuid in message and key in message and what in message
+    assert caught.value.hint == "register the file again to restore it"
+    catalogue.register(training_checkpoint.path)  # what the hint says to do
+    assert catalogue.get(ck.uuid).metadata() == metadata
 
 
 def test_a_damaged_record_that_is_not_a_json_object_is_a_schema_error(catalogue):

@@ -5,11 +5,13 @@ Its file comes back through :func:`anemoi_ckpt_nb.core.sites.fetch`, which tries
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
+from anemoi_ckpt_nb.core.catalogue import layout
 from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
-from anemoi_ckpt_nb.core.errors import CatalogueError, ObjectNotFoundError
+from anemoi_ckpt_nb.core.errors import CatalogueError, ObjectNotFoundError, SchemaError
 from anemoi_ckpt_nb.core.schema import CheckpointRecord
 
 
@@ -19,6 +21,8 @@ def read_metadata(store: CatalogueStore, record: CheckpointRecord) -> dict[str, 
     Raises:
         CatalogueError: the record has no metadata blob, or it is missing
             (registering the file again restores it).
+        SchemaError: the blob is damaged: its bytes do not hash to its key, or it is not
+            a JSON object (registering the file again restores it).
     """
     if record.metadata_blob is None:
         raise CatalogueError(f"{record.uuid}: no metadata stored for this record")
@@ -29,4 +33,16 @@ def read_metadata(store: CatalogueStore, record: CheckpointRecord) -> dict[str, 
             f"{record.uuid}: its metadata {record.metadata_blob} is missing from {store.url}",
             hint="register the file again to restore it",
         ) from None
-    return json.loads(data)
+    where = f"{record.uuid}: its metadata {record.metadata_blob} in {store.url}"
+    hint = "register the file again to restore it"
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise SchemaError(f"{where} is damaged: not JSON ({error})", hint=hint) from None
+    if not isinstance(document, dict):
+        raise SchemaError(f"{where} is damaged: a JSON {type(document).__name__}, not an object", hint=hint)
+    # The key is the hash of the content: a blob altered into other valid JSON is caught
+    # here rather than returned as the checkpoint's metadata.
+    if layout.blob_key(hashlib.sha256(data).hexdigest()) != record.metadata_blob:
+        raise SchemaError(f"{where} is damaged: its bytes no longer match their sha256", hint=hint)
+    return document

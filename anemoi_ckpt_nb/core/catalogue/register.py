@@ -261,16 +261,28 @@ def _existing(store: CatalogueStore, facts: FileFacts) -> CheckpointRecord | Non
 def _restore_blobs(
     store: CatalogueStore, record: CheckpointRecord, facts: FileFacts, *, upload: bool, progress: Callable[[int], None] | None
 ) -> None:
-    """Put back the blobs of an existing record that were removed outside anemoi-ckpt.
+    """Put back the blobs of an existing record that were removed or damaged outside anemoi-ckpt.
 
-    Registering the file again is the advertised repair for a missing file or metadata blob.
+    Registering the file again is the advertised repair for a missing file or metadata blob,
+    and for a damaged metadata blob (its bytes no longer hash to its content-addressed key).
     """
+    import hashlib
+
     if upload and record.blob is not None and not store.storage.exists(record.blob):
         _upload_blob(store, facts, progress)
-    if record.metadata_blob is not None and not store.storage.exists(record.metadata_blob):
-        # Only the very bytes the record names: another reader release may render them otherwise.
-        if _metadata_blob(facts)[0] == record.metadata_blob:
-            _store_metadata(store, facts)
+    if record.metadata_blob is None:
+        return
+    key, document = _metadata_blob(facts)
+    # Only the very bytes the record names: another reader release may render them otherwise.
+    if key != record.metadata_blob:
+        return
+    try:
+        stored, _ = store.storage.get(key)
+    except ObjectNotFoundError:
+        _store_metadata(store, facts)
+        return
+    if layout.blob_key(hashlib.sha256(stored).hexdigest()) != key:
+        store.storage.put(key, document)
 
 
 def _register_one(
