@@ -178,6 +178,27 @@ def test_convert_button_reports_failure_and_is_disabled_for_inference(tmp_path, 
     assert inference.button.disabled and "only training checkpoints convert" in status(inference)
 
 
+class _ProgressDisplayBroke(Exception):
+    """Not a CkptError, OSError nor ValueError: what the panel used to let escape."""
+
+
+class _PanelWhoseProgressBreaks(ConvertPanel):
+    # The real conversion calls this as it copies; failing here is an unexpected error mid-conversion.
+    def _on_progress(self, done: int, total: int) -> None:
+        raise _ProgressDisplayBroke("the bar\nbroke")
+
+
+def test_convert_button_shows_an_unexpected_error_and_is_usable_again(tmp_path, training_checkpoint):
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    checkpoint = catalogue.register(training_checkpoint.path)
+    panel = _PanelWhoseProgressBreaks(checkpoint, dest_dir=tmp_path / "out")
+    panel.button.click()  # before: the error escaped the click handler, the button stayed disabled
+    assert panel.converted is None and not panel.button.disabled
+    assert panel.progress.bar_style == "danger"
+    assert "conversion failed: _ProgressDisplayBroke: the bar broke" in status(panel)
+    assert catalogue.search(kind="inference") == []
+
+
 # --- catalogue browser ---------------------------------------------------------------------------
 
 

@@ -38,8 +38,9 @@ def _message(kind: str, text: str) -> str:
 
 
 def _error_text(error: BaseException) -> str:
-    # Our errors are already one sentence with a hint; others get their type name.
-    return str(error) if isinstance(error, CkptError) else f"{type(error).__name__}: {error}"
+    # Our errors are already one sentence with a hint; others get their type name and,
+    # as messages of other libraries may span lines, are joined onto one.
+    return str(error) if isinstance(error, CkptError) else f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 class TagEditor(widgets.VBox):
@@ -224,23 +225,33 @@ class ConvertPanel(widgets.VBox):
         self.progress.value = done / total if total else 1.0
 
     def convert(self) -> Checkpoint | None:
-        """Convert now (what the button does). Returns the new checkpoint, or None on failure."""
+        """Convert now (what the button does). Returns the new checkpoint, or None on failure.
+
+        Any failure, expected or not, is shown as one sentence in the panel (a button
+        callback has nowhere else to report it), and the button is usable again.
+        """
         self.button.disabled = True
-        self.progress.value, self.progress.bar_style = 0.0, "info"
-        self.status.value = _message("info", f"converting into {self.dest_dir} ...")
         try:
-            new = self.checkpoint.convert(self.dest_dir, format=self.format, tags=self.tags, progress=self._on_progress)
-        except (CkptError, OSError, ValueError) as error:
-            self.progress.bar_style = "danger"
-            self.status.value = _message("error", f"conversion failed: {_error_text(error)}")
+            self.progress.value, self.progress.bar_style = 0.0, "info"
+            self.status.value = _message("info", f"converting into {self.dest_dir} ...")
+            try:
+                new = self.checkpoint.convert(self.dest_dir, format=self.format, tags=self.tags, progress=self._on_progress)
+            except Exception as error:  # noqa: BLE001 - shown to the user; a click handler must not fail silently
+                self.progress.bar_style = "danger"
+                self.status.value = _message("error", f"conversion failed: {_error_text(error)}")
+                return None
+            self.converted = new
+            self.progress.value, self.progress.bar_style = 1.0, "success"
+            self.status.value = _message("ok", f"converted: {new.filename} ({_text.format_bytes(new.size)}), uuid {new.uuid}")
+            try:
+                self.result.value = _html.checkpoint_card(
+                    new.record, tags=new.tags, protected_tags=self.checkpoint.catalogue.protected_tags
+                )
+            except Exception as error:  # noqa: BLE001 - converted and registered; only the card is missing
+                self.result.value = _message("error", f"could not show the card of {new.uuid}: {_error_text(error)}")
+            return new
+        finally:
             self.button.disabled = False
-            return None
-        self.converted = new
-        self.progress.value, self.progress.bar_style = 1.0, "success"
-        self.status.value = _message("ok", f"converted: {new.filename} ({_text.format_bytes(new.size)}), uuid {new.uuid}")
-        self.result.value = _html.checkpoint_card(new.record, tags=new.tags, protected_tags=self.checkpoint.catalogue.protected_tags)
-        self.button.disabled = False
-        return new
 
 
 class CatalogueBrowser(widgets.VBox):
