@@ -33,6 +33,14 @@ from anemoi_ckpt_nb.core.errors import (
 
 LIGHTNING_MARKERS = ("pytorch-lightning_version", "optimizer_states", "hyper_parameters", "global_step", "epoch")
 
+#: :attr:`CheckpointFile.label` of each kind, for files not written by the converter.
+KIND_LABELS = {
+    "training": "training checkpoint",
+    "inference": "inference checkpoint (whole model pickled)",
+    "state-dict": "state dict (weights only)",
+    "safetensors": "safetensors (weights only)",
+}
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -74,6 +82,7 @@ class CheckpointFile:
         opaque_classes: ``(module, name)`` of the classes the pickle named and the reader did not rebuild,
             and of the functions it keeps as inert references (``torch.nn.functional.gelu``).
         raw: the unpickled top-level object: plain data and inert placeholders (``None`` for safetensors).
+        label: what the file is, in words (see :attr:`label`).
     """
 
     def __init__(self, path: Path, kind: str, fmt: str) -> None:
@@ -152,6 +161,23 @@ class CheckpointFile:
         for name in self.weights:
             yield name, self.tensor(name)
 
+    @property
+    def label(self) -> str:
+        """What the file is, for people: ``kind`` says how it was read, this says what it is for.
+
+        A file written by ``anemoi-ckpt convert`` is read as a ``"state-dict"`` (a torch zip
+        of the weights) or ``"safetensors"``, which is what the catalogue and the converter's own
+        check key on; its metadata's ``conversion`` record makes it an inference checkpoint.
+        """
+        metadata = self.metadata if isinstance(self.metadata, dict) else {}
+        conversion = metadata.get("conversion")
+        if self.kind in ("state-dict", "safetensors") and isinstance(conversion, dict):
+            source = metadata.get("converted_from")
+            source_uuid = source.get("uuid") if isinstance(source, dict) else None
+            label = f"inference checkpoint (weights only, converted by {conversion.get('tool') or 'a converter'}"
+            return label + (f" from {source_uuid})" if source_uuid else ")")
+        return KIND_LABELS.get(self.kind, self.kind)
+
     # -- summary
     def summary(self) -> dict[str, Any]:
         """A JSON-able description: what ``anemoi-ckpt inspect --json`` prints."""
@@ -162,6 +188,7 @@ class CheckpointFile:
         return {
             "path": str(self.path),
             "kind": self.kind,
+            "label": self.label,
             "format": self.format,
             "uuid": self.uuid,
             "run_id": self.run_id,
@@ -662,7 +689,7 @@ def summary_text(summary: dict[str, Any]) -> str:
     dtypes = ", ".join(f"{name}" if len(summary["dtypes"]) == 1 else f"{count} {name}" for name, count in summary["dtypes"].items())
     lines = [
         str(summary["path"]),
-        f"  kind          {summary['kind']} ({summary['format']})",
+        f"  kind          {_kind_line(summary)}",
         f"  uuid          {summary['uuid'] or '-'}",
         f"  run           {summary['run_id'] or '-'}",
         f"  parent        {summary['parent_uuid'] or '-'}",
@@ -689,6 +716,14 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines.append(f"  opaque        {len(opaque)} classes not rebuilt" + (":" if opaque else ""))
     lines.extend(f"                {name}" for name in opaque)
     return "\n".join(lines)
+
+
+def _kind_line(summary: dict[str, Any]) -> str:
+    """``training (zip)``; for a converted file what it is, then how it is stored."""
+    label = summary.get("label")
+    if not label or label == KIND_LABELS.get(summary["kind"]):
+        return f"{summary['kind']} ({summary['format']})"
+    return f"{label}; stored as {summary['kind']} ({summary['format']})"
 
 
 def _dash(value: Any) -> str:

@@ -319,6 +319,7 @@ def _instantiate_allowed(cls: Any, args: tuple, kwargs: dict) -> Any:
         import torch
 
         _check_plain_args(cls, args, kwargs)
+        _check_no_allocation(cls, args, kwargs)
         if cls is torch.nn.Parameter:
             return torch.nn.Parameter(*args, **kwargs)
         return cls.__new__(cls, *args, **kwargs)
@@ -346,6 +347,7 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
 
         if base is not object and state is not None:
             _check_plain_args(base, (state,))  # base.__new__(cls, state) parses it like base(state)
+            _check_no_allocation(base, (state,), {})
         return copyreg._reconstructor(cls, base, state)
     raise _unsafe_callable(base if is_reference(base) else cls)
 
@@ -376,7 +378,7 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: tuple, state: Any) -> 
     """torch's ``_rebuild_from_type_v2`` for allow-listed rebuilders only; subclasses stay plain tensors."""
     import torch
 
-    if not any(func is f for f in _rebuild_functions()):
+    if not any(func is f for f in _rebuilders().values()):
         raise _unsafe_callable(func)
     tensor = func(*args)
     if new_type is torch.nn.Parameter and not isinstance(tensor, torch.nn.Parameter):
@@ -388,8 +390,9 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: tuple, state: Any) -> 
 def _rebuild_parameter_with_state(data: Any, requires_grad: bool, backward_hooks: Any, state: Any) -> Any:
     import torch
 
+    _check_parameter_args((data, requires_grad), {})
     param = torch.nn.Parameter(data, requires_grad)
-    param._backward_hooks = backward_hooks
+    param._backward_hooks = _no_hooks(backward_hooks)
     _set_plain_state(param, state)
     return param
 
@@ -434,6 +437,397 @@ def _rebuild_functions() -> tuple:
 
 
 @lru_cache(maxsize=1)
+def _rebuilders() -> dict[str, Callable[..., Any]]:
+    """``torch._utils`` rebuild function name -> what the reader calls for it.
+
+    torch's own functions, except where they would install what the file gives as
+    ``backward_hooks`` or allocate memory of a size the file only claims: those go
+    through the checked stand-ins below.
+    """
+    checked: dict[str, Callable[..., Any]] = {
+        "_rebuild_tensor_v2": _safe_rebuild_tensor_v2,
+        "_rebuild_tensor_v3": _safe_rebuild_tensor_v3,
+        "_rebuild_qtensor": _safe_rebuild_qtensor,
+        "_rebuild_parameter": _safe_rebuild_parameter,
+        "_rebuild_parameter_with_state": _rebuild_parameter_with_state,
+        "_rebuild_device_tensor_from_cpu_tensor": _safe_rebuild_device_tensor_from_cpu_tensor,
+        "_rebuild_device_tensor_from_numpy": _safe_rebuild_device_tensor_from_numpy,
+    }
+    found = {f.__name__: checked.get(f.__name__, f) for f in _rebuild_functions()}
+    found["_rebuild_parameter_with_state"] = _rebuild_parameter_with_state
+    return found
+
+
+# --- sizes: memory is only ever allocated for what the file holds ------------------
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A call or state the reader refuses on purpose (reported as such, not as damage)."""
+
+
+#: How many bytes a dtype conversion of a rebuilt tensor may make per byte the file holds
+#: (float8 or bool to float64 is 8): an expanded (stride 0) view converted element by element
+#: would otherwise materialise any size the file names.
+MAX_CONVERSION_GROWTH = 8
+
+#: The most elements an array of zero-byte items (``dtype([])``, ``V0``, ``S0``) may have: they take no
+#: memory in the file, but anything that walks them (``tolist()``) would make one object per element.
+MAX_EMPTY_ITEMS = 1024
+
+#: numpy's ``NPY_ALIGNED_STRUCT`` flag: the structured dtype was made with ``align=True``.
+NPY_ALIGNED_STRUCT = 0x80
+
+
+def _call_text(func: Any, args: tuple) -> str:
+    """``module.name(arg, ...)`` for messages: numbers and shapes shown, anything else by type."""
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or type(func).__name__
+    shown = []
+    for arg in args[:4]:
+        if isinstance(arg, (int, tuple, list, str, bytes)) and len(repr(arg)) <= 60:
+            shown.append(repr(arg))
+        else:
+            shown.append(f"<{type(arg).__name__}>")
+    if len(args) > 4:
+        shown.append("...")
+    prefix = f"{module}." if module and module != "builtins" else ""
+    return f"{prefix}{name}({', '.join(shown)})"
+
+
+def _numel(shape: Any, what: str) -> int:
+    """Elements of an array or tensor of ``shape`` (an int or a sequence of ints), without making it."""
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    try:
+        sizes = [operator.index(d) for d in dims]
+    except TypeError:
+        raise RefusedPickle(f"{what}: the shape {shape!r:.80} is not a tuple of integers") from None
+    if any(d < 0 for d in sizes):
+        raise RefusedPickle(f"{what}: the shape {tuple(sizes)!r:.80} has a negative size")
+    return math.prod(sizes)
+
+
+def _is_tensor_class(obj: Any) -> bool:
+    import torch
+
+    if obj is torch.Tensor or (isinstance(obj, type) and issubclass(obj, torch.Tensor)):
+        return True
+    try:
+        return obj in torch._tensor_classes  # the legacy types: torch.FloatTensor, torch.sparse.FloatTensor, ...
+    except TypeError:  # unhashable
+        return False
+
+
+def _check_parameter_args(args: tuple, kwargs: dict) -> None:
+    """``Parameter(data=None, requires_grad=True)``: data must be a tensor already rebuilt, never a size."""
+    import torch
+
+    if len(args) > 2 or set(kwargs) - {"data", "requires_grad"}:
+        raise RefusedPickle(f"{_call_text(torch.nn.Parameter, args)} is refused: too many arguments")
+    data = args[0] if args else kwargs.get("data")
+    requires_grad = args[1] if len(args) > 1 else kwargs.get("requires_grad", True)
+    if (data is not None and not isinstance(data, torch.Tensor)) or type(requires_grad) is not bool:
+        raise RefusedPickle(
+            f"{_call_text(torch.nn.Parameter, args)} is refused: a parameter is made from a tensor and a bool"
+        )
+
+
+def _check_no_allocation(func: Any, args: tuple, kwargs: dict | None = None) -> None:
+    """Refuse tensor and array constructors given a size: they allocate memory the file does not hold.
+
+    ``torch.save`` rebuilds tensors from storages (``torch._utils._rebuild_tensor_v2``) and numpy
+    makes an empty array (``_reconstruct(ndarray, (0,), b'b')``) that ``__setstate__`` fills from
+    bytes in the file; neither ever calls ``torch.Tensor(n)`` or ``numpy.ndarray(shape)``.
+    """
+    kwargs = kwargs or {}
+    import torch
+
+    if func is torch.nn.Parameter:
+        _check_parameter_args(args, kwargs)
+        return
+    if _is_tensor_class(func):
+        if args or kwargs:
+            raise RefusedPickle(
+                f"{_call_text(func, args)} is refused: torch.save never calls a tensor constructor with arguments, "
+                "and one given a size allocates memory the file does not hold"
+            )
+        return
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(func, type) and issubclass(func, np.ndarray):
+        shape = args[0] if args else kwargs.get("shape", ())
+        if _numel(shape, _call_text(func, args)) != 0:
+            raise RefusedPickle(
+                f"{_call_text(func, args)} is refused: numpy pickles an array as an empty one filled by __setstate__, "
+                "and an array made with a shape allocates memory the file does not hold"
+            )
+
+
+def _np_multiarray() -> Any:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray
+
+
+def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct``, only for the empty array a numpy pickle starts from."""
+    if _numel(shape, "numpy _reconstruct") != 0:
+        raise RefusedPickle(
+            f"numpy._core.multiarray._reconstruct(<{getattr(subtype, '__name__', type(subtype).__name__)}>, {shape!r:.60}) "
+            "is refused: numpy pickles an array as an empty one (shape (0,)) filled by __setstate__, and a larger "
+            "shape allocates memory the file does not hold"
+        )
+    return _np_multiarray()._reconstruct(subtype, shape, dtype)
+
+
+def _safe_scalar(*args: Any) -> Any:
+    """numpy's ``scalar(dtype, data)``, only with the scalar's bytes present in the file."""
+    import numpy as np
+
+    if not args or not isinstance(args[0], np.dtype) or len(args) > 2:
+        raise RefusedPickle("numpy scalar needs a dtype and the scalar's bytes")
+    dtype = args[0]
+    data = args[1] if len(args) > 1 else None
+    # Without its bytes, numpy allocates and zeroes dtype.itemsize bytes (a void dtype can claim gigabytes).
+    # Object scalars hold their object; structured ones with object fields come as a 0-d array of the dtype.
+    if dtype.char == "O":
+        held = True
+    elif dtype.hasobject:
+        held = isinstance(data, np.ndarray) and data.dtype == dtype and data.nbytes >= dtype.itemsize
+    else:
+        held = isinstance(data, (bytes, str)) and len(data) >= dtype.itemsize
+    if not held:
+        raise RefusedPickle(
+            f"numpy scalar of dtype {str(dtype)[:60]} without its {dtype.itemsize} bytes is refused: "
+            "numpy would allocate memory the file does not hold"
+        )
+    return _np_multiarray().scalar(*args)
+
+
+def _no_hooks(hooks: Any) -> Any:
+    """The ``_backward_hooks`` a rebuilt tensor gets: always a new, empty ``OrderedDict``.
+
+    ``torch.save`` has written an empty one since 2018 (torch's Note [Don't serialize hooks]);
+    hooks are called by autograd, so whatever the file names as hooks is never installed.
+    """
+    import collections
+
+    if hooks is not None and not isinstance(hooks, dict):
+        raise RefusedPickle(f"a tensor's backward hooks must be a dict, got {type(hooks).__name__}")
+    return collections.OrderedDict()
+
+
+def _safe_rebuild_tensor_v2(
+    storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any, backward_hooks: Any, metadata: Any = None
+) -> Any:
+    import torch._utils as tu
+
+    return tu._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, _no_hooks(backward_hooks), metadata)
+
+
+def _safe_rebuild_tensor_v3(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any,
+    backward_hooks: Any,
+    dtype: Any,
+    metadata: Any = None,
+) -> Any:
+    import torch._utils as tu
+
+    hooks = _no_hooks(backward_hooks)
+    return tu._rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, hooks, dtype, metadata)
+
+
+def _safe_rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any) -> Any:
+    import torch._utils as tu
+
+    _check_parameter_args((data, requires_grad), {})
+    return tu._rebuild_parameter(data, requires_grad, _no_hooks(backward_hooks))
+
+
+def _safe_rebuild_qtensor(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    quantizer_params: Any,
+    requires_grad: Any,
+    backward_hooks: Any,
+) -> Any:
+    import torch
+    import torch._utils as tu
+
+    # torch allocates a quantized tensor of `size` before pointing it at the storage.
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise RefusedPickle("torch._utils._rebuild_qtensor needs a storage")
+    numel = _numel(size, "torch._utils._rebuild_qtensor")
+    if numel > storage.size():
+        raise RefusedPickle(
+            f"torch._utils._rebuild_qtensor of size {tuple(size)!r:.60} is refused: {numel} elements, "
+            f"but its storage holds {storage.size()}; it would allocate memory the file does not hold"
+        )
+    hooks = _no_hooks(backward_hooks)
+    return tu._rebuild_qtensor(storage, storage_offset, size, stride, quantizer_params, requires_grad, hooks)
+
+
+def _check_growth(what: str, needed: int, held: int) -> None:
+    if needed > MAX_CONVERSION_GROWTH * held:
+        raise RefusedPickle(
+            f"{what} is refused: converting the tensor would allocate {needed} bytes from {held} bytes in the file"
+        )
+
+
+def _safe_rebuild_device_tensor_from_cpu_tensor(data: Any, dtype: Any, device: Any, requires_grad: Any) -> Any:
+    import torch
+    import torch._utils as tu
+
+    what = "torch._utils._rebuild_device_tensor_from_cpu_tensor"
+    if not isinstance(data, torch.Tensor) or not isinstance(dtype, torch.dtype):
+        raise RefusedPickle(f"{what} needs a tensor and a dtype")
+    if dtype != data.dtype:  # .to(dtype) materialises every element, of an expanded view too
+        _check_growth(what, data.numel() * tu._element_size(dtype), data.untyped_storage().nbytes())
+    return tu._rebuild_device_tensor_from_cpu_tensor(data, dtype, device, requires_grad)
+
+
+def _safe_rebuild_device_tensor_from_numpy(data: Any, dtype: Any, device: Any, requires_grad: Any) -> Any:
+    import numpy as np
+    import torch
+    import torch._utils as tu
+
+    what = "torch._utils._rebuild_device_tensor_from_numpy"
+    if not isinstance(data, np.ndarray) or not isinstance(dtype, torch.dtype):
+        raise RefusedPickle(f"{what} needs a numpy array and a dtype")
+    _check_growth(what, data.size * tu._element_size(dtype), data.nbytes)
+    return tu._rebuild_device_tensor_from_numpy(data, dtype, device, requires_grad)
+
+
+# --- BUILD state of the data types that take it -------------------------------------
+
+
+def _build_parameter(param: Any, state: Any) -> None:
+    """``Tensor.__setstate__`` for a parameter, except that backward hooks from the file are dropped."""
+    import torch
+
+    if type(state) is not tuple or len(state) not in (3, 4, 5):
+        raise RefusedPickle("a parameter's state must be a tuple of 3, 4 or 5 items")
+    if len(state) == 4:  # legacy: (storage, offset, size, stride); set_ checks the bounds
+        param.set_(*state)
+        return
+    if len(state) == 5:  # legacy Variable: (data, _, _, requires_grad, hooks)
+        if not isinstance(state[0], torch.Tensor):
+            raise RefusedPickle("a legacy parameter's data must be a tensor")
+        param.data = state[0]
+        state = (state[3], state[4], state[2])
+    requires_grad, _, hooks = state
+    if type(requires_grad) is not bool:
+        raise RefusedPickle("a parameter's requires_grad must be a bool")
+    param.requires_grad = requires_grad
+    param._backward_hooks = _no_hooks(hooks)
+
+
+def _expected_dtype(inst: Any, state: tuple) -> Any:
+    """The dtype ``state`` describes, built by numpy's own (checking) constructors from its parts."""
+    import numpy as np
+
+    _, endian, subarray, names, fields, elsize, _, flags = state[:8]
+    extra = state[8] if len(state) == 9 else None
+    metadata = extra
+    spec: Any
+    if inst.kind in "Mm":
+        # datetime64 / timedelta64: (metadata, (unit, count, 1, 1)), as numpy writes it
+        if not (type(extra) is tuple and len(extra) == 2 and type(extra[1]) is tuple and len(extra[1]) == 4):
+            raise ValueError("a datetime dtype's state lacks its unit")
+        metadata, (unit, count, _, _) = extra
+        if type(unit) is not bytes or type(count) is not int or not unit.isalpha() or not 0 < count < 2**31:
+            raise ValueError("bad datetime unit")
+        unit_text = unit.decode("ascii")
+        spec = f"{inst.char}8" if unit_text == "generic" else f"{inst.char}8[{count}{unit_text}]"
+    elif names is not None or fields is not None:
+        if inst.kind != "V" or type(names) is not tuple or type(fields) is not dict:
+            raise ValueError("fields on a dtype that is not structured")
+        formats, offsets, titles = [], [], []
+        for name in names:
+            entry = fields.get(name) if type(name) is str else None
+            if type(entry) is not tuple or len(entry) not in (2, 3) or not isinstance(entry[0], np.dtype):
+                raise ValueError(f"bad field {name!r:.40}")
+            if type(entry[1]) is not int or (len(entry) == 3 and type(entry[2]) is not str):
+                raise ValueError(f"bad field {name!r:.40}")
+            formats.append(entry[0])
+            offsets.append(entry[1])
+            titles.append(entry[2] if len(entry) == 3 else None)
+        spec = {"names": list(names), "formats": formats, "offsets": offsets, "itemsize": elsize}
+        if any(t is not None for t in titles):
+            spec["titles"] = titles
+        spec = np.dtype(spec, align=bool(flags & NPY_ALIGNED_STRUCT))
+    elif subarray is not None:
+        if not (type(subarray) is tuple and len(subarray) == 2 and isinstance(subarray[0], np.dtype)):
+            raise ValueError("bad subarray")
+        shape = subarray[1]
+        if type(shape) is not tuple or not all(type(d) is int and d >= 0 for d in shape):
+            raise ValueError("bad subarray shape")
+        spec = (subarray[0], shape)
+    elif inst.char in "SUV" and elsize >= 0:
+        if inst.char == "U" and elsize % 4:
+            raise ValueError("a unicode dtype's size must be a multiple of 4")
+        spec = f"{inst.char}{elsize // 4 if inst.char == 'U' else elsize}"
+    else:
+        spec = inst.str
+    if metadata is not None and type(metadata) is not dict:
+        raise ValueError("dtype metadata must be a dict")
+    expected = np.dtype(spec) if metadata is None else np.dtype(spec, metadata=metadata)
+    if endian in "<>" and expected.byteorder != "|":
+        expected = expected.newbyteorder(endian)
+    return expected
+
+
+def _check_dtype_state(inst: Any, state: Any) -> None:
+    """Check a numpy dtype's ``BUILD`` state before numpy's ``__setstate__`` trusts it.
+
+    numpy takes the item size, field offsets and flags of the state as given: a field past the
+    end of the item reads memory outside the array, and the object flags on a float dtype make
+    numpy treat bytes from the file as object pointers. So the state must be exactly what numpy
+    writes for a dtype built from the same parts by its own (checking) constructors.
+    """
+    if type(state) is not tuple or len(state) not in (8, 9) or type(state[0]) is not int or state[0] not in (3, 4):
+        raise RefusedPickle(f"the state of numpy dtype {str(inst)[:60]} is not a numpy dtype state (version 3 or 4)")
+    endian, elsize, alignment, flags = state[1], state[5], state[6], state[7]
+    if type(endian) is not str or endian not in ("<", ">", "|", "=") or not all(
+        type(v) is int for v in (elsize, alignment, flags)
+    ):
+        raise RefusedPickle(f"the state of numpy dtype {str(inst)[:60]} is malformed")
+    try:
+        expected = _expected_dtype(inst, state)
+    except (TypeError, ValueError, KeyError, OverflowError, RecursionError) as error:
+        raise RefusedPickle(
+            f"the state of numpy dtype {str(inst)[:60]} describes no valid dtype ({str(error)[:120]})"
+        ) from None
+    _, args, expected_state = expected.__reduce__()
+    if args != inst.__reduce__()[1] or expected_state != state:
+        raise RefusedPickle(
+            f"the state of numpy dtype {str(inst)[:60]} does not match the dtype it describes "
+            f"(item size, offsets, alignment or flags differ from numpy's own {str(expected)[:80]})"
+        )
+
+
+def _check_array_state(inst: Any, state: Any) -> None:
+    """Check a numpy array's ``BUILD`` state: an empty array from ``_reconstruct``, sizes the data covers."""
+    import numpy as np
+
+    if inst.size != 0:
+        # setstate frees the array's buffer, which a tensor made from it (torch.from_numpy) still uses.
+        raise RefusedPickle("__setstate__ on a numpy array that already holds data is refused")
+    if type(state) is not tuple or len(state) not in (4, 5) or not isinstance(state[-3], np.dtype):
+        raise RefusedPickle("the state of a numpy array is malformed")
+    numel = _numel(state[-4], "numpy array state")
+    if state[-3].itemsize == 0 and numel > MAX_EMPTY_ITEMS:
+        raise RefusedPickle(
+            f"a numpy array of {numel} zero-byte items is refused: the file holds none of them"
+        )
+
+
+@lru_cache(maxsize=1)
 def _safe_globals() -> dict[tuple[str, str], Any]:
     """``(module, name) -> object`` of every global the reader gives back for real."""
     import collections
@@ -445,9 +839,8 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
     import torch
 
     safe: dict[tuple[str, str], Any] = {}
-    for f in _rebuild_functions():
-        safe[("torch._utils", f.__name__)] = f
-    safe[("torch._utils", "_rebuild_parameter_with_state")] = _rebuild_parameter_with_state
+    for name, f in _rebuilders().items():
+        safe[("torch._utils", name)] = f
     safe[("torch._tensor", "_rebuild_from_type_v2")] = _rebuild_from_type_v2
     safe[("torch.nn.parameter", "Parameter")] = torch.nn.Parameter
     safe[("torch", "Tensor")] = torch.Tensor
@@ -496,10 +889,9 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
         return safe
     safe[("numpy", "ndarray")] = np.ndarray
     safe[("numpy", "dtype")] = np.dtype
-    multiarray = getattr(np, "_core", None) or np.core
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        safe[(module, "_reconstruct")] = multiarray.multiarray._reconstruct
-        safe[(module, "scalar")] = multiarray.multiarray.scalar
+        safe[(module, "_reconstruct")] = _safe_reconstruct
+        safe[(module, "scalar")] = _safe_scalar
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
         safe[(module, "_frombuffer")] = _safe_frombuffer
     for value in vars(np.dtypes).values() if hasattr(np, "dtypes") else ():
@@ -863,6 +1255,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
             return new_placeholder(func, args, kwargs)
         if _is_allowed_callable(func) or any(func is extra for extra in self._globals.extra.values()):
             _check_plain_args(func, args)
+            _check_no_allocation(func, args, kwargs)
             return func(*args, **(kwargs or {}))
         error = _unsafe_callable(func)
         raise self._globals.refuse(error.module, error.name)
@@ -927,6 +1320,14 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         if type(inst) is torch.Tensor and isinstance(state, tuple) and len(state) == 4:
             inst.set_(*state)  # legacy tensors, as torch's weights-only unpickler does
             return
+        if isinstance(inst, torch.nn.Parameter):
+            _build_parameter(inst, state)
+            return
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(inst, np.dtype):
+            _check_dtype_state(inst, state)
+        elif np is not None and isinstance(inst, np.ndarray):
+            _check_array_state(inst, state)
         if isinstance(inst, _build_setstate_types()):
             inst.__setstate__(state)
             return
@@ -1019,6 +1420,12 @@ def restricted_load(
         raise
     except CorruptCheckpointError:
         raise
+    except RefusedPickle as error:
+        raise CorruptCheckpointError(
+            globals_.source,
+            f"refused to load: {error}; nothing from the file was run",
+            hint="the file was not written by torch.save or numpy as they are; do not use it unless you trust its origin",
+        ) from None
     except RecursionError:
         raise CorruptCheckpointError(globals_.source, "the pickle is nested too deeply to read") from None
     except MemoryError:
