@@ -462,6 +462,12 @@ class Catalogue:
         """Recreate the index from the records; returns the number of entries."""
         return len(self._store.rebuild_index())
 
+    def check_index(self):
+        """Compare the index with ``records/`` (one listing): an ``IndexCheck`` with
+        ``missing`` (records the index lacks), ``stale`` (entries without a record) and ``ok``.
+        Repair with :meth:`rebuild_index` (``anemoi-ckpt reindex``)."""
+        return self._store.check_index()
+
     # --- lineage ------------------------------------------------------------------------------------
 
     def lineage_parents(self) -> dict[str, list[tuple[str, str]]]:

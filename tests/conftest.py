@@ -92,6 +92,26 @@ def s3_url(s3_env) -> str:
     return f"s3://{s3_env.bucket}/t-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
+def catalogue_url(request, tmp_path) -> str:
+    """A fresh catalogue location on each backend: in memory, a local folder, S3."""
+    import uuid
+
+    if request.param == "memory":
+        return f"memory://catalogue-{uuid.uuid4().hex}"
+    if request.param == "local":
+        return str(tmp_path / "catalogue")
+    return request.getfixturevalue("s3_url")
+
+
+@pytest.fixture
+def catalogue(catalogue_url):
+    """A new, empty catalogue at ``catalogue_url`` (so on every backend)."""
+    from anemoi_ckpt_nb.api import Catalogue
+
+    return Catalogue.create(catalogue_url)
+
+
 @pytest.fixture
 def seaweed_factory(tmp_path):
     """Start extra SeaweedFS servers (other sites): ``make(name) -> SeaweedServer``.

@@ -35,20 +35,6 @@ from anemoi_ckpt_nb.core.errors import (
 S3_OPTIONS = {"part_size": 5 * 1024 * 1024, "max_concurrency": 2}
 
 
-@pytest.fixture(params=["memory", "local", pytest.param("s3", marks=pytest.mark.s3)])
-def catalogue_url(request, tmp_path) -> str:
-    if request.param == "memory":
-        return f"memory://catalogue-{_uuid.uuid4().hex}"
-    if request.param == "local":
-        return str(tmp_path / "catalogue")
-    return request.getfixturevalue("s3_url")
-
-
-@pytest.fixture
-def catalogue(catalogue_url) -> Catalogue:
-    return Catalogue.create(catalogue_url)
-
-
 @pytest.fixture
 def project(tmp_path) -> dict[str, list[examples.ExampleCheckpoint]]:
     """A run of three epochs, a resume of its last epoch and a fork from its second: 7 files."""

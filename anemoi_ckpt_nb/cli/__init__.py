@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "site": "site_cmd",
     "replicate": "replicate_cmd",
     "locations": "locations_cmd",
+    "reindex": "reindex_cmd",
 }
 
 

@@ -184,17 +184,23 @@ def text_tree(
             parts.append("<==")
         return "  ".join(parts)
 
-    def visit(node: str, relation: str | None, prefix: str, connector: str, below: str) -> None:
+    # Depth-first with an explicit stack, not recursion: a chain of thousands of
+    # resumes would otherwise exceed Python's recursion limit. Children are pushed
+    # last-first so they pop in order, which gives the same pre-order as recursion.
+    # Each frame: (node, relation, prefix, connector, the prefix its children add).
+    stack: list[tuple[str, str | None, str, str, str]] = [
+        (top, None, "", "", "") for top in reversed(sorted(tops if tops is not None else roots(parents, uuid), key=sort_key))
+    ]
+    while stack:
+        node, relation, prefix, connector, below = stack.pop()
         if node in shown:
             lines.append(f"{prefix}{connector}{text(node, relation)}  (see above)")
-            return
+            continue
         shown.add(node)
         lines.append(f"{prefix}{connector}{text(node, relation)}")
         kids = sorted(children.get(node, ()), key=lambda cr: sort_key(cr[0]))
-        for i, (child, rel) in enumerate(kids):
+        for i in range(len(kids) - 1, -1, -1):
+            child, rel = kids[i]
             last = i == len(kids) - 1
-            visit(child, rel, prefix + below, "└── " if last else "├── ", "    " if last else "│   ")
-
-    for top in sorted(tops if tops is not None else roots(parents, uuid), key=sort_key):
-        visit(top, None, "", "", "")
+            stack.append((child, rel, prefix + below, "└── " if last else "├── ", "    " if last else "│   "))
     return "\n".join(lines)

@@ -26,23 +26,20 @@ the catalogue's site changes nothing stored.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
 from anemoi_ckpt_nb.core.catalogue.layout import LOCATIONS, locations_key
-from anemoi_ckpt_nb.core.errors import ConflictError, NotRegisteredError, ObjectNotFoundError, SchemaError, SiteError
+from anemoi_ckpt_nb.core.errors import ConflictError, NotRegisteredError, ObjectNotFoundError, SiteError
+from anemoi_ckpt_nb.core.json_documents import read_document
 from anemoi_ckpt_nb.core.schema import Location, LocationEvent, LocationsState, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
     from anemoi_ckpt_nb.core.schema import CheckpointRecord
 
-SCHEMA_VERSION = 1
 #: How the catalogue's own blob appears in index entries' ``sites``.
 CATALOGUE_TOKEN = ":catalogue"
 MAX_ATTEMPTS = 100
@@ -81,17 +78,11 @@ def implicit_state(store: CatalogueStore, record: CheckpointRecord) -> Locations
 
 
 def _parse(data: bytes, where: str) -> LocationsState:
-    try:
-        document = json.loads(data)
-    except ValueError as error:
-        raise SchemaError(f"{where}: not JSON ({error})", hint="the object was damaged; delete it to fall back to the catalogue blob") from None
-    version = document.get("schema_version", 1) if isinstance(document, dict) else None
-    if version != SCHEMA_VERSION:
-        raise SchemaError(f"{where}: locations schema_version {version!r}, this release reads {SCHEMA_VERSION}", hint="pip install -U anemoi-ckpt-nb")
-    try:
-        return LocationsState.model_validate(document)
-    except ValidationError as error:
-        raise SchemaError(f"{where}: does not match the locations schema: {error.errors()[0]['msg']}") from None
+    # Without a readable document the catalogue blob is still a location (see read_state).
+    return read_document(
+        LocationsState, "locations", data, where,
+        damaged_hint="the object was damaged; delete it to fall back to the catalogue blob",
+    )
 
 
 def read_state(store: CatalogueStore, record: CheckpointRecord) -> tuple[LocationsState, str | None]:

@@ -185,12 +185,12 @@ def _update_descriptor(store: CatalogueStore, change: Callable[[dict[str, Any]],
     ``change`` may raise to refuse; it is re-run on the fresh document after a conflict.
     """
     from anemoi_ckpt_nb.core.catalogue import layout
-    from anemoi_ckpt_nb.core.catalogue.store import _read
+    from anemoi_ckpt_nb.core.json_documents import read_document
     from anemoi_ckpt_nb.core.schema import CatalogueDescriptor
 
     for attempt in range(_MAX_ATTEMPTS):
         data, etag = store.storage.get(layout.DESCRIPTOR)
-        descriptor = _read(CatalogueDescriptor, "descriptor", data, f"{store.url}/{layout.DESCRIPTOR}")
+        descriptor = read_document(CatalogueDescriptor, "descriptor", data, f"{store.url}/{layout.DESCRIPTOR}")
         document = descriptor.model_dump(mode="json")
         change(document)
         new = CatalogueDescriptor.model_validate(document)

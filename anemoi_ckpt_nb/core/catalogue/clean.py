@@ -55,6 +55,11 @@ def clean(store: CatalogueStore, policy: RetentionPolicy | None = None, *, dry_r
         entry = entries.get(decision.uuid)
         record = store.read_record(decision.uuid)
         if entry is None or record is None:
+            if entry is not None:  # removed by a clean that died before unindexing it
+                LOG.warning(
+                    "clean %s: in the index but its record is gone; %s",
+                    decision.uuid, _index.reindex_hint(store.url),
+                )
             continue
         state, _ = store.read_tags(decision.uuid)
         shield = set(protected).intersection(state.tags if state else ())

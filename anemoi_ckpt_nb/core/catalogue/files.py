@@ -6,12 +6,12 @@ Its file comes back through :func:`anemoi_ckpt_nb.core.sites.fetch`, which tries
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from anemoi_ckpt_nb.core.catalogue import layout
 from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
 from anemoi_ckpt_nb.core.errors import CatalogueError, ObjectNotFoundError, SchemaError
+from anemoi_ckpt_nb.core.json_documents import parse_object
 from anemoi_ckpt_nb.core.schema import CheckpointRecord
 
 
@@ -35,12 +35,7 @@ def read_metadata(store: CatalogueStore, record: CheckpointRecord) -> dict[str, 
         ) from None
     where = f"{record.uuid}: its metadata {record.metadata_blob} in {store.url}"
     hint = "register the file again to restore it"
-    try:
-        document = json.loads(data)
-    except ValueError as error:
-        raise SchemaError(f"{where} is damaged: not JSON ({error})", hint=hint) from None
-    if not isinstance(document, dict):
-        raise SchemaError(f"{where} is damaged: a JSON {type(document).__name__}, not an object", hint=hint)
+    document = parse_object(data, f"{where} is damaged", hint=hint)
     # The key is the hash of the content: a blob altered into other valid JSON is caught
     # here rather than returned as the checkpoint's metadata.
     if layout.blob_key(hashlib.sha256(data).hexdigest()) != record.metadata_blob:

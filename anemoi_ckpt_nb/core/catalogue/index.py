@@ -37,8 +37,11 @@ failures never fail the write that triggered them.
 
 The truth is ``records/`` and ``tags/``: a writer that dies between creating
 a record and writing its delta leaves the record out of the index until the
-next :func:`rebuild` (``Catalogue.rebuild_index()``), or until the same file
-is registered again, which re-publishes the entry. Lookups by exact uuid or
+next :func:`rebuild` (``anemoi-ckpt reindex``, ``Catalogue.rebuild_index()``),
+or until the same file is registered again, which re-publishes the entry.
+:func:`check` compares the index with a listing of ``records/`` (``anemoi-ckpt
+reindex --check``); a rebuild keeps the index's tombstones, so a deletion is
+never undone by a late ``put``. Lookups by exact uuid or
 uuid prefix read ``records/`` directly and never depend on the index.
 
 Costs: a read is one LIST, one GET of the snapshot (about 4 MB gzipped for
@@ -58,8 +61,10 @@ import gc
 import gzip
 import logging
 import time
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic_core
@@ -71,6 +76,7 @@ from anemoi_ckpt_nb.core.errors import (
     ConflictError,
     ObjectNotFoundError,
     SchemaError,
+    StorageError,
 )
 from anemoi_ckpt_nb.core.schema import CheckpointRecord, IndexDelta, IndexEntry, TagState, utcnow
 from anemoi_ckpt_nb.storage.base import Storage
@@ -238,7 +244,7 @@ class Index:
         if version != SNAPSHOT_VERSION:
             raise SchemaError(
                 f"{layout.SNAPSHOT}: index snapshot schema_version {version!r}, this release reads {SNAPSHOT_VERSION}",
-                hint="upgrade anemoi-ckpt-nb, or rebuild the index with Catalogue(url).rebuild_index()",
+                hint="upgrade anemoi-ckpt-nb, or rebuild the index with `anemoi-ckpt reindex` (Catalogue(url).rebuild_index())",
             )
         index = cls()
         index.entries = {entry["uuid"]: entry for entry in document.get("entries", [])}
@@ -406,16 +412,16 @@ def compact(storage: Storage, *, min_deltas: int = 1) -> bool:
 def _record_events(storage: Storage, key: str, tag_keys: set[str], location_keys: set[str]) -> list[Event]:
     """The events that index one record: its put (with its tags) and its locations, read from the truth."""
     from anemoi_ckpt_nb.core import locations
-    from anemoi_ckpt_nb.core.catalogue.store import _read
+    from anemoi_ckpt_nb.core.json_documents import read_document
 
     try:
-        record = _read(CheckpointRecord, "record", storage.get(key)[0], key)
+        record = read_document(CheckpointRecord, "record", storage.get(key)[0], key)
     except ObjectNotFoundError:
         return []  # cleaned since the listing
     tags = None
     if (tags_key := layout.tags_key(record.uuid)) in tag_keys:
         try:
-            tags = _read(TagState, "tags", storage.get(tags_key)[0], tags_key)
+            tags = read_document(TagState, "tags", storage.get(tags_key)[0], tags_key)
         except ObjectNotFoundError:
             pass
     events = [put_event(record, tags)]
@@ -429,37 +435,112 @@ def _record_events(storage: Storage, key: str, tag_keys: set[str], location_keys
     return events
 
 
-def rebuild(storage: Storage) -> Index:
-    """Recreate the snapshot from ``records/``, ``tags/`` and ``locations/`` (the truth).
+def _rebuild_base(storage: Storage) -> tuple[list[str], str | None, set[tuple[str, str]]]:
+    """What a rebuild starts from: the delta keys it will replace, the etag of the
+    snapshot it will swap, and the tombstones of the current index.
 
-    Use after a crash between a record and its delta, or to drop an index
-    written by a newer release. Deltas present at the start are merged and removed.
-
-    Returns:
-        The rebuilt index.
+    Read *before* the records, so that a compaction during the scan (which may merge
+    a delete the scan missed) makes the final compare-and-swap fail instead of being
+    overwritten. Tombstones are kept because a writer whose view predates a deletion
+    may still publish a ``put`` of the deleted record (a re-registration repairing
+    what it thought was a lost entry); without them that put would revive it.
     """
-    for _ in range(_READ_ATTEMPTS):
+    try:
+        current = load(storage)
+    except StorageError:
+        raise
+    except (SchemaError, ValueError, EOFError, gzip.BadGzipFile, zlib.error) as error:
+        # A snapshot or delta this release cannot read: exactly what a rebuild replaces,
+        # at the cost of its tombstones (put events older than the rebuild may revive).
+        LOG.warning("index rebuild: the current index is unreadable (%s); starting without its tombstones", error)
         keys = _delta_keys(storage)
-        record_keys = _json_keys(storage, layout.RECORDS)
-        tag_keys = set(_json_keys(storage, layout.TAGS))
-        location_keys = set(_json_keys(storage, layout.LOCATIONS))
-        index = Index()
-        with ThreadPoolExecutor(max_workers=_FETCH_THREADS) as pool:
-            for events in pool.map(lambda key: _record_events(storage, key, tag_keys, location_keys), record_keys):
-                for event in events:
-                    index.apply(event)
         try:
             etag: str | None = storage.stat(layout.SNAPSHOT).etag
         except ObjectNotFoundError:
             etag = None
+        return keys, etag, set()
+    return sorted(current.applied), current.snapshot_etag, set(current.deleted)
+
+
+def rebuild(storage: Storage) -> Index:
+    """Recreate the snapshot from ``records/``, ``tags/`` and ``locations/`` (the truth).
+
+    Use after a crash between a record and its delta (``anemoi-ckpt reindex``), or
+    to drop an index written by a newer release. Deltas present at the start are
+    merged and removed; deltas written during the rebuild are kept and applied on
+    top, so a record deleted meanwhile stays deleted. Tombstones of the current
+    index carry over, except for a generation whose record exists (the records win).
+
+    Returns:
+        The rebuilt index.
+
+    Raises:
+        CatalogueError: other writers compacted the index during every attempt.
+    """
+    for _ in range(_READ_ATTEMPTS):
+        keys, etag, tombstones = _rebuild_base(storage)
+        record_keys = _json_keys(storage, layout.RECORDS)
+        tag_keys = set(_json_keys(storage, layout.TAGS))
+        location_keys = set(_json_keys(storage, layout.LOCATIONS))
+        with ThreadPoolExecutor(max_workers=_FETCH_THREADS) as pool:
+            found = list(pool.map(lambda key: _record_events(storage, key, tag_keys, location_keys), record_keys))
+        live = {(events[0]["entry"]["uuid"], events[0]["entry"]["registered_at"]) for events in found if events}
+        index = Index()
+        index.deleted = tombstones - live
+        for events in found:
+            for event in events:
+                index.apply(event)
         try:
             if etag is None:
                 storage.put(layout.SNAPSHOT, index.to_snapshot(), if_absent=True)
             else:
                 storage.replace(layout.SNAPSHOT, index.to_snapshot(), etag=etag)
         except ConflictError:
-            continue
+            continue  # compacted or rebuilt by someone else meanwhile: scan again
         for key in keys:
             storage.delete(key)
         return load(storage)
-    raise CatalogueError(f"{storage.url}: the index kept changing during the rebuild", hint="retry")
+    raise CatalogueError(
+        f"{storage.url}: the index kept changing during the rebuild ({_READ_ATTEMPTS} attempts)",
+        hint=f"retry `anemoi-ckpt reindex --catalogue {storage.url}` when fewer writers are busy",
+    )
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    """How the index differs from ``records/`` (see :func:`check`)."""
+
+    #: Records that have no index entry (a writer died before its delta).
+    missing: list[str] = field(default_factory=list)
+    #: Index entries whose record is gone (a clean died before its delta).
+    stale: list[str] = field(default_factory=list)
+    #: Records listed.
+    records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.stale
+
+
+def check(storage: Storage, index: Index | None = None) -> IndexCheck:
+    """Compare the index with the uuids under ``records/`` (one LIST, no GET per record).
+
+    Args:
+        storage: The catalogue's storage.
+        index: The index to check (default: read it now).
+
+    Returns:
+        The uuids missing from the index and the index entries without a record.
+    """
+    index = index if index is not None else load(storage)
+    uuids = {layout.uuid_of_key(key) for key in _json_keys(storage, layout.RECORDS)}
+    return IndexCheck(
+        missing=sorted(uuids.difference(index.entries)),
+        stale=sorted(set(index.entries).difference(uuids)),
+        records=len(uuids),
+    )
+
+
+def reindex_hint(url: str) -> str:
+    """The command that rebuilds the index of the catalogue at ``url``."""
+    return f"rebuild the index from the records with `anemoi-ckpt reindex --catalogue {url}`"

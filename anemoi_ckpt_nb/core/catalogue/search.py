@@ -3,19 +3,27 @@
 A full uuid or a uuid prefix is looked up in ``records/`` directly (one GET,
 or one LIST of ``records/<prefix>``), so it works even for a record that has
 not reached the index yet. Names and filters use the index.
+
+When a lookup shows that the index and ``records/`` disagree (an index entry
+whose record is gone, or a record the index already read in memory lacks),
+the error or warning names ``anemoi-ckpt reindex``, which rebuilds the index.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from anemoi_ckpt_nb.core.catalogue import layout
+from anemoi_ckpt_nb.core.catalogue.index import reindex_hint
 from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
 from anemoi_ckpt_nb.core.errors import AmbiguousReferenceError, CatalogueError, NotRegisteredError
 from anemoi_ckpt_nb.core.locations import sites_of_entry
 from anemoi_ckpt_nb.core.schema import CheckpointRecord
+
+LOG = logging.getLogger(__name__)
 
 _PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
 #: Shortest uuid prefix accepted: shorter ones match too much to mean anything.
@@ -43,8 +51,13 @@ def resolve(store: CatalogueStore, ref: str) -> CheckpointRecord:
     ref = ref.strip()
     if layout.is_uuid(ref):
         record = store.read_record(ref.lower())
+        cached = store.cached_index()  # only what is in memory: a uuid lookup stays one GET
         if record is None:
+            if cached is not None and ref.lower() in cached.entries:
+                raise _stale_entry(store, ref.lower())
             raise NotRegisteredError(ref, hint="list the catalogue with `anemoi-ckpt ls`")
+        if cached is not None and record.uuid not in cached.entries:
+            _warn_unindexed(store, record.uuid)
         return record
     if _PREFIX.match(ref):
         uuids = store.record_uuids(ref.lower())
@@ -55,6 +68,7 @@ def resolve(store: CatalogueStore, ref: str) -> CheckpointRecord:
             if record is not None:
                 return record
     entries = store.index().entries.values()
+    stale: str | None = None
     for field in ("name", "filename"):
         matches = sorted((e for e in entries if e.get(field) == ref), key=lambda e: e["registered_at"])
         if len(matches) > 1:
@@ -65,7 +79,27 @@ def resolve(store: CatalogueStore, ref: str) -> CheckpointRecord:
             record = store.read_record(matches[0]["uuid"])
             if record is not None:
                 return record
+            stale = stale or matches[0]["uuid"]
+    if stale is not None:
+        raise _stale_entry(store, stale, ref=ref)
     raise NotRegisteredError(ref, hint="list the catalogue with `anemoi-ckpt ls`, or give a uuid")
+
+
+def _stale_entry(store: CatalogueStore, uuid: str, *, ref: str | None = None) -> NotRegisteredError:
+    """The error for an index entry whose record is gone: the index is out of date."""
+    named = f"{ref!r} ({uuid})" if ref and ref != uuid else uuid
+    return NotRegisteredError(
+        ref or uuid,
+        f"{store.url}: the index lists {named} but its record {layout.record_key(uuid)} is gone",
+        hint=reindex_hint(store.url),
+    )
+
+
+def _warn_unindexed(store: CatalogueStore, uuid: str) -> None:
+    LOG.warning(
+        "%s: %s is registered but missing from the index, so ls and search do not show it; %s",
+        store.url, uuid, reindex_hint(store.url),
+    )
 
 
 def _matches_text(entry: Entry, needle: str) -> bool:

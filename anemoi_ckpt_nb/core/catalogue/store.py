@@ -7,11 +7,7 @@ operations (register, tag, search, clean) are functions of their own modules.
 
 from __future__ import annotations
 
-import json
 import threading
-from typing import TypeVar
-
-from pydantic import BaseModel, ValidationError
 
 from anemoi_ckpt_nb.core.catalogue import index as _index
 from anemoi_ckpt_nb.core.catalogue import layout
@@ -20,8 +16,8 @@ from anemoi_ckpt_nb.core.errors import (
     CatalogueNotFoundError,
     ConflictError,
     ObjectNotFoundError,
-    SchemaError,
 )
+from anemoi_ckpt_nb.core.json_documents import read_document
 from anemoi_ckpt_nb.core.schema import (
     CatalogueDescriptor,
     CheckpointRecord,
@@ -30,36 +26,6 @@ from anemoi_ckpt_nb.core.schema import (
     utcnow,
 )
 from anemoi_ckpt_nb.storage.base import Storage
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _read(model: type[M], kind: str, data: bytes, where: str) -> M:
-    """Parse a stored document, migrating an older ``schema_version`` to the current one.
-
-    Raises:
-        SchemaError: not JSON, a newer ``schema_version`` than this release knows, or invalid.
-    """
-    from anemoi_ckpt_nb.core.migrate.documents import migrate_document
-
-    try:
-        document = json.loads(data)
-    except ValueError as error:
-        raise SchemaError(f"{where}: not JSON ({error})", hint="the object was damaged; restore it from a backup") from None
-    if not isinstance(document, dict):
-        raise SchemaError(
-            f"{where}: a JSON {type(document).__name__}, not a {kind} document",
-            hint="the object was damaged; restore it from a backup",
-        )
-    try:
-        if document.get("schema_version", 1) != model.model_fields["schema_version"].default:
-            document = migrate_document(document, kind).document
-        return model.model_validate(document)
-    except SchemaError as error:
-        raise SchemaError(f"{where}: {error.message}", hint=error.hint) from None
-    except ValidationError as error:
-        raise SchemaError(f"{where}: does not match the {kind} schema: {error.errors()[0]['msg']}") from None
-
 
 class CatalogueStore:
     """A catalogue on ``storage``, described by ``descriptor``.
@@ -97,7 +63,7 @@ class CatalogueStore:
                 storage.url,
                 hint=f"create it with `anemoi-ckpt init {storage.url}` or Catalogue.create({storage.url!r})",
             ) from None
-        descriptor = _read(CatalogueDescriptor, "descriptor", data, f"{storage.url}/{layout.DESCRIPTOR}")
+        descriptor = read_document(CatalogueDescriptor, "descriptor", data, f"{storage.url}/{layout.DESCRIPTOR}")
         return cls(storage, descriptor)
 
     @classmethod
@@ -150,7 +116,7 @@ class CatalogueStore:
             data, _ = self.storage.get(layout.record_key(uuid))
         except ObjectNotFoundError:
             return None
-        return _read(CheckpointRecord, "record", data, f"{self.url}/{layout.record_key(uuid)}")
+        return read_document(CheckpointRecord, "record", data, f"{self.url}/{layout.record_key(uuid)}")
 
     def create_record(self, record: CheckpointRecord) -> None:
         """Write a record create-only.
@@ -166,7 +132,7 @@ class CatalogueStore:
             data, etag = self.storage.get(layout.tags_key(uuid))
         except ObjectNotFoundError:
             return None, None
-        return _read(TagState, "tags", data, f"{self.url}/{layout.tags_key(uuid)}"), etag
+        return read_document(TagState, "tags", data, f"{self.url}/{layout.tags_key(uuid)}"), etag
 
     def record_uuids(self, prefix: str = "") -> list[str]:
         """Uuids of the records whose uuid starts with ``prefix``, straight from ``records/``."""
@@ -194,8 +160,16 @@ class CatalogueStore:
                     self._index.apply(event)
                 self._index.applied.add(key)  # so the next refresh does not fetch it again
 
+    def cached_index(self) -> _index.Index | None:
+        """The index as last read by this object, without any request; None if never read."""
+        return self._index
+
     def rebuild_index(self) -> _index.Index:
         """Recreate the index snapshot from the records (see :func:`.index.rebuild`)."""
         with self._index_lock:
             self._index = _index.rebuild(self.storage)
             return self._index
+
+    def check_index(self) -> _index.IndexCheck:
+        """Compare the current index with ``records/`` (see :func:`.index.check`)."""
+        return _index.check(self.storage, self.index())
