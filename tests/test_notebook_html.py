@@ -105,7 +105,7 @@ def test_card_of_index_entry_and_of_plain_mapping():
         registered_at="2025-05-02T08:30:00+00:00", registered_by="alice@h", tags=["candidate"],
     )
     card = html.checkpoint_card(entry, tags=entry.tags)
-    assert "2.0 KB" in card and "inference" in card and "none (a root)" in card
+    assert "2.0 kB" in card and "inference" in card and "none (a root)" in card
     # Sections that need a full record are left out rather than shown empty.
     assert "Code versions" not in card and "Sizes" not in card
     mapping_card = html.checkpoint_card({"uuid": "u-2", "kind": "training"})
@@ -147,7 +147,7 @@ def test_empty_catalogue_table():
 
 def test_text_forms():
     assert text.format_bytes(999) == "999 B"
-    assert text.format_bytes(1500) == "1.5 KB"
+    assert text.format_bytes(1500) == "1.5 kB"
     assert text.format_bytes(3_200_000_000) == "3.2 GB"
     assert text.format_bytes(None) == "-"
     lines = text.checkpoint_text(make_record(), tags=["a", "b"]).splitlines()

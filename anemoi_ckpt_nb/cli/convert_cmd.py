@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
 
     from anemoi_ckpt_nb.cli._errors import describe
     from anemoi_ckpt_nb.core.convert import convert_many
+    from anemoi_ckpt_nb.core.reader import format_bytes
 
     notebook = tqdm.__module__.startswith("tqdm.notebook")
     bar = tqdm(
         total=0,
         unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
+        unit_scale=True,  # decimal kB/MB/GB, as sizes are shown everywhere else
         desc="convert",
         file=sys.stderr,
         leave=False,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             return
         if outcome.ok:
             r = outcome.result
-            line = (f"converted {r.source} -> {r.destination} ({r.tensors} tensors, {r.size / 1e6:,.1f} MB, "
+            line = (f"converted {r.source} -> {r.destination} ({r.tensors} tensors, {format_bytes(r.size)}, "
                     f"uuid {r.uuid}, {r.seconds:.1f} s)")
         else:
             text = describe(outcome.error)

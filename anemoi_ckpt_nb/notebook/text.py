@@ -47,15 +47,10 @@ def field(record: Any, name: str, default: Any = None) -> Any:
 
 
 def format_bytes(size: int | float | None) -> str:
-    """``1536`` -> ``"1.5 KB"`` (powers of 1000, as storage quotas count)."""
-    if size is None:
-        return "-"
-    size = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
+    """``1536`` -> ``"1.5 kB"``, as the CLI shows sizes (:func:`anemoi_ckpt_nb.core.reader.format_bytes`); None -> ``"-"``."""
+    from anemoi_ckpt_nb.core.reader import format_bytes as _format_bytes
+
+    return "-" if size is None else _format_bytes(size)
 
 
 def format_count(count: int | None) -> str:

@@ -7,27 +7,35 @@ when the whole file hashed to the expected sha256; on any failure or
 interruption it is aborted and nothing is left. Downloads fetch ranges in
 parallel but yield them in order, so the caller's ``.part`` file always holds
 a prefix of the object and can be resumed.
+
+:func:`multipart` (create, then abort on any failure) and :func:`in_order`
+(parts in parallel, stopped at the first failure) serve both uploads here and
+the server-side copies of :mod:`.copy`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import logging
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from anemoi_ckpt_nb.core.errors import StorageError
 from anemoi_ckpt_nb.storage._transfer import upload_mismatch
 from anemoi_ckpt_nb.storage.base import ProgressCallback
 
+LOG = logging.getLogger(__name__)
 _MD5_ETAG = re.compile(r'^"?[0-9a-f]{32}(-\d+)?"?$')
 MAX_PARTS = 10_000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,24 +66,13 @@ def upload(
     part_size = max(t.part_size, -(-size // MAX_PARTS))
     if size <= part_size:
         return _upload_single(t, path, sha256=sha256, progress=progress)
-    upload_id = t.client.create_multipart_upload(
-        Bucket=t.bucket, Key=t.key, Metadata={"sha256": sha256}
-    )["UploadId"]
-    completed = False
-    try:
+    with multipart(t.client, bucket=t.bucket, key=t.key, url=t.url, metadata={"sha256": sha256}) as upload_id:
         parts, md5s, got = _upload_parts(t, path, upload_id, part_size, progress)
         if got != sha256:
             raise upload_mismatch(t.url, t.name, path, got, sha256)
         t.client.complete_multipart_upload(
             Bucket=t.bucket, Key=t.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
-        completed = True
-    finally:
-        if not completed:
-            try:
-                t.client.abort_multipart_upload(Bucket=t.bucket, Key=t.key, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
     return hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(md5s)}"
 
 
@@ -113,31 +110,98 @@ def _upload_parts(
         )
         return {"PartNumber": number, "ETag": response["ETag"]}, len(chunk)
 
-    def collect(future: Future) -> None:
-        part, nbytes = future.result()
-        parts.append(part)
-        if progress is not None:
-            progress(nbytes)  # from this thread, so callers need no locking
-
     digest = hashlib.sha256()
-    parts: list[dict] = []
     md5s: list[bytes] = []
-    pending: deque[Future] = deque()
-    pool = ThreadPoolExecutor(max_workers=t.workers, thread_name_prefix="s3-upload")
+
+    def tasks(f: Any) -> Iterator[Callable[[], tuple[dict, int]]]:
+        # Read lazily, in order: in_order draws a part only when a worker is free,
+        # so at most `workers` parts are in memory.
+        while chunk := f.read(part_size):
+            digest.update(chunk)
+            md5s.append(hashlib.md5(chunk).digest())
+            yield lambda n=len(md5s), c=chunk, m=md5s[-1]: send(n, c, m)
+
+    parts: list[dict] = []
+    with open(path, "rb") as f, contextlib.closing(in_order(t.workers, tasks(f), name="s3-upload")) as sent:
+        for part, nbytes in sent:
+            parts.append(part)
+            if progress is not None:
+                progress(nbytes)  # from this thread, so callers need no locking
+    return parts, md5s, digest.hexdigest()
+
+
+@contextlib.contextmanager
+def multipart(client: Any, *, bucket: str, key: str, url: str, metadata: dict[str, str]) -> Iterator[str]:
+    """Create a multipart upload and yield its id; the block must complete it.
+
+    If the block raises anything (a failed part, a wrong hash, ``KeyboardInterrupt``),
+    the upload is aborted, so no parts stay stored (and billed) on the server.
+    The block must have stopped every part transfer before it ends (see
+    :func:`in_order`): a part that lands after the abort would be kept.
+    An abort that fails too is logged with the command that finishes it.
+    """
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(part_size):
-                digest.update(chunk)
-                md5s.append(hashlib.md5(chunk).digest())
-                pending.append(pool.submit(send, len(md5s), chunk, md5s[-1]))
-                # Bounded: at most `workers` parts in memory while the next is read.
-                while len(pending) >= t.workers:
-                    collect(pending.popleft())
+        yield upload_id
+    except BaseException:
+        abort(client, bucket=bucket, key=key, upload_id=upload_id, url=url)
+        raise
+
+
+def abort(client: Any, *, bucket: str, key: str, upload_id: str, url: str) -> bool:
+    """Abort a multipart upload, trying twice; True when the server confirmed it.
+
+    Never raises (the error that made us abort matters more): a failure is
+    logged as a warning naming the upload and the command that aborts it.
+    """
+    error: BaseException | None = None
+    for _attempt in range(2):
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            return True
+        except Exception as exc:  # noqa: BLE001 - reported below, never instead of the cause
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") == "NoSuchUpload":
+                return True  # already gone: completed or aborted
+            error = exc
+    LOG.warning(
+        "%s: could not abort the multipart upload of s3://%s/%s (%s); its parts stay stored until "
+        "aborted: aws s3api abort-multipart-upload --bucket %s --key %s --upload-id %s",
+        url, bucket, key, error, bucket, key, upload_id,
+    )
+    return False
+
+
+def in_order(workers: int, tasks: Iterable[Callable[[], T]], *, name: str) -> Iterator[T]:
+    """Run ``tasks`` on up to ``workers`` threads and yield their results in task order.
+
+    A task is drawn from ``tasks`` only when a thread is free, so a lazy
+    iterable keeps at most ``workers`` tasks' data in memory. At the first
+    failure, or when the caller stops (close the generator, e.g. with
+    ``contextlib.closing``, so that this happens at once), tasks not yet started
+    are cancelled and the running ones awaited: nothing runs after it ends.
+
+    Args:
+        workers: Threads, and tasks in flight at once.
+        tasks: Callables without arguments.
+        name: Thread name prefix.
+
+    Returns:
+        A generator of the tasks' results.
+
+    Raises:
+        Whatever a task raised, when its result is reached.
+    """
+    tasks = iter(tasks)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        pending: deque[Future] = deque(pool.submit(task) for task in islice(tasks, workers))
         while pending:
-            collect(pending.popleft())
+            result = pending.popleft().result()
+            if (task := next(tasks, None)) is not None:
+                pending.append(pool.submit(task))
+            yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return parts, md5s, digest.hexdigest()
 
 
 def etag_matches(reported: str, expected: str) -> bool:
@@ -165,14 +229,5 @@ def read_ranges(t: Target, *, etag: str, start: int, size: int) -> Iterator[byte
             )
         return data
 
-    offsets = iter(range(start, size, t.part_size))
-    pool = ThreadPoolExecutor(max_workers=t.workers, thread_name_prefix="s3-download")
-    try:
-        pending = deque(pool.submit(fetch, o) for o in islice(offsets, t.workers))
-        while pending:
-            data = pending.popleft().result()
-            if (offset := next(offsets, None)) is not None:
-                pending.append(pool.submit(fetch, offset))
-            yield data
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    offsets = range(start, size, t.part_size)
+    yield from in_order(t.workers, (lambda o=o: fetch(o) for o in offsets), name="s3-download")

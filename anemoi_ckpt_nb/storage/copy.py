@@ -7,8 +7,9 @@ the backends they need to look inside:
   one identity, so the server can copy between them without the bytes
   leaving it;
 * :func:`server_side_copy`: ``CopyObject`` for objects up to 5 GiB, else a
-  multipart upload of ``UploadPartCopy`` ranges (the S3 limit for one copy);
-  the copy is checked by size and carries the sha256 as metadata;
+  multipart upload of ``UploadPartCopy`` ranges (the S3 limit for one copy),
+  aborted on any failure or interrupt so that no parts stay billed; the copy
+  is checked by size and carries the sha256 as metadata;
 * :func:`hash_object`: the sha256 and size of a stored object, streamed
   (S3 ranged reads, a file read in chunks), never held whole in memory.
 
@@ -17,13 +18,13 @@ Nothing here imports boto3: the S3 storage's own client is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from anemoi_ckpt_nb.core.errors import IntegrityError, ObjectNotFoundError
+from anemoi_ckpt_nb.core.errors import ConflictError, IntegrityError, ObjectNotFoundError
 from anemoi_ckpt_nb.storage.base import ProgressCallback, Storage
 
 GiB = 1024**3
@@ -96,9 +97,12 @@ def server_side_copy(
 
     Raises:
         ObjectNotFoundError: the source object is missing.
+        ConflictError: the source changed or vanished during the copy (nothing is written).
         IntegrityError: the source or the copy has the wrong size (a wrong copy is deleted).
         StorageError: S3 refused the copy.
     """
+    from anemoi_ckpt_nb.storage import _s3_transfer as transfer
+
     src: Any = source
     dst: Any = dest
     with src._call(source_key):
@@ -108,19 +112,22 @@ def server_side_copy(
     copy_source = {"Bucket": src.bucket, "Key": src._full(source_key)}
     target = dst._full(dest_key)
     with dst._call(dest_key):
-        if size <= max_single_copy:
-            dst._client.copy_object(
-                Bucket=dst.bucket,
-                Key=target,
-                CopySource=copy_source,
-                CopySourceIfMatch=head["ETag"],
-                MetadataDirective="REPLACE",
-                Metadata={"sha256": sha256},
-            )
-            if progress is not None:
-                progress(size)
-        else:
-            _copy_parts(dst, target, copy_source, head["ETag"], size=size, sha256=sha256, part_size=part_size, progress=progress)
+        with _source_changes(src, source_key):
+            if size <= max_single_copy:
+                dst._client.copy_object(
+                    Bucket=dst.bucket,
+                    Key=target,
+                    CopySource=copy_source,
+                    CopySourceIfMatch=head["ETag"],
+                    MetadataDirective="REPLACE",
+                    Metadata={"sha256": sha256},
+                )
+                if progress is not None:
+                    progress(size)
+            else:
+                with transfer.multipart(dst._client, bucket=dst.bucket, key=target, url=dst.url, metadata={"sha256": sha256}) as upload_id:
+                    parts = _copy_parts(dst, target, upload_id, copy_source, head["ETag"], size=size, part_size=part_size, progress=progress)
+                    dst._client.complete_multipart_upload(Bucket=dst.bucket, Key=target, UploadId=upload_id, MultipartUpload={"Parts": parts})
         copied = dst._head(dest_key)
         if copied["ContentLength"] != size:
             dst._client.delete_object(Bucket=dst.bucket, Key=target)
@@ -128,11 +135,37 @@ def server_side_copy(
     return copied["ETag"]
 
 
-def _copy_parts(dst: Any, target: str, copy_source: dict, etag: str, *, size: int, sha256: str, part_size: int, progress: ProgressCallback | None) -> None:
-    part_size = max(part_size, 5 * MiB, -(-size // _MAX_PARTS))
-    upload_id = dst._client.create_multipart_upload(Bucket=dst.bucket, Key=target, Metadata={"sha256": sha256})["UploadId"]
+@contextlib.contextmanager
+def _source_changes(src: Any, source_key: str) -> Iterator[None]:
+    """Report a copy whose source changed or vanished (``CopySourceIfMatch`` failed, 412,
+    or no such key, 404) as a conflict on the source, not as an error of the copy's key."""
+    try:
+        yield
+    except Exception as exc:
+        response = getattr(exc, "response", None)
+        if not isinstance(response, dict):
+            raise
+        code = response.get("Error", {}).get("Code")
+        if code not in {"PreconditionFailed", "NoSuchKey"} and response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 412:
+            raise
+        raise ConflictError(
+            src.url, source_key, "changed or vanished during the copy; nothing was copied", hint="retry the replication"
+        ) from None
 
-    def copy(number: int, start: int) -> dict:
+
+def _copy_parts(
+    dst: Any, target: str, upload_id: str, copy_source: dict, etag: str, *, size: int, part_size: int, progress: ProgressCallback | None
+) -> list[dict]:
+    """Copy the source into the multipart upload ``upload_id`` range by range; return its parts.
+
+    The first failing part (or an interrupt) stops the copy: ranges not yet
+    started are not copied, and the caller's :func:`multipart` aborts the upload.
+    """
+    from anemoi_ckpt_nb.storage import _s3_transfer as transfer
+
+    part_size = max(part_size, 5 * MiB, -(-size // _MAX_PARTS))
+
+    def copy(number: int, start: int) -> tuple[dict, int]:
         end = min(start + part_size, size) - 1
         response = dst._client.upload_part_copy(
             Bucket=dst.bucket,
@@ -143,27 +176,16 @@ def _copy_parts(dst: Any, target: str, copy_source: dict, etag: str, *, size: in
             CopySourceRange=f"bytes={start}-{end}",
             CopySourceIfMatch=etag,
         )
-        return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"], "bytes": end - start + 1}
+        return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}, end - start + 1
 
-    completed = False
-    try:
-        with ThreadPoolExecutor(max_workers=dst.max_concurrency, thread_name_prefix="s3-copy") as pool:
-            futures = [pool.submit(copy, i + 1, start) for i, start in enumerate(range(0, size, part_size))]
-            parts = []
-            for future in futures:
-                part = future.result()
-                nbytes = part.pop("bytes")
-                if progress is not None:
-                    progress(nbytes)
-                parts.append(part)
-        dst._client.complete_multipart_upload(Bucket=dst.bucket, Key=target, UploadId=upload_id, MultipartUpload={"Parts": parts})
-        completed = True
-    finally:
-        if not completed:
-            try:
-                dst._client.abort_multipart_upload(Bucket=dst.bucket, Key=target, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+    tasks = (lambda n=i + 1, o=start: copy(n, o) for i, start in enumerate(range(0, size, part_size)))
+    parts = []
+    with contextlib.closing(transfer.in_order(dst.max_concurrency, tasks, name="s3-copy")) as copied:
+        for part, nbytes in copied:
+            parts.append(part)
+            if progress is not None:
+                progress(nbytes)
+    return parts
 
 
 def declared_sha256(storage: Storage, key: str) -> str | None:

@@ -47,7 +47,8 @@ def progress_bar(
         desc=desc,
         unit="B",
         unit_scale=True,
-        unit_divisor=1024,
+        # kB/MB of 1000 bytes, as every size the project prints (core.reader.format_bytes).
+        unit_divisor=1000,
         disable=disable,
         leave=False,
     ) as bar:
