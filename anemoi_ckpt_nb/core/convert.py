@@ -441,8 +441,15 @@ def _plan(checkpoint: Any, source: Path, target: Path) -> tuple[list[tuple[str, 
         mapped = map_name(name, kind)
         if mapped is None:
             dropped.append(name)
-        else:
-            planned.append((mapped, name, info))
+            continue
+        if getattr(info, "layout", "strided") != "strided":
+            raise ConvertError(
+                source,
+                target,
+                f"the weight {name} is a {info.layout} tensor; inference checkpoints hold dense tensors only",
+                hint="make it dense in the model (tensor.to_dense()) before saving, or keep it out of the state_dict",
+            )
+        planned.append((mapped, name, info))
     if not planned:
         raise ConvertError(
             source,

@@ -49,7 +49,10 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    #: Bytes the file holds for it (a sparse tensor: its indices and values).
     nbytes: int
+    #: ``"strided"`` (dense), or a sparse layout such as ``"sparse_coo"`` or ``"sparse_csr"``.
+    layout: str = "strided"
 
     @property
     def numel(self) -> int:
@@ -198,6 +201,7 @@ class CheckpointFile:
             "parameter_count": self.parameter_count,
             "tensor_count": len(self.weights),
             "dtypes": dtypes,
+            "sparse_tensors": {name: info.layout for name, info in self.weights.items() if info.layout != "strided"},
             "sizes": {
                 "total": self.total_bytes,
                 "weights": self.weights_bytes,
@@ -317,17 +321,25 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
     weight_storages: set = set()
     seen_views: set = set()
     for name, tensor in tensors.items():
-        ck.weights[name] = _info(name, tensor)
-        key = storage_key(tensor)
-        weight_storages.add(key)
-        view = (key, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()))
+        parts = _dense_parts(tensor, path, name)
+        ck.weights[name] = _info(name, tensor, parts)
+        for part in parts:
+            key = storage_key(part)
+            weight_storages.add(key)
+        # A sparse tensor's parameters are the values it stores.
+        counted = parts[-1]
+        view = (storage_key(counted), counted.storage_offset(), tuple(counted.shape), tuple(counted.stride()))
         if view not in seen_views:
             seen_views.add(view)
-            ck.parameter_count += tensor.numel()
+            ck.parameter_count += counted.numel()
     ck.weights_bytes = sum(storage_bytes(k) for k in weight_storages)
     ck._span = lambda name: _torch_span(tensors[name], loaded)
     if kind == "training":
-        optimizer_storages = {storage_key(t) for t in _walk_tensors(_as_mapping(raw).get("optimizer_states"), torch)}
+        optimizer_storages = {
+            storage_key(part)
+            for t in _walk_tensors(_as_mapping(raw).get("optimizer_states"), torch)
+            for part in _dense_parts(t, path, "optimizer state")
+        }
         ck.optimizer_bytes = sum(storage_bytes(k) for k in optimizer_storages - weight_storages)
     ck.other_bytes = max(0, size - ck.weights_bytes - ck.optimizer_bytes)
 
@@ -358,7 +370,9 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
 
 def _torch_span(tensor: Any, loaded: Any) -> tuple[int, int] | None:
     """``(offset, nbytes)`` of a tensor's bytes in a torch file (see :meth:`CheckpointFile.tensor_span`)."""
-    if not tensor.is_contiguous():
+    import torch
+
+    if tensor.layout is not torch.strided or not tensor.is_contiguous():
         return None
     storage = tensor.untyped_storage()
     key = loaded.storage_by_ptr.get(storage.data_ptr())
@@ -474,10 +488,33 @@ def _walk_tensors(obj: Any, torch: Any) -> Iterator[Any]:
             stack.extend(iter_children(item))
 
 
-def _info(name: str, tensor: Any) -> TensorInfo:
+def _info(name: str, tensor: Any, parts: list[Any]) -> TensorInfo:
     from anemoi_ckpt_nb.core.classmap import dtype_name
 
-    return TensorInfo(name, tuple(int(n) for n in tensor.shape), dtype_name(tensor.dtype), tensor.numel() * tensor.element_size())
+    shape = tuple(int(n) for n in tensor.shape)
+    nbytes = sum(part.numel() * part.element_size() for part in parts)
+    layout = str(tensor.layout).removeprefix("torch.")
+    return TensorInfo(name, shape, dtype_name(tensor.dtype), nbytes, layout)
+
+
+def _dense_parts(tensor: Any, path: Path, name: str) -> list[Any]:
+    """The dense tensors that hold a tensor's bytes: itself, or a sparse tensor's indices and values (last).
+
+    Raises:
+        CorruptCheckpointError: a layout whose bytes cannot be told (none that torch.save writes today).
+    """
+    import torch
+
+    layout = tensor.layout
+    if layout is torch.strided:
+        return [tensor]
+    if layout is torch.sparse_coo:
+        return [tensor._indices(), tensor._values()]
+    if layout in (torch.sparse_csr, torch.sparse_bsr):
+        return [tensor.crow_indices(), tensor.col_indices(), tensor.values()]
+    if layout in (torch.sparse_csc, torch.sparse_bsc):
+        return [tensor.ccol_indices(), tensor.row_indices(), tensor.values()]
+    raise CorruptCheckpointError(path, f"{name}: a tensor of layout {layout} that this reader cannot size")
 
 
 def _read_embedded(loaded: Any) -> Any:
@@ -694,7 +731,8 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"  run           {summary['run_id'] or '-'}",
         f"  parent        {summary['parent_uuid'] or '-'}",
         f"  epoch, step   {_dash(summary['epoch'])}, {_dash(summary['global_step'])}",
-        f"  parameters    {summary['parameter_count']:,} in {summary['tensor_count']} tensors" + (f" ({dtypes})" if dtypes else ""),
+        f"  parameters    {summary['parameter_count']:,} in {summary['tensor_count']} tensors" + (f" ({dtypes})" if dtypes else "")
+        + (f", {len(sparse)} sparse ({', '.join(sorted(set(sparse.values())))})" if (sparse := summary.get("sparse_tensors")) else ""),
         f"  size          {format_bytes(sizes['total'])}: weights {format_bytes(sizes['weights'])}, "
         f"optimizer {format_bytes(sizes['optimizer'])}, other {format_bytes(sizes['other'])}",
     ]

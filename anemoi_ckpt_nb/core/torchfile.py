@@ -244,7 +244,7 @@ def _load_zip(path: Path, *, max_pickle_bytes: int) -> TorchFile:
         globals_ = Globals(source)
         globals_.extra[("torch.storage", "_load_from_bytes")] = nested_loader(globals_, max_pickle_bytes)
         raw = restricted_load(io.BytesIO(data), globals_, persistent_load=_zip_persistent_load(zf, top, storages))
-        _validate_sparse()
+        _validate_sparse(path)
     except BaseException:
         zf.close()
         raise
@@ -316,11 +316,28 @@ def _data_offset(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> int
     return info.header_offset + 30 + name_len + extra_len
 
 
-def _validate_sparse() -> None:
+def _validate_sparse(path: Path | str) -> None:
+    """Check the sparse tensors just rebuilt: indices in range, compressed indices ordered.
+
+    torch's own check does nothing unless invariant checking is switched on (it is
+    off by default, for speed); an index out of range would make ``to_dense()``
+    write outside the tensor's memory, so it is switched on here.
+
+    Raises:
+        CorruptCheckpointError: a sparse tensor's indices do not fit its shape.
+    """
     import torch
 
-    if torch._utils._sparse_tensors_to_validate:
-        torch._utils._validate_loaded_sparse_tensors()
+    if not torch._utils._sparse_tensors_to_validate:
+        return
+    try:
+        with torch.sparse.check_sparse_tensor_invariants(enable=True):
+            torch._utils._validate_loaded_sparse_tensors()
+    except (RuntimeError, ValueError, IndexError, NotImplementedError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CorruptCheckpointError(path, f"a sparse tensor is inconsistent: {first[:200]}") from None
+    finally:
+        torch._utils._sparse_tensors_to_validate.clear()
 
 
 # --- plain and legacy pickles -----------------------------------------------------
@@ -333,6 +350,7 @@ def _load_pickle_file(path: Path, *, max_pickle_bytes: int) -> TorchFile:
     with open(path, "rb") as f:
         first = restricted_load(_Bounded(f, max_pickle_bytes, source), globals_)
         if type(first) is not int or first != LEGACY_MAGIC_NUMBER:
+            _validate_sparse(path)
             return TorchFile(path=path, format="pickle", raw=first, globals=globals_)
         storages = _Storages(source, path=path)
         raw = _load_legacy(f, globals_, storages, max_pickle_bytes)
@@ -408,7 +426,7 @@ def _load_legacy(f: Any, globals_: Globals, storages: _Storages, max_pickle_byte
 
     f.seek(start)
     raw = restricted_load(_Bounded(f, max_pickle_bytes, source), globals_, persistent_load=real_load)
-    _validate_sparse()
+    _validate_sparse(source)
     return raw
 
 
