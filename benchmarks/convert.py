@@ -7,10 +7,15 @@ runs each variant in its own process and reports its time and peak memory
 
 * ``naive``: what a user writes today: ``torch.load`` of the whole file, then
   ``torch.save`` of the state dict (``model.`` stripped);
-* ``ours``: :func:`anemoi_ckpt_nb.core.convert.convert`, as the CLI runs it
-  (it also hashes the whole source file for ``converted_from.sha256``);
+* ``ours, first time``: :func:`anemoi_ckpt_nb.core.convert.convert` as the CLI
+  runs it on a file never hashed before: it also reads and hashes the whole
+  source (weights *and* optimizer state) for ``converted_from.sha256``;
+* ``ours, hash remembered``: the same on a file whose sha256 is remembered
+  (``core/hashing.py``: it was registered, converted or upgraded before);
 * ``ours, hash known``: the same with ``source_sha256`` given, as
   ``Checkpoint.convert`` does for a registered checkpoint;
+* ``sha256 of source``: reading and hashing the whole source file alone, the
+  floor of the first-time conversion (shown for reference);
 * ``copy``: a plain copy of as many bytes as the weights (the disk's limit);
 * ``copy + fsync``: the same, flushed to disk as ours is before its rename
   (shown for reference; the targets are against the plain copy).
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -62,7 +68,13 @@ def parse_size(text: str) -> int:
 
 def child(variant: str, source: str, out: str, extra: str) -> None:
     """Run one variant and print its own timing as JSON (after imports)."""
-    if variant in ("copy", "copy-fsync"):
+    if variant == "hash":
+        import anemoi_ckpt_nb.core.convert_files as convert_files
+
+        os.environ["ANEMOI_CKPT_HASH_CACHE"] = "off"
+        started, cpu_started = time.perf_counter(), time.process_time()
+        convert_files.SourceHash(Path(source)).result()
+    elif variant in ("copy", "copy-fsync"):
         started, cpu_started = time.perf_counter(), time.process_time()
         remaining = int(extra)
         with open(source, "rb") as src, open(out, "wb") as dst:
@@ -151,6 +163,20 @@ def warm(path: Path) -> None:
             pass
 
 
+def remember(source: Path, sha256: str | None) -> None:
+    """Set (or with None, remove) the sha256 remembered for ``source``, as core/hashing.py keeps it."""
+    from anemoi_ckpt_nb.core.hashing import XATTR
+
+    if sha256 is None:
+        try:
+            os.removexattr(source, XATTR)
+        except OSError:
+            pass
+        return
+    st = source.stat()
+    os.setxattr(source, XATTR, f"{st.st_size}:{st.st_mtime_ns}:{sha256}".encode())
+
+
 def run(variant: str, source: Path, out: Path, extra: str, *, cold: bool) -> dict:
     """One measured run of ``variant`` in a fresh process."""
     if out.is_dir():
@@ -218,17 +244,35 @@ def main(argv: list[str] | None = None) -> int:
         print("  page cache dropped before every run (cold reads)" if cold else
               "  page cache kept: the source is read once before every run (warm reads)")
 
+        try:
+            remember(source, known)
+        except OSError:
+            print("  this file system keeps no extended attributes: the remembered-hash case is left out")
+            remembered = False
+        else:
+            remembered = True
         variants = {
             "naive": ("naive", work / "naive.pt", ""),
-            "ours": ("ours", work / "ours", ""),
+            "ours, first time": ("ours-first", work / "ours", ""),
+            "ours, hash remembered": ("ours-remembered", work / "ours", ""),
             "ours, hash known": ("ours-known", work / "ours", known),
+            "sha256 of source": ("hash", work / "unused", ""),
             "copy": ("copy", work / "copy.bin", str(weights)),
             "copy + fsync": ("copy-fsync", work / "copy.bin", str(weights)),
         }
-        # Round-robin, so that a slow spell of the machine does not fall on one variant only.
+        if not remembered:
+            del variants["ours, hash remembered"]
+        # Round-robin, so that a slow spell of the machine does not fall on one variant only, in
+        # a shuffled order each round, so that no variant always follows the same one (deleting the
+        # previous output, on a file system mounted with `discard`, slows the next run's I/O).
         runs: dict[str, list[dict]] = {label: [] for label in variants}
+        shuffle = random.Random(0).shuffle
         for _ in range(args.repeat):
-            for label, (variant, out, extra) in variants.items():
+            order = list(variants.items())
+            shuffle(order)
+            for label, (variant, out, extra) in order:
+                if remembered:  # each case as its name says, whatever the previous run left
+                    remember(source, known if variant == "ours-remembered" else None)
                 runs[label].append(run(variant, source, out, extra, cold=cold))
         results: dict[str, dict] = {}
         for label, measured in runs.items():
@@ -239,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
                 "rss": max(m["rss"] for m in measured),
             }
             print(
-                f"  {label:<17} {r['seconds']:7.2f} s  (process {r['wall']:6.2f} s, CPU {r['cpu']:6.2f} s)"
+                f"  {label:<22} {r['seconds']:7.2f} s  (process {r['wall']:6.2f} s, CPU {r['cpu']:6.2f} s)"
                 f"  peak RSS {r['rss'] / 1e6:8,.0f} MB",
                 flush=True,
             )
         print()
         naive, copy = results["naive"], results["copy"]
-        for label in ("ours", "ours, hash known"):
+        for label in ("ours, first time", "ours, hash remembered", "ours, hash known"):
+            if label not in results:
+                continue
             ours = results[label]
             speed = naive["seconds"] / ours["seconds"]
             memory = ours["rss"] / naive["rss"]

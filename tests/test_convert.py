@@ -472,10 +472,11 @@ def test_tensors_are_read_by_file_offset_not_through_the_memory_map(training_che
 
 
 @pytest.mark.parametrize("size", [0, 3, 4096, 4 * 1024 * 1024 + 1, 9 * 1024 * 1024 + 4093])
-def test_the_source_hash_thread_hashes_the_whole_file(tmp_path, size):
+def test_the_source_hash_thread_hashes_the_whole_file(tmp_path, size, monkeypatch):
     """Sizes around the 4 MiB chunks and the 4 KiB blocks that direct reads use."""
     from anemoi_ckpt_nb.core.convert_files import SourceHash
 
+    monkeypatch.setenv("ANEMOI_CKPT_HASH_CACHE", "off")  # read every time (the cache: test_hash_cache.py)
     path = tmp_path / "blob"
     path.write_bytes(np.random.default_rng(size).bytes(size))
     assert SourceHash(path).result() == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -8,7 +8,6 @@ import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
-import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.cli import main

@@ -98,6 +98,10 @@ class SourceHash:
     cold 2.8 GB checkpoint), and the user's cached files are not evicted by it.
     Elsewhere the file is read the ordinary way.
 
+    A sha256 remembered for the file (:mod:`anemoi_ckpt_nb.core.hashing`: it was
+    registered, converted or upgraded before, unchanged since) is taken as it is,
+    without reading; one computed here is remembered the same way.
+
     Args:
         path: the file to hash.
 
@@ -110,25 +114,36 @@ class SourceHash:
 
     def __init__(self, path: Path) -> None:
         import hashlib
-        import mmap
         import queue
         import threading
 
-        self._path = path
+        from anemoi_ckpt_nb.core.hashing import cache_enabled, cached_sha256
+
         self._fd, self._direct = _open_for_reading(path, direct=True)
-        self._sha256 = hashlib.sha256()
-        # Anonymous maps are page-aligned, as direct reads need.
-        self._free: queue.Queue[Any] = queue.Queue()
-        for _ in range(self.BUFFERS):
-            self._free.put(mmap.mmap(-1, self.CHUNK))
-        self._full: queue.Queue[Any] = queue.Queue()
-        self._stop = threading.Event()
         self._digest: str | None = None
         self._error: BaseException | None = None
+        self._stat = os.fstat(self._fd)
+        self._cache = cache_enabled()
+        if self._cache and (known := cached_sha256(self._fd, self._stat)) is not None:
+            os.close(self._fd)
+            self._digest, self._reader, self._hasher = known, None, None
+            return
+        self._sha256 = hashlib.sha256()
+        self._free: queue.Queue[Any] = queue.Queue()
+        for _ in range(self.BUFFERS):
+            self._free.put(self._buffer())
+        self._full: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, name="convert-source-read", daemon=True)
         self._hasher = threading.Thread(target=self._hash, name="convert-source-sha256", daemon=True)
         self._reader.start()
         self._hasher.start()
+
+    def _buffer(self) -> Any:
+        """A read buffer of ``CHUNK`` bytes: an anonymous map, page-aligned as direct reads need."""
+        import mmap
+
+        return mmap.mmap(-1, self.CHUNK)
 
     def _read(self) -> None:
         offset = 0
@@ -145,8 +160,6 @@ class SourceHash:
                 offset += count
         except BaseException as error:  # handed to the hashing thread, then to result()
             self._full.put(error)
-        finally:
-            os.close(self._fd)
 
     def _pread(self, buffer: Any, offset: int) -> int:
         try:
@@ -154,26 +167,39 @@ class SourceHash:
         except OSError as error:
             if not self._direct or error.errno != errno.EINVAL:
                 raise
-        # The file system accepted O_DIRECT at open but refuses the read: read it the ordinary way.
-        os.close(self._fd)
-        self._fd, self._direct = _open_for_reading(self._path, direct=False)
+        # The file system accepted O_DIRECT at open but refuses the read: read it the ordinary
+        # way, through the same descriptor (so the same file, even if the path was replaced).
+        import fcntl
+
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~getattr(os, "O_DIRECT", 0))
+        self._direct = False
         return os.preadv(self._fd, [buffer], offset)
 
     def _hash(self) -> None:
-        while True:
-            item = self._full.get()
-            if item is None:  # cancelled
-                return
-            if isinstance(item, BaseException):
-                self._error = item
-                return
-            buffer, count = item
-            if count == 0:
-                self._digest = self._sha256.hexdigest()
-                return
-            with memoryview(buffer) as view:
-                self._sha256.update(view[:count])
-            self._free.put(buffer)
+        from anemoi_ckpt_nb.core.hashing import record_sha256
+
+        try:
+            while True:
+                item = self._full.get()
+                if item is None:  # cancelled
+                    return
+                if isinstance(item, BaseException):
+                    self._error = item
+                    return
+                buffer, count = item
+                if count == 0:
+                    self._digest = self._sha256.hexdigest()
+                    if self._cache:  # only if the file did not change while it was read
+                        record_sha256(self._fd, self._digest, self._stat)
+                    return
+                with memoryview(buffer) as view:
+                    self._sha256.update(view[:count])
+                self._free.put(buffer)
+        finally:
+            # The reader has put its last item: the descriptor is free to close.
+            self._reader.join()
+            os.close(self._fd)
 
     def result(self) -> str:
         """Wait for the hash and return it (hex).
@@ -181,8 +207,8 @@ class SourceHash:
         Raises:
             OSError: reading the file failed.
         """
-        self._hasher.join()
-        self._reader.join()
+        if self._hasher is not None:
+            self._hasher.join()
         if self._error is not None:
             raise self._error
         if self._digest is None:
@@ -191,9 +217,10 @@ class SourceHash:
 
     def cancel(self) -> None:
         """Stop the threads (after a failure), and wait for them: at most a chunk's read and hash."""
+        if self._hasher is None:
+            return
         self._stop.set()
         self._hasher.join()
-        self._reader.join()
 
 
 def _open_for_reading(path: Path, *, direct: bool) -> tuple[int, bool]:

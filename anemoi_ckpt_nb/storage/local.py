@@ -38,6 +38,7 @@ from anemoi_ckpt_nb.core.errors import (
     StorageAccessError,
     StorageError,
 )
+from anemoi_ckpt_nb.core.hashing import cached_sha256, record_sha256
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._transfer import (
     CHUNK,
@@ -48,30 +49,12 @@ from anemoi_ckpt_nb.storage._transfer import (
 )
 from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
 
-_XATTR = "user.anemoi_ckpt.sha256"
 _LOCK_STRIPES = 256
-
-
-def _cached_sha(fd: int, st: os.stat_result) -> str | None:
-    """The sha256 recorded when the file was written, if it still describes it."""
-    try:
-        size, mtime, sha = os.getxattr(fd, _XATTR).decode().split(":")
-    except (AttributeError, OSError, ValueError):
-        return None
-    if int(size) == st.st_size and int(mtime) == st.st_mtime_ns:
-        return sha
-    return None
-
-
-def _record_sha(fd: int, sha: str) -> None:
-    st = os.fstat(fd)
-    with contextlib.suppress(AttributeError, OSError):  # no xattrs here: we re-hash instead
-        os.setxattr(fd, _XATTR, f"{st.st_size}:{st.st_mtime_ns}:{sha}".encode())
 
 
 def _etag_fd(fd: int) -> str:
     st = os.fstat(fd)
-    sha = _cached_sha(fd, st)
+    sha = cached_sha256(fd, st)
     if sha is None:
         digest = hashlib.sha256()
         offset = 0
@@ -79,7 +62,7 @@ def _etag_fd(fd: int) -> str:
             digest.update(chunk)
             offset += len(chunk)
         sha = digest.hexdigest()
-        _record_sha(fd, sha)
+        record_sha256(fd, sha, st)
     return sha
 
 
@@ -154,7 +137,7 @@ class LocalStorage(Storage):
                 f.flush()
                 os.fsync(f.fileno())
                 sha = hashlib.sha256(data).hexdigest()
-                _record_sha(f.fileno(), sha)
+                record_sha256(f.fileno(), sha)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -302,7 +285,7 @@ class LocalStorage(Storage):
                     os.fsync(out.fileno())
                     if got != sha256:
                         raise upload_mismatch(self.url, key, path, got, sha256)
-                    _record_sha(out.fileno(), got)
+                    record_sha256(out.fileno(), got)
                 with self._lock(key):
                     os.replace(tmp, target)
                 fsync_dir(target.parent)
@@ -318,7 +301,7 @@ class LocalStorage(Storage):
             return None
         try:
             st = os.fstat(fd)
-            sha = _cached_sha(fd, st)
+            sha = cached_sha256(fd, st)
             return None if sha is None else ObjectInfo(key=key, size=st.st_size, etag=sha)
         finally:
             os.close(fd)

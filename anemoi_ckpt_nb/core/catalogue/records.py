@@ -69,11 +69,11 @@ class FileFacts:
     links: list[ParentLink] = field(default_factory=list)
 
     def hash(self, *, progress: Callable[[int], None] | None = None) -> str:
-        """Compute (once) and return the file's sha256."""
-        from anemoi_ckpt_nb.core.hashing import sha256_file
+        """Compute (once, or take from the file's hash cache) and return the file's sha256."""
+        from anemoi_ckpt_nb.core.hashing import sha256_of
 
         if not self.sha256:
-            self.sha256 = sha256_file(self.path, progress=progress)
+            self.sha256 = sha256_of(self.path, progress=progress)
         return self.sha256
 
     @property

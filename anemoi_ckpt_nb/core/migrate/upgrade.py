@@ -102,7 +102,7 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
     from anemoi_ckpt_nb import __version__
     from anemoi_ckpt_nb.core.anemoi_metadata import CURRENT_VERSION, parse_metadata
     from anemoi_ckpt_nb.core.embedded import DEFAULT_NAME, read_embedded, top_directory
-    from anemoi_ckpt_nb.core.hashing import sha256_file
+    from anemoi_ckpt_nb.core.hashing import sha256_of
     from anemoi_ckpt_nb.core.migrate import migrate
 
     source, destination = Path(source), Path(destination)
@@ -150,7 +150,7 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
             "from_version": result.from_version,
             "to_version": result.to_version,
             "steps": [*result.steps_applied, *container],
-            "source_sha256": sha256_file(source),
+            "source_sha256": sha256_of(source),
         }]
         document[RECORD_KEY] = record
 
