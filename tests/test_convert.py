@@ -511,6 +511,26 @@ def test_non_contiguous_and_legacy_sources_convert_too(tmp_path, out):
             assert converted[name.removeprefix("model.")].is_contiguous()
 
 
+def test_an_expanded_weight_is_written_dense_but_a_huge_one_is_refused(tmp_path, out):
+    """Elements that overlap in the file (stride 0) are made dense in memory: fine for a small
+    weight, refused for one claiming far more than the file holds (a crafted or broken file)."""
+    small = torch.arange(4, dtype=torch.float32).expand(3, 4)
+    path = tmp_path / "small.ckpt"
+    torch.save({"epoch": 1, "global_step": 1, "state_dict": {"model.model.e": small}, "optimizer_states": [],
+                "hyper_parameters": {"metadata": {"uuid": "u"}}}, path)
+    converted = torch.load(convert(path, out).destination, weights_only=True)
+    assert torch.equal(converted["model.e"], small) and converted["model.e"].stride() == (4, 1)
+
+    huge = torch.zeros(1).expand(100_000_000)  # 400 MB claimed over 4 bytes stored
+    path = tmp_path / "huge.ckpt"
+    torch.save({"epoch": 1, "global_step": 1, "state_dict": {"model.model.h": huge, "model.model.ok": small.clone()},
+                "optimizer_states": [], "hyper_parameters": {"metadata": {"uuid": "u"}}}, path)
+    with pytest.raises(ConvertError, match=r"model\.model\.h is a view of 4 B stored .* 400\.0 MB") as caught:
+        convert(path, out, overwrite=True)
+    assert "contiguous" in caught.value.hint
+    assert not any(p.name.startswith("inference-huge") for p in out.iterdir())
+
+
 # --- failures --------------------------------------------------------------------------------------
 
 

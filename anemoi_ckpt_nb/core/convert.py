@@ -449,6 +449,7 @@ def _plan(checkpoint: Any, source: Path, target: Path) -> tuple[list[tuple[str, 
                 f"the weight {name} is a {info.layout} tensor; inference checkpoints hold dense tensors only",
                 hint="make it dense in the model (tensor.to_dense()) before saving, or keep it out of the state_dict",
             )
+        _check_not_broadcast(checkpoint, name, info, source, target)
         planned.append((mapped, name, info))
     if not planned:
         raise ConvertError(
@@ -458,6 +459,33 @@ def _plan(checkpoint: Any, source: Path, target: Path) -> tuple[list[tuple[str, 
             hint="inspect it with: anemoi-ckpt inspect " + str(source),
         )
     return planned, dropped
+
+
+#: The most bytes a weight whose elements overlap in the file (an expanded, stride-0 view)
+#: may be written out as: its dense copy is made in memory, and a file that claims a huge
+#: shape over a few stored bytes would otherwise exhaust it.
+MAX_BROADCAST_BYTES = 64 * 1024 * 1024
+
+
+def _check_not_broadcast(checkpoint: Any, name: str, info: Any, source: Path, target: Path) -> None:
+    """Refuse a weight that would grow far beyond the bytes the file holds for it.
+
+    Raises:
+        ConvertError: a view whose dense size exceeds its storage and :data:`MAX_BROADCAST_BYTES`.
+    """
+    if info.nbytes <= MAX_BROADCAST_BYTES or checkpoint.tensor_span(name) is not None:
+        return  # small, or a plain run of the file's bytes
+    stored = checkpoint.tensor(name).untyped_storage().nbytes()
+    if info.nbytes > stored:
+        from anemoi_ckpt_nb.core.reader import format_bytes
+
+        raise ConvertError(
+            source,
+            target,
+            f"the weight {name} is a view of {format_bytes(stored)} stored that would be written out as "
+            f"{format_bytes(info.nbytes)} (its elements overlap: an expanded tensor)",
+            hint="save it as a contiguous tensor (tensor.contiguous()) in the model, or leave it out of the state_dict",
+        )
 
 
 def _entries(planned: list[tuple[str, str, Any]], files: SourceFile) -> list[Any]:
