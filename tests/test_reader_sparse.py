@@ -82,3 +82,28 @@ def test_convert_refuses_a_sparse_weight_by_name(tmp_path):
         convert(path, tmp_path / "out")
     assert "to_dense" in caught.value.hint
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_loads_in_threads_check_their_own_sparse_tensors(tmp_path):
+    """torch keeps the sparse tensors to check in one list per process: loads in threads
+    (convert --jobs) must not check, or blame, each other's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = _lightning(tmp_path / "good.ckpt", {"model.model.w": _coo()})
+    bad = _lightning(
+        tmp_path / "bad.ckpt",
+        {"model.model.w": torch.sparse_coo_tensor(torch.tensor([[9], [0]]), torch.tensor([1.0]), (4, 3),
+                                                  check_invariants=False)},
+    )
+
+    def load(path):
+        try:
+            open_checkpoint(path).close()
+        except CorruptCheckpointError as error:
+            return path, str(path) in str(error)
+        return path, None
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(load, [good, bad] * 30))
+    assert all(named is None for path, named in outcomes if path == good)
+    assert all(named is True for path, named in outcomes if path == bad)

@@ -24,6 +24,7 @@ import io
 import os
 import struct
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,9 @@ def sniff(path: Path) -> str:
     return "unknown"
 
 
+_LOAD_LOCK = threading.RLock()
+
+
 def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES) -> TorchFile:
     """Read a ``torch.save`` file (zip, legacy or plain pickle) safely.
 
@@ -117,15 +121,19 @@ def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BY
         CheckpointReadError: the pickle is larger than ``max_pickle_bytes``.
     """
     kind = sniff(path)
-    if kind == "zip":
-        return _load_zip(path, max_pickle_bytes=max_pickle_bytes)
-    if kind == "pickle":
-        return _load_pickle_file(path, max_pickle_bytes=max_pickle_bytes)
-    if kind == "pickle?":
-        try:
-            return _load_pickle_file(path, max_pickle_bytes=max_pickle_bytes)
-        except CorruptCheckpointError:
-            raise NotACheckpointError(path, "not a torch checkpoint: neither a zip archive nor a pickle") from None
+    if kind in ("zip", "pickle", "pickle?"):
+        # torch collects the sparse tensors it rebuilds in one list for the whole process
+        # (torch._utils._sparse_tensors_to_validate), checked and emptied after a load: two
+        # loads at once in threads (convert --jobs) would check, and blame, each other's.
+        with _LOAD_LOCK:
+            if kind == "zip":
+                return _load_zip(path, max_pickle_bytes=max_pickle_bytes)
+            try:
+                return _load_pickle_file(path, max_pickle_bytes=max_pickle_bytes)
+            except CorruptCheckpointError:
+                if kind == "pickle":
+                    raise
+                raise NotACheckpointError(path, "not a torch checkpoint: neither a zip archive nor a pickle") from None
     if kind == "tar":
         raise NotACheckpointError(
             path,
