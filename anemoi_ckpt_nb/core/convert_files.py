@@ -277,17 +277,28 @@ def publish(tmp: Path, tmp_sidecar: Path, target: Path, sidecar: Path, *, overwr
 
 
 def rename_new(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final`` unless ``final`` exists, atomically where hard links work.
+    """Rename ``tmp`` to ``final`` unless ``final`` exists: atomically by a hard link, else by
+    ``renameat2(RENAME_NOREPLACE)``, else (neither supported) check then rename.
 
     Raises:
         FileExistsError: ``final`` exists.
     """
+    from anemoi_ckpt_nb.storage.local import CreateOnlyUnsupported, rename_noreplace
+
     try:
         os.link(tmp, final)
     except FileExistsError:
         raise FileExistsError(errno.EEXIST, "already exists", str(final)) from None
     except OSError:
-        # File systems without hard links: check, then rename (a small race, said here).
+        try:  # a file system without hard links
+            rename_noreplace(tmp, final)
+            return
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "already exists", str(final)) from None
+        except CreateOnlyUnsupported:
+            pass
+        # Neither: check, then rename. Two conversions racing for one new name could both pass
+        # the check; the later one's output then replaces the earlier's (each is complete).
         if final.exists():
             raise FileExistsError(errno.EEXIST, "already exists", str(final)) from None
         os.replace(tmp, final)

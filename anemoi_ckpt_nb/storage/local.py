@@ -5,8 +5,22 @@ The contract's guarantees come from the filesystem:
 
 * every write goes to a temporary file in the same folder, is fsynced, then
   becomes visible in one step, so readers never see a partial object;
-* create-only uses ``os.link`` of that temporary, which fails atomically when
-  the name exists (the ``O_EXCL`` of a finished file);
+* create-only gives that temporary its name only if the name is free, by the
+  first of these the filesystem supports (:data:`CREATE_ONLY_METHODS`):
+
+  1. ``"link"``: ``os.link``, which fails atomically when the name exists (the
+     ``O_EXCL`` of a finished file);
+  2. ``"renameat2"``: Linux ``renameat2(RENAME_NOREPLACE)`` through libc
+     (glibc >= 2.28), equally atomic, for filesystems that refuse hard links
+     (some FUSE and object-store mounts, CIFS, some GPFS or Lustre setups);
+  3. ``"lock"``: under the key's ``flock`` (below), check that the name is
+     free, then ``os.replace``. Only safe among writers that take the same
+     locks (every anemoi-ckpt process does) and where ``flock`` works across
+     nodes (NFS with lockd, Lustre mounted ``-o flock``, GPFS).
+
+  A method the filesystem refuses is remembered per device for the process,
+  so it is not tried again on every write; if all are refused, the error
+  names the root and the reasons;
 * compare-and-swap, plain overwrites and deletes take an exclusive ``flock``
   on a lock file chosen by the key's hash, then ``os.replace``. Lock files
   live under ``<root>/.locks/``; temporaries are ``.tmp.*`` next to their
@@ -24,11 +38,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import stat as stat_mod
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from anemoi_ckpt_nb.core.errors import (
@@ -37,6 +52,7 @@ from anemoi_ckpt_nb.core.errors import (
     ObjectNotFoundError,
     StorageAccessError,
     StorageError,
+    StorageURLError,
 )
 from anemoi_ckpt_nb.core.hashing import cached_sha256, record_sha256
 from anemoi_ckpt_nb.storage._keys import check_key
@@ -50,6 +66,76 @@ from anemoi_ckpt_nb.storage._transfer import (
 from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
 
 _LOCK_STRIPES = 256
+
+#: Ways to create a name only if it is free, in the order tried (module docstring).
+CREATE_ONLY_METHODS: tuple[str, ...] = ("link", "renameat2", "lock")
+
+# os.link errors meaning "this filesystem does not do hard links", not "the name exists".
+_LINK_REFUSED = frozenset(
+    {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
+)
+# renameat2 errors meaning "no RENAME_NOREPLACE here" (old kernel, NFS, some FUSE).
+_RENAMEAT2_REFUSED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+# flock errors meaning "no locks on this filesystem" (NFS without lockd, some FUSE).
+_FLOCK_REFUSED = frozenset(
+    {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+)
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+_LOCK_HINT = (
+    "mount the filesystem with working locks (NFS with lockd, Lustre with -o flock), "
+    "or put the catalogue on a local disk or an s3:// bucket"
+)
+
+# (st_dev, method) -> why the filesystem refused it, for this process; a refusal is a
+# property of the filesystem, so a failing os.link is not retried on every write.
+_REFUSED: dict[tuple[int, str], str] = {}
+
+
+class CreateOnlyUnsupported(Exception):
+    """The filesystem does not support a create-only method; the message says why."""
+
+
+def _refusal(what: str, exc: OSError) -> CreateOnlyUnsupported:
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return CreateOnlyUnsupported(f"{what} refused ({name}: {exc.strerror or exc})")
+
+
+@functools.cache
+def _libc_renameat2() -> Callable[..., int] | None:
+    """libc's ``renameat2``, or None where libc has none (not Linux, glibc < 2.28)."""
+    import ctypes  # only needed on filesystems without hard links
+
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    func.restype = ctypes.c_int
+    return func
+
+
+def rename_noreplace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists, atomically (Linux ``renameat2``).
+
+    Raises:
+        FileExistsError: ``target`` exists.
+        CreateOnlyUnsupported: the system or the file system has no ``RENAME_NOREPLACE``.
+    """
+    func = _libc_renameat2()
+    if func is None:
+        raise CreateOnlyUnsupported("renameat2 is not in this system's C library")
+    import ctypes
+
+    if func(
+        _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+    ) != 0:
+        code = ctypes.get_errno()
+        exc = OSError(code, os.strerror(code), str(target))  # EEXIST -> FileExistsError
+        if code in _RENAMEAT2_REFUSED:
+            raise _refusal("renameat2(RENAME_NOREPLACE)", exc)
+        raise exc
 
 
 def _etag_fd(fd: int) -> str:
@@ -71,11 +157,27 @@ class LocalStorage(Storage):
 
     Args:
         root: The folder; created on the first write.
+        create_only_methods: The create-only methods to try, in order, from
+            :data:`CREATE_ONLY_METHODS` (the default: all of them). Restrict it to
+            force one, e.g. ``("lock",)`` where the others misbehave.
+
+    Raises:
+        StorageURLError: an unknown create-only method.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(
+        self, root: str | Path, *, create_only_methods: Sequence[str] | None = None
+    ) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = self.root.as_uri()
+        methods = CREATE_ONLY_METHODS if create_only_methods is None else create_only_methods
+        self.create_only_methods = tuple(methods)
+        unknown = [m for m in self.create_only_methods if m not in CREATE_ONLY_METHODS]
+        if unknown or not self.create_only_methods:
+            what = f"unknown create-only methods {unknown}" if unknown else "no create-only method"
+            raise StorageURLError(
+                self.url, what, hint=f"choose among {', '.join(CREATE_ONLY_METHODS)}"
+            )
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
@@ -110,18 +212,99 @@ class LocalStorage(Storage):
                 ) from None
             raise StorageError(self.url, key, f"{exc.strerror or exc} ({exc.filename})") from None
 
-    @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
-        """Exclusive lock for writers of ``key``, across threads and processes."""
+    def _acquire(self, key: str) -> int:
+        """Take the exclusive lock of ``key``; closing the returned fd releases it.
+
+        Raises:
+            CreateOnlyUnsupported: the filesystem has no ``flock``.
+        """
         folder = self.root / ".locks"
         folder.mkdir(parents=True, exist_ok=True)
         stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _LOCK_STRIPES
         fd = os.open(folder / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _FLOCK_REFUSED:
+                raise _refusal("flock", exc) from None
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        """Exclusive lock for writers of ``key``, across threads and processes."""
+        try:
+            fd = self._acquire(key)
+        except CreateOnlyUnsupported as exc:
+            raise StorageError(
+                self.url, key, f"cannot lock under {self.root}: {exc}", hint=_LOCK_HINT
+            ) from None
+        try:
             yield
         finally:
             os.close(fd)  # closing releases the flock
+
+    def _create_only(self, key: str, tmp: Path, path: Path) -> None:
+        """Give ``tmp`` the name ``path`` only if no object has it yet.
+
+        Raises:
+            ConflictError: the name exists.
+            StorageError: the filesystem supports none of the create-only methods.
+        """
+        device = os.stat(path.parent).st_dev
+        reasons = []
+        for method in self.create_only_methods:
+            reason = _REFUSED.get((device, method))
+            if reason is None:
+                try:
+                    self._create_by(method, key, tmp, path)
+                    return
+                except FileExistsError:
+                    raise ConflictError(
+                        self.url, key, "already exists; create-only write refused"
+                    ) from None
+                except CreateOnlyUnsupported as exc:
+                    reason = str(exc)
+                    if method != "lock":  # a lock refusal may be passing (lockd restarting)
+                        _REFUSED[device, method] = reason
+            reasons.append(f"{method}: {reason}")
+        raise StorageError(
+            self.url,
+            key,
+            f"cannot create objects safely under {self.root}: its filesystem supports none "
+            f"of the create-only methods tried ({'; '.join(reasons)})",
+            hint="put the catalogue on a filesystem with hard links, renameat2 or flock; "
+            + _LOCK_HINT,
+        )
+
+    def _create_by(self, method: str, key: str, tmp: Path, path: Path) -> None:
+        """One create-only method: FileExistsError if the name is taken, CreateOnlyUnsupported
+        if the filesystem refuses the method."""
+        if method == "link":
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                if exc.errno in _LINK_REFUSED:
+                    raise _refusal("hard link", exc) from None
+                raise
+        elif method == "renameat2":
+            rename_noreplace(tmp, path)
+        else:
+            # Safe only against writers taking the same lock: put, replace, delete and
+            # upload_file all do, and the name is checked and taken while holding it.
+            fd = self._acquire(key)
+            try:
+                if os.path.lexists(path):
+                    raise FileExistsError(errno.EEXIST, "exists", str(path))
+                os.replace(tmp, path)
+            finally:
+                os.close(fd)
 
     def _temp_next_to(self, path: Path) -> tuple[int, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,12 +353,7 @@ class LocalStorage(Storage):
             tmp, sha = self._write_temp(path, bytes(data))
             try:
                 if if_absent:
-                    try:
-                        os.link(tmp, path)
-                    except FileExistsError:
-                        raise ConflictError(
-                            self.url, key, "already exists; create-only write refused"
-                        ) from None
+                    self._create_only(key, tmp, path)
                 else:
                     with self._lock(key):
                         os.replace(tmp, path)
@@ -219,9 +397,9 @@ class LocalStorage(Storage):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        with self._errors(key), self._lock(key):
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                path.unlink()
+        missing = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+        with self._errors(key), self._lock(key), contextlib.suppress(*missing):
+            path.unlink()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         head, _, _ = prefix.rpartition("/")
