@@ -17,8 +17,10 @@ def _isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.delenv("ANEMOI_CKPT_OFFLINE", raising=False)
-    monkeypatch.delenv("ANEMOI_CKPT_SITE", raising=False)
+    # The user's own switches must not change what the tests see.
+    for name in ("ANEMOI_CKPT_OFFLINE", "ANEMOI_CKPT_SITE", "ANEMOI_CKPT_HASH_CACHE", "ANEMOI_CKPT_DEBUG",
+                 "ANEMOI_CKPT_GRAPH_RENDERER"):
+        monkeypatch.delenv(name, raising=False)
 
 
 # --- example checkpoints (read-only: session-scoped, do not modify them) -------------
