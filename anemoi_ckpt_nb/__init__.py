@@ -14,6 +14,7 @@ _LAZY = {
     "Catalogue": ("anemoi_ckpt_nb.api", "Catalogue"),
     "Checkpoint": ("anemoi_ckpt_nb.api", "Checkpoint"),
     "convert": ("anemoi_ckpt_nb.core.convert", "convert"),
+    "convert_many": ("anemoi_ckpt_nb.batch_convert", "convert_many"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from anemoi_ckpt_nb.core.errors import CkptError
+from anemoi_ckpt_nb.core.errors import CkptError, describe_error
 
 #: Exit status for an error we raised on purpose, and for anything else.
 EXIT_ERROR = 2
@@ -14,12 +14,7 @@ EXIT_BUG = 3
 
 def describe(error: BaseException) -> str:
     """One sentence for a user: our typed errors as they are, others with their type."""
-    if isinstance(error, CkptError):
-        return str(error)
-    if isinstance(error, OSError) and error.filename:
-        return f"{error.filename}: {error.strerror or error}"
-    # Messages of other libraries (pydantic, botocore) may span lines; the contract is one line.
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+    return describe_error(error)
 
 
 def report(error: BaseException) -> int:

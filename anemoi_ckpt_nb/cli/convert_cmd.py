@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,56 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from anemoi_ckpt_nb.batch_convert import convert_many
 
-    from anemoi_ckpt_nb.cli._errors import describe
-    from anemoi_ckpt_nb.core.convert import convert_many
-    from anemoi_ckpt_nb.core.reader import format_bytes
-
-    notebook = tqdm.__module__.startswith("tqdm.notebook")
-    bar = tqdm(
-        total=0,
-        unit="B",
-        unit_scale=True,  # decimal kB/MB/GB, as sizes are shown everywhere else
-        desc="convert",
-        file=sys.stderr,
-        leave=False,
-        # Batch logs stay clean: a bar only on a terminal or in a notebook.
-        disable=not (notebook or sys.stderr.isatty()),
+    report = convert_many(
+        args.sources,
+        args.output,
+        format=args.format,
+        jobs=args.jobs,
+        overwrite=args.overwrite,
+        echo=not args.json,  # one line per input as each finishes; --json prints them at the end
     )
-
-    def on_progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    def on_outcome(outcome) -> None:
-        if args.json:
-            return
-        if outcome.ok:
-            r = outcome.result
-            line = (f"converted {r.source} -> {r.destination} ({r.tensors} tensors, {format_bytes(r.size)}, "
-                    f"uuid {r.uuid}, {r.seconds:.1f} s)")
-        else:
-            text = describe(outcome.error)
-            line = f"FAILED    {text if str(outcome.source) in text else f'{outcome.source}: {text}'}"
-        bar.write(line, file=sys.stdout)
-
-    try:
-        outcomes = convert_many(
-            args.sources,
-            args.output,
-            format=args.format,
-            jobs=args.jobs,
-            overwrite=args.overwrite,
-            progress=on_progress,
-            on_outcome=on_outcome,
-        )
-    finally:
-        bar.close()
     if args.json:
         import json
 
-        for outcome in outcomes:
+        for outcome in report:
             print(json.dumps(outcome.to_dict()))
-    return 0 if all(outcome.ok for outcome in outcomes) else 1
+    return 0 if report.ok else 1

@@ -38,6 +38,16 @@ class CkptError(Exception):
         return (_restore_error, (type(self), self.args, self.__dict__))
 
 
+def describe_error(error: BaseException) -> str:
+    """One line for a user: our typed errors as they are, an OSError with its file, others with their type."""
+    if isinstance(error, CkptError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    # Messages of other libraries (pydantic, botocore) may span lines; the contract is one line.
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def _restore_error(cls: type, args: tuple, state: dict) -> CkptError:
     error = cls.__new__(cls)
     BaseException.__init__(error, *args)

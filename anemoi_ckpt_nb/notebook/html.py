@@ -267,3 +267,44 @@ class CatalogueTable:
 
     def __repr__(self) -> str:
         return _text.catalogue_text(self.frame, title=self.title)
+
+
+def convert_report(outcomes: Iterable[Any], *, title: str = "Conversion") -> str:
+    """A batch conversion (``ConvertOutcome`` values) as an HTML table: one row per input.
+
+    Args:
+        outcomes: What :func:`anemoi_ckpt_nb.api.convert_many` returned.
+        title: Heading, e.g. the output folder.
+
+    Returns:
+        Self-contained HTML (stylesheet, icons, text fallback).
+    """
+    from anemoi_ckpt_nb.core.errors import describe_error
+
+    outcomes = list(outcomes)
+    failed = sum(1 for outcome in outcomes if not outcome.ok)
+    rows = []
+    for outcome in outcomes:
+        if outcome.ok:
+            r = outcome.result
+            rows.append(
+                "<tr><td><span class='ackpt-tag'>converted</span></td>"
+                f"<td class='ackpt-mono'>{_e(r.source)}</td><td class='ackpt-mono'>{_e(r.destination)}</td>"
+                f"<td>{_e(_text.format_bytes(r.size))}</td>"
+                f"<td class='ackpt-mono' title='{_e(r.uuid)}'>{_e(_text.short_uuid(r.uuid))}</td>"
+                f"<td>{r.seconds:.1f} s</td></tr>"
+            )
+        else:
+            rows.append(
+                "<tr><td><span class='ackpt-tag ackpt-protected'>failed</span></td>"
+                f"<td class='ackpt-mono'>{_e(outcome.source)}</td>"
+                f"<td colspan='4'>{_e(describe_error(outcome.error))}</td></tr>"
+            )
+    summary = f"{len(outcomes) - failed} converted" + (f", {failed} failed" if failed else "")
+    body = (
+        "<div class='ackpt-header'><svg class='ackpt-icon'><use href='#ackpt-icon-checkpoint'></use></svg>"
+        f"<span class='ackpt-title'>{_e(title)}</span><span class='ackpt-kind'>{_e(summary)}</span></div>"
+        "<table class='ackpt-table ackpt-wide'><thead><tr><th>status</th><th>source</th><th>output</th>"
+        f"<th>size</th><th>uuid</th><th>time</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    return _wrap(body, _text.convert_text(outcomes))

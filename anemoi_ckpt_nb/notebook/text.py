@@ -216,3 +216,26 @@ def catalogue_text(rows: Any, *, title: str = "Catalogue", max_rows: int = 50) -
     if len(records) > max_rows:
         lines.append(f"... {len(records) - max_rows} more")
     return "\n".join(lines)
+
+
+def convert_line(outcome: Any) -> str:
+    """One line for one input of a batch conversion (a ``ConvertOutcome``), as ``anemoi-ckpt convert`` prints it."""
+    from anemoi_ckpt_nb.core.errors import describe_error
+
+    if outcome.ok:
+        r = outcome.result
+        return (
+            f"converted {r.source} -> {r.destination} ({r.tensors} tensors, {format_bytes(r.size)}, "
+            f"uuid {r.uuid}, {r.seconds:.1f} s)"
+        )
+    text = describe_error(outcome.error)
+    return f"FAILED    {text if str(outcome.source) in text else f'{outcome.source}: {text}'}"
+
+
+def convert_text(outcomes: Iterable[Any]) -> str:
+    """A batch conversion: one line per input, then the count of failures."""
+    outcomes = list(outcomes)
+    failed = sum(1 for outcome in outcomes if not outcome.ok)
+    lines = [convert_line(outcome) for outcome in outcomes]
+    lines.append(f"{len(outcomes) - failed} converted, {failed} failed")
+    return "\n".join(lines)
