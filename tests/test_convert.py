@@ -727,6 +727,60 @@ sys.exit(main(["convert", {str(path)!r}, "-o", {str(locked)!r}]))
     assert _leftovers(locked) == []
 
 
+def test_a_source_rewritten_during_the_conversion_is_refused(tmp_path, out):
+    """A training job rewriting last.ckpt in place while it is converted: one clear error, no output."""
+    ckpt = examples.write_training_checkpoint(tmp_path / "last.ckpt", weights_bytes=3_000_000)
+    rewritten = []
+
+    def rewrite_once(done: int, total: int) -> None:
+        if not rewritten and done:
+            with open(ckpt.path, "r+b") as f:  # same inode, same size, new bytes
+                f.seek(100)
+                f.write(b"x")
+            rewritten.append(done)
+
+    with pytest.raises(ConvertError, match="changed on disk") as caught:
+        convert(ckpt.path, out, progress=rewrite_once)
+    assert rewritten and "writing it has finished" in caught.value.hint
+    assert _leftovers(out) == []
+
+
+def test_a_source_truncated_during_the_conversion_is_an_error_not_a_crash(tmp_path, out):
+    """Its weights are memory-mapped: reading past a truncated end would kill the process (SIGBUS)."""
+    ckpt = examples.write_training_checkpoint(tmp_path / "last.ckpt", weights_bytes=3_000_000)
+
+    def truncate_once(done: int, total: int) -> None:
+        if done and ckpt.path.stat().st_size > 1000:
+            os.truncate(ckpt.path, 1000)
+
+    with pytest.raises(ConvertError, match="changed on disk"):
+        convert(ckpt.path, out, progress=truncate_once)
+    assert _leftovers(out) == []
+
+
+def test_a_weight_whose_bytes_do_not_match_the_archive_crc_is_refused(tmp_path, out):
+    """Bit rot inside a weight: the zip records each entry's CRC-32, which the conversion checks."""
+    import re
+
+    from anemoi_ckpt_nb.core.reader import open_checkpoint
+
+    ckpt = examples.write_training_checkpoint(tmp_path / "rotten.ckpt", weights_bytes=200_000)
+    with open_checkpoint(ckpt.path) as ck:
+        name = max(ck.weights, key=lambda n: ck.weights[n].nbytes if n.startswith("model.") else -1)
+        offset, nbytes = ck.tensor_span(name)
+        assert ck.tensor_crc32(name) is not None
+    with open(ckpt.path, "r+b") as f:
+        f.seek(offset + nbytes // 2)
+        byte = f.read(1)
+        f.seek(offset + nbytes // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    with pytest.raises(ConvertError, match=f"bytes read for {re.escape(name)} do not match the CRC-32") as caught:
+        convert(ckpt.path, out)
+    assert str(ckpt.path) in caught.value.hint
+    assert _leftovers(out) == []
+
+
 # --- many at once ----------------------------------------------------------------------------------
 
 

@@ -557,7 +557,14 @@ def _convert_open(
     planned, dropped = _plan(checkpoint, source, target)
     arrays = checkpoint.supporting_arrays or {}
 
-    from anemoi_ckpt_nb.core.convert_files import SourceFile, SourceHash, publish, unlink_quietly, write_sidecar
+    from anemoi_ckpt_nb.core.convert_files import (
+        SourceChanged,
+        SourceFile,
+        SourceHash,
+        publish,
+        unlink_quietly,
+        write_sidecar,
+    )
     from anemoi_ckpt_nb.core.convert_writers import Digests
 
     new_uuid = str(_uuid.uuid4())
@@ -592,6 +599,7 @@ def _convert_open(
             # Exclusive create: the name holds a fresh uuid, so an existing file is not ours.
             with open(tmp, "xb") as file:
                 sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests)
+                _check_source_unchanged(checkpoint, source, planned, crcs)
                 _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata))
             write_sidecar(tmp_sidecar, metadata)
             publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
@@ -608,6 +616,8 @@ def _convert_open(
         raise
     except _Failure as error:
         raise ConvertError(source, target, error.message, hint=error.hint) from error
+    except SourceChanged as error:
+        raise ConvertError(source, target, str(error), hint=CHANGED_HINT) from error
     except _SourceError as error:
         raise ConvertError(
             source,
@@ -635,6 +645,38 @@ def _convert_open(
         seconds=time.monotonic() - started,
         metadata=metadata,
     )
+
+
+#: What to do about a source that changed while it was converted.
+CHANGED_HINT = "wait until the program writing it has finished (or convert a finished checkpoint), then retry"
+
+
+def _check_source_unchanged(
+    checkpoint: Any, source: Path, planned: list[tuple[str, str, Any]], crcs: dict[str, int]
+) -> None:
+    """The source must still be the file opened, and the bytes read those its archive records.
+
+    A training job rewriting ``last.ckpt`` in place while it is converted would
+    otherwise give an output, and a ``converted_from.sha256``, of a mix of two
+    files. The CRC-32 of each weight read (computed while writing) is compared
+    with the one the zip archive records for it, which also catches a damaged source.
+
+    Raises:
+        SourceChanged: the file was replaced or rewritten since it was opened.
+        _Failure: a weight's bytes do not match its recorded CRC-32.
+    """
+    from anemoi_ckpt_nb.core.convert_files import SourceChanged
+
+    if checkpoint.changed_on_disk():
+        raise SourceChanged("it changed on disk while it was being converted")
+    for mapped, name, _ in planned:
+        expected = checkpoint.tensor_crc32(name)
+        if expected is not None and mapped in crcs and crcs[mapped] != expected:
+            raise _Failure(
+                f"the bytes read for {name} do not match the CRC-32 its archive records: "
+                "the file is damaged, or changed while it was read",
+                hint=f"check it with: anemoi-ckpt inspect {source}; if it is registered, restore it from the catalogue",
+            )
 
 
 def _counting(entries: list[Any], total: int, progress: Progress | None) -> list[Any]:

@@ -19,6 +19,10 @@ from typing import Any
 from anemoi_ckpt_nb.storage._transfer import fsync_dir
 
 
+class SourceChanged(Exception):
+    """The source file was replaced or rewritten while it was being converted."""
+
+
 class SourceFile:
     """Read the tensors of an open checkpoint by file offset into pooled buffers.
 
@@ -53,6 +57,10 @@ class SourceFile:
         """``(offset, nbytes)`` of the tensor ``name`` in the file, or ``None`` to read it from memory."""
         import torch
 
+        if self._checkpoint.changed_on_disk():
+            # Before the probe below reads through the memory map: a file truncated since
+            # it was mapped would kill the process (SIGBUS) instead of raising.
+            raise SourceChanged(f"it changed on disk since it was opened, before {name} was read")
         span = self._checkpoint.tensor_span(name)
         if span is None or span[1] == 0:
             return span

@@ -111,6 +111,9 @@ class CheckpointFile:
         self._tensors: dict[str, Any] = {}
         self._make_tensor: Any = None  # safetensors: name -> tensor, made on demand
         self._span: Any = None  # name -> (offset, nbytes) | None, set by the opener
+        self._crc: Any = None  # name -> the archive's CRC-32 of its bytes | None, set by the opener
+        #: ``os.stat`` of the file when it was opened: a caller reading it again can tell it was replaced or rewritten.
+        self.opened_stat: os.stat_result | None = None
         self._closers: list[Any] = []
         self._closed = False
 
@@ -151,6 +154,37 @@ class CheckpointFile:
         """
         self._check(name)
         return self._span(name) if self._span is not None else None
+
+    def tensor_crc32(self, name: str) -> int | None:
+        """The CRC-32 the zip archive records for the bytes of the weight ``name``.
+
+        Lets a caller that read those bytes (:meth:`tensor_span`) check them: a
+        mismatch means the file changed since it was opened, or is damaged.
+
+        Returns:
+            ``None`` unless the weight is exactly one whole, stored (uncompressed)
+            entry of a torch zip archive in this machine's byte order.
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+        """
+        self._check(name)
+        return self._crc(name) if self._crc is not None else None
+
+    def changed_on_disk(self) -> bool:
+        """Whether the file at :attr:`path` is no longer the one opened, or was rewritten since
+        (another inode, size or modification time)."""
+        if self.opened_stat is None:
+            return False
+        try:
+            now = self.path.stat()
+        except OSError:
+            return True
+        before = self.opened_stat
+        return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+            before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns
+        )
 
     def _check(self, name: str) -> None:
         if self._closed:
@@ -260,7 +294,8 @@ def open_checkpoint(path: str | os.PathLike, *, max_pickle_bytes: int | None = N
 
     path = Path(path).expanduser()
     try:
-        size = path.stat().st_size
+        opened = path.stat()
+        size = opened.st_size
         if path.is_dir():
             raise NotACheckpointError(path, "is a directory, not a checkpoint file")
         if size == 0:
@@ -271,8 +306,11 @@ def open_checkpoint(path: str | os.PathLike, *, max_pickle_bytes: int | None = N
     except PermissionError:
         raise CheckpointReadError(path, "permission denied") from None
     if kind == "safetensors":
-        return _open_safetensors(path, size)
-    return _open_torch(path, size, max_pickle_bytes or DEFAULT_MAX_PICKLE_BYTES)
+        ck = _open_safetensors(path, size)
+    else:
+        ck = _open_torch(path, size, max_pickle_bytes or DEFAULT_MAX_PICKLE_BYTES)
+    ck.opened_stat = opened
+    return ck
 
 
 # --- torch files ----------------------------------------------------------------
@@ -334,6 +372,7 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
             ck.parameter_count += counted.numel()
     ck.weights_bytes = sum(storage_bytes(k) for k in weight_storages)
     ck._span = lambda name: _torch_span(tensors[name], loaded)
+    ck._crc = lambda name: _torch_crc32(tensors[name], loaded)
     if kind == "training":
         optimizer_storages = {
             storage_key(part)
@@ -384,6 +423,17 @@ def _torch_span(tensor: Any, loaded: Any) -> tuple[int, int] | None:
     if start < 0 or start + nbytes > record.nbytes:
         return None
     return record.offset + start, nbytes
+
+
+def _torch_crc32(tensor: Any, loaded: Any) -> int | None:
+    """The zip CRC-32 of the entry holding exactly ``tensor``'s bytes (see :meth:`CheckpointFile.tensor_crc32`)."""
+    span = _torch_span(tensor, loaded)
+    if span is None:
+        return None
+    record = loaded.storages.get(loaded.storage_by_ptr.get(tensor.untyped_storage().data_ptr()))
+    if record is None or record.crc32 is None or span != (record.offset, record.nbytes):
+        return None
+    return record.crc32
 
 
 def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:

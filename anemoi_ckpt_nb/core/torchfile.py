@@ -59,6 +59,8 @@ class StorageRecord:
     location: str
     #: The file holds the other byte order: the storage is a swapped copy, not the file's bytes.
     swapped: bool = False
+    #: The CRC-32 the zip archive records for the storage's bytes (``None`` outside zip archives).
+    crc32: int | None = None
 
 
 @dataclass
@@ -165,8 +167,8 @@ class _Storages:
             self.size = len(data)
             self._all = torch.frombuffer(bytearray(data), dtype=torch.uint8).untyped_storage() if data else None
 
-    def typed(self, key: str, dtype: Any, nbytes: int, offset: int, location: str) -> Any:
-        """The ``TypedStorage`` for ``key``, ``nbytes`` long at ``offset`` of the file."""
+    def typed(self, key: str, dtype: Any, nbytes: int, offset: int, location: str, *, crc32: int | None = None) -> Any:
+        """The ``TypedStorage`` for ``key``, ``nbytes`` long at ``offset`` of the file (zip entry CRC ``crc32``)."""
         import torch
 
         if key in self._typed:
@@ -185,7 +187,7 @@ class _Storages:
             untyped = torch.UntypedStorage(0)
         typed = torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
         self._typed[key] = typed
-        self.records[key] = StorageRecord(key, dtype, nbytes, offset, location, swapped=self._swap)
+        self.records[key] = StorageRecord(key, dtype, nbytes, offset, location, swapped=self._swap, crc32=crc32)
         if nbytes:
             self.by_ptr[untyped.data_ptr()] = key
         return typed
@@ -307,7 +309,7 @@ def _zip_persistent_load(zf: zipfile.ZipFile, top: str, storages: _Storages):
         if info.compress_type != zipfile.ZIP_STORED:
             # torch.save never compresses; a re-zipped file is read into memory instead of mapped.
             return storages.from_bytes(key, marker.dtype, _read_entry(zf, name, nbytes, source), location)
-        return storages.typed(key, marker.dtype, nbytes, _data_offset(zf, info, source), location)
+        return storages.typed(key, marker.dtype, nbytes, _data_offset(zf, info, source), location, crc32=info.CRC)
 
     return persistent_load
 
