@@ -556,3 +556,20 @@ def test_deeply_nested_supporting_arrays_are_a_clear_error_not_a_recursion_error
     path.write_bytes(data)
     with pytest.raises(CorruptCheckpointError, match="nested too deeply"):
         open_checkpoint(path)
+
+
+def test_a_file_truncated_after_opening_is_an_error_not_a_crash(tmp_path):
+    """Tensors are slices of a memory map: touching one past a truncated end is SIGBUS."""
+    import os
+
+    from anemoi_ckpt_nb.core.errors import CheckpointReadError
+
+    ckpt = examples.write_training_checkpoint(tmp_path / "last.ckpt", weights_bytes=2_000_000)
+    with open_checkpoint(ckpt.path) as ck:
+        name = next(iter(ck.weights))
+        assert not ck.changed_on_disk()
+        os.truncate(ck.path, 1000)
+        assert ck.changed_on_disk()
+        with pytest.raises(CheckpointReadError, match="changed on disk since it was opened") as caught:
+            ck.tensor(name)
+        assert "open it again" in caught.value.hint

@@ -124,8 +124,16 @@ class CheckpointFile:
         Raises:
             KeyError: no weight of that name.
             ValueError: the checkpoint was closed.
+            CheckpointReadError: the file changed on disk since it was opened (reading a
+                memory map past a truncated end would kill the process instead).
         """
         self._check(name)
+        if self.changed_on_disk():
+            raise CheckpointReadError(
+                self.path,
+                "it changed on disk since it was opened (rewritten, replaced or truncated)",
+                hint="open it again once the program writing it has finished",
+            )
         if name in self._tensors:
             return self._tensors[name].detach()
         return self._make_tensor(name)
