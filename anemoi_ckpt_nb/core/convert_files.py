@@ -205,7 +205,10 @@ class SourceHash:
                     self._sha256.update(view[:count])
                 self._free.put(buffer)
         finally:
-            # The reader has put its last item: the descriptor is free to close.
+            # Wake the reader if it waits for a buffer (this thread failed), then, once it has
+            # put its last item, the descriptor is free to close.
+            self._stop.set()
+            self._free.put(None)
             self._reader.join()
             os.close(self._fd)
 
