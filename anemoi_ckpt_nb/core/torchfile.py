@@ -128,6 +128,7 @@ def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BY
         # (torch._utils._sparse_tensors_to_validate), checked and emptied after a load: two
         # loads at once in threads (convert --jobs) would check, and blame, each other's.
         with _LOAD_LOCK:
+            _forget_sparse()  # what a load that failed half-way left, not this file's
             if kind == "zip":
                 return _load_zip(path, max_pickle_bytes=max_pickle_bytes)
             try:
@@ -324,6 +325,12 @@ def _data_offset(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> int
         raise CorruptCheckpointError(source, f"bad local header for {info.filename}: the archive is damaged")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
     return info.header_offset + 30 + name_len + extra_len
+
+
+def _forget_sparse() -> None:
+    import torch
+
+    torch._utils._sparse_tensors_to_validate.clear()
 
 
 def _validate_sparse(path: Path | str) -> None:
