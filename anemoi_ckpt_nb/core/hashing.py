@@ -42,12 +42,19 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def sha256_file(path: str | Path, *, progress: Callable[[int], None] | None = None) -> str:
     """Hex sha256 of a file, read in 8 MiB chunks so memory stays flat; never cached."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
+        return _read_sha256(f.fileno(), progress)
+
+
+def _read_sha256(fd: int, progress: Callable[[int], None] | None) -> str:
+    """Hex sha256 of the open file ``fd``, read from its start in 8 MiB chunks."""
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+        if progress is not None:
+            progress(len(chunk))
     return digest.hexdigest()
 
 
@@ -105,17 +112,26 @@ def sha256_of(path: str | Path, *, progress: Callable[[int], None] | None = None
         OSError: the file cannot be opened or read.
     """
     with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        if cache_enabled() and (sha := cached_sha256(f.fileno(), st)) is not None:
-            if progress is not None:
-                progress(st.st_size)
-            return sha
-        digest = hashlib.sha256()
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            if progress is not None:
-                progress(len(chunk))
-        sha = digest.hexdigest()
-        if cache_enabled():
-            record_sha256(f.fileno(), sha, st)
+        return sha256_fd(f.fileno(), progress=progress, remember=cache_enabled())
+
+
+def sha256_fd(fd: int, *, progress: Callable[[int], None] | None = None, remember: bool = True) -> str:
+    """Hex sha256 of the open file ``fd``: the remembered one while valid, else read and remembered.
+
+    Args:
+        fd: an open descriptor of the file (any mode).
+        progress: as for :func:`sha256_of`.
+        remember: use the cache at all (False: read, and record nothing).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    st = os.fstat(fd)
+    if remember and (sha := cached_sha256(fd, st)) is not None:
+        if progress is not None:
+            progress(st.st_size)
+        return sha
+    sha = _read_sha256(fd, progress)
+    if remember:
+        record_sha256(fd, sha, st)
     return sha

@@ -54,7 +54,7 @@ from anemoi_ckpt_nb.core.errors import (
     StorageError,
     StorageURLError,
 )
-from anemoi_ckpt_nb.core.hashing import cached_sha256, record_sha256
+from anemoi_ckpt_nb.core.hashing import cached_sha256, record_sha256, sha256_fd
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._transfer import (
     CHUNK,
@@ -139,17 +139,8 @@ def rename_noreplace(source: Path, target: Path) -> None:
 
 
 def _etag_fd(fd: int) -> str:
-    st = os.fstat(fd)
-    sha = cached_sha256(fd, st)
-    if sha is None:
-        digest = hashlib.sha256()
-        offset = 0
-        while chunk := os.pread(fd, CHUNK, offset):
-            digest.update(chunk)
-            offset += len(chunk)
-        sha = digest.hexdigest()
-        record_sha256(fd, sha, st)
-    return sha
+    # The objects are ours: their sha256 is always remembered (ANEMOI_CKPT_HASH_CACHE is for users' files).
+    return sha256_fd(fd)
 
 
 class LocalStorage(Storage):
