@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from anemoi_ckpt_nb.core.errors import CheckpointReadError, CkptError, ConvertError
+from anemoi_ckpt_nb.core.errors import CheckpointChangedError, CheckpointReadError, CkptError, ConvertError
 
 if TYPE_CHECKING:
     from anemoi_ckpt_nb.core.convert_files import SourceFile
@@ -510,7 +510,7 @@ def _guarded(read: Callable[[], Iterable[Any]]) -> Callable[[], Iterator[Any]]:
     def chunks() -> Iterator[Any]:
         try:
             yield from read()
-        except _SourceError:
+        except (_SourceError, CheckpointChangedError):
             raise
         except (OSError, ValueError, RuntimeError, CkptError) as error:
             raise _SourceError(str(error)) from error
@@ -557,14 +557,7 @@ def _convert_open(
     planned, dropped = _plan(checkpoint, source, target)
     arrays = checkpoint.supporting_arrays or {}
 
-    from anemoi_ckpt_nb.core.convert_files import (
-        SourceChanged,
-        SourceFile,
-        SourceHash,
-        publish,
-        unlink_quietly,
-        write_sidecar,
-    )
+    from anemoi_ckpt_nb.core.convert_files import SourceFile, SourceHash, publish, unlink_quietly, write_sidecar
     from anemoi_ckpt_nb.core.convert_writers import Digests
 
     new_uuid = str(_uuid.uuid4())
@@ -616,8 +609,8 @@ def _convert_open(
         raise
     except _Failure as error:
         raise ConvertError(source, target, error.message, hint=error.hint) from error
-    except SourceChanged as error:
-        raise ConvertError(source, target, str(error), hint=CHANGED_HINT) from error
+    except CheckpointChangedError as error:
+        raise ConvertError(source, target, error.reason, hint=CHANGED_HINT) from error
     except _SourceError as error:
         raise ConvertError(
             source,
@@ -662,13 +655,11 @@ def _check_source_unchanged(
     with the one the zip archive records for it, which also catches a damaged source.
 
     Raises:
-        SourceChanged: the file was replaced or rewritten since it was opened.
+        CheckpointChangedError: the file was replaced or rewritten since it was opened.
         _Failure: a weight's bytes do not match its recorded CRC-32.
     """
-    from anemoi_ckpt_nb.core.convert_files import SourceChanged
-
     if checkpoint.changed_on_disk():
-        raise SourceChanged("it changed on disk while it was being converted")
+        raise CheckpointChangedError(source, "it changed on disk while it was being converted")
     for mapped, name, _ in planned:
         expected = checkpoint.tensor_crc32(name)
         if expected is not None and mapped in crcs and crcs[mapped] != expected:

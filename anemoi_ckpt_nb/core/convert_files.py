@@ -19,10 +19,6 @@ from typing import Any
 from anemoi_ckpt_nb.storage._transfer import fsync_dir
 
 
-class SourceChanged(Exception):
-    """The source file was replaced or rewritten while it was being converted."""
-
-
 class SourceFile:
     """Read the tensors of an open checkpoint by file offset into pooled buffers.
 
@@ -57,14 +53,12 @@ class SourceFile:
         """``(offset, nbytes)`` of the tensor ``name`` in the file, or ``None`` to read it from memory."""
         import torch
 
-        if self._checkpoint.changed_on_disk():
-            # Before the probe below reads through the memory map: a file truncated since
-            # it was mapped would kill the process (SIGBUS) instead of raising.
-            raise SourceChanged(f"it changed on disk since it was opened, before {name} was read")
         span = self._checkpoint.tensor_span(name)
         if span is None or span[1] == 0:
             return span
         # A cheap check that the file read now is the one the reader opened (not replaced since).
+        # tensor() itself refuses a file changed on disk (CheckpointChangedError) before the
+        # probe reads through the memory map, where a truncated file would kill the process.
         offset, nbytes = span
         probe = min(64, nbytes)
         tensor = self._checkpoint.tensor(name)

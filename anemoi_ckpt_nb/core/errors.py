@@ -64,6 +64,12 @@ class CheckpointReadError(CkptError, OSError):
     def __init__(self, path: object, message: str, *, hint: str | None = None) -> None:
         super().__init__(f"{path}: {message}", hint=hint)
         self.path = str(path)
+        #: The message without the path, for a caller that names the file itself.
+        self.reason = message
+
+
+class CheckpointChangedError(CheckpointReadError):
+    """The file changed on disk since it was opened: rewritten, replaced or truncated."""
 
 
 class NotACheckpointError(CheckpointReadError):

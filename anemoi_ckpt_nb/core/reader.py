@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.core.errors import (
+    CheckpointChangedError,
     CheckpointNotFoundError,
     CheckpointReadError,
     CorruptCheckpointError,
@@ -124,12 +125,12 @@ class CheckpointFile:
         Raises:
             KeyError: no weight of that name.
             ValueError: the checkpoint was closed.
-            CheckpointReadError: the file changed on disk since it was opened (reading a
+            CheckpointChangedError: the file changed on disk since it was opened (reading a
                 memory map past a truncated end would kill the process instead).
         """
         self._check(name)
         if self.changed_on_disk():
-            raise CheckpointReadError(
+            raise CheckpointChangedError(
                 self.path,
                 "it changed on disk since it was opened (rewritten, replaced or truncated)",
                 hint="open it again once the program writing it has finished",
