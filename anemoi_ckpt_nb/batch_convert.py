@@ -47,10 +47,6 @@ def byte_progress(desc: str, *, show: bool | None = None) -> Iterator[ByteProgre
     """
     from tqdm.auto import tqdm
 
-    # tqdm.auto's class is defined in tqdm.auto whichever it chose; the notebook one derives from tqdm.notebook's.
-    notebook = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
-    if show is None:
-        show = notebook or sys.stderr.isatty()
     bar = tqdm(
         total=0,
         unit="B",
@@ -58,7 +54,9 @@ def byte_progress(desc: str, *, show: bool | None = None) -> Iterator[ByteProgre
         desc=desc,
         file=sys.stderr,
         leave=False,
-        disable=not show,
+        # tqdm's own None: the console bar hides itself when stderr is not a terminal,
+        # the notebook bar always shows.
+        disable=None if show is None else not show,
     )
     try:
         yield ByteProgress(bar)
