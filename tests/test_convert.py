@@ -20,6 +20,7 @@ from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.core.convert import ConvertOutcome, convert, convert_many, default_name, map_name, sidecar_path
 from anemoi_ckpt_nb.core.errors import ConvertError
 from anemoi_ckpt_nb.core.hashing import sha256_file
+from rootless import held_to_permissions
 
 # --- a Lightning checkpoint made of plain data, so the test can read it back with plain torch.load ----
 
@@ -663,22 +664,6 @@ def test_an_explicit_file_name(lightning, tmp_path):
         assert zf.namelist()[0] == "aifs/data.pkl"
 
 
-def _without_root_powers() -> None:
-    """Run in the child before exec: drop the capabilities that let root ignore file permissions.
-
-    Dropped from the bounding set, they stay dropped across exec, so the child is
-    root held to the permission bits like any user (CAP_DAC_OVERRIDE,
-    CAP_DAC_READ_SEARCH). Switching to "nobody" instead would not do here: it could
-    not even run this Python, which lives under root's private home.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-
-
 def test_permission_denied(lightning, tmp_path):
     """A destination folder the user may not write to: one clear error, no file, exit status 1.
 
@@ -688,9 +673,7 @@ def test_permission_denied(lightning, tmp_path):
     path, _ = lightning
     locked = tmp_path / "locked"
     locked.mkdir()
-    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if as_root and not sys.platform.startswith("linux"):
-        pytest.skip("dropping root's capabilities is done the Linux way")
+    preexec = held_to_permissions()
     script = f"""
 import sys
 from anemoi_ckpt_nb.cli import main
@@ -711,7 +694,7 @@ sys.exit(main(["convert", {str(path)!r}, "-o", {str(locked)!r}]))
             [sys.executable, "-c", script],
             capture_output=True,
             text=True,
-            preexec_fn=_without_root_powers if as_root else None,
+            preexec_fn=preexec,
         )
     finally:
         locked.chmod(0o700)

@@ -15,6 +15,7 @@ from anemoi_ckpt_nb.api import Catalogue
 from anemoi_ckpt_nb.core.convert import convert
 from anemoi_ckpt_nb.core.convert_files import SourceHash
 from anemoi_ckpt_nb.core.hashing import XATTR, cached_sha256, record_sha256, sha256_file, sha256_of
+from rootless import held_to_permissions
 
 FAKE = "f" * 64  # a planted hash: if it comes back, the cache was read
 
@@ -149,24 +150,13 @@ def test_register_then_convert_reads_the_source_once_for_its_hash(tmp_path):
     assert sidecar["converted_from"]["uuid"] == source.uuid
 
 
-def _without_root_powers() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-
-
 def test_a_file_the_user_may_not_write_is_hashed_and_left_untouched(tmp_path):
     """Someone else's checkpoint (here: read-only, and root held to the permission bits):
     converting it works, and no attribute is added to it."""
     source = examples.write_training_checkpoint(tmp_path / "theirs.ckpt", weights_bytes=50_000)
     if not _xattrs_work(source.path):
         pytest.skip("no user extended attributes here")
-    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if as_root and not sys.platform.startswith("linux"):
-        pytest.skip("dropping root's capabilities is done the Linux way")
+    preexec = held_to_permissions()
     source.path.chmod(0o444)
     (tmp_path / "out").mkdir()
     script = f"""
@@ -179,7 +169,7 @@ print(json.loads(result.sidecar.read_text())["converted_from"]["sha256"])
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        preexec_fn=_without_root_powers if as_root else None,
+        preexec_fn=preexec,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == sha256_file(source.path)
