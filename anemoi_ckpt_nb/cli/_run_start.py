@@ -35,19 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction, mode: str) -> None:
 
 def run(args: argparse.Namespace, mode: str) -> int:
     checkpoint = open_catalogue(args).get(args.ref)
-    bar = None if args.no_prefetch else common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8])
     start = checkpoint.fork if mode == "fork" else checkpoint.resume
-    try:
+    bar = common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8], show=not args.no_prefetch)
+    with bar as update:
         manifest = start(
             cache=args.cache,
             prefetch=not args.no_prefetch,
             require_clean=args.require_clean,
-            progress=bar.update if bar else None,
+            progress=update,
             **common.run_options(args),
         )
-    finally:
-        if bar is not None:
-            bar.close()
     if args.json:
         print(json.dumps(manifest.model_dump(mode="json"), indent=2))
         return 0

@@ -58,13 +58,15 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def progress_bar(total: int, *, label: str):
-    """A tqdm bar on stderr when it is a terminal, else None (batch logs stay clean)."""
-    if not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+def progress_bar(total: int, *, label: str, show: bool = True):
+    """A byte bar on stderr, only when it is a terminal (batch logs stay clean).
 
-    return tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)
+    Returns:
+        A context manager yielding the progress callback (see :func:`anemoi_ckpt_nb.storage.progress.progress_bar`).
+    """
+    from anemoi_ckpt_nb.storage.progress import progress_bar as byte_bar
+
+    return byte_bar(total, desc=label, disable=not (show and sys.stderr.isatty()))
 
 
 def print_differences(differences) -> None:

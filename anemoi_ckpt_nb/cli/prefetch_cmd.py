@@ -24,12 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     checkpoint = open_catalogue(args).get(args.ref)
-    bar = common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8])
-    try:
-        entry = checkpoint.prefetch(cache=args.cache, margin=args.margin, progress=bar.update if bar else None)
-    finally:
-        if bar is not None:
-            bar.close()
+    with common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8]) as update:
+        entry = checkpoint.prefetch(cache=args.cache, margin=args.margin, progress=update)
     print(f"{entry.path}: {entry.size:,} bytes, sha256 {entry.sha256} verified")
     if (entry.model_extra or {}).get("site"):  # which copy was used (anemoi_ckpt_nb.core.site_fetch)
         print(f"fetched from site {entry.model_extra['site']} ({entry.model_extra.get('source_url')})")
