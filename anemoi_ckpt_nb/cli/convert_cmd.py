@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Statuses besides those every command returns (listed in the command reference).
+EXIT_STATUS = {1: "some inputs failed (each has its line on stderr); the others were converted"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Statuses besides those every command returns (listed in the command reference).
+EXIT_STATUS = {2: "at least one file could not be read (its line on stderr); the others were reported"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -12,6 +12,8 @@ from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, format_size, ope
 
 #: Exit status when ``--verify`` found a copy missing, damaged or unreachable.
 EXIT_PROBLEMS = 1
+#: Statuses besides those every command returns (listed in the command reference).
+EXIT_STATUS = {EXIT_PROBLEMS: "with --verify: a copy is missing, damaged or unreachable"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

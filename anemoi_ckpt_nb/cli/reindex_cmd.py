@@ -6,6 +6,9 @@ import argparse
 
 from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue, short
 
+#: Statuses besides those every command returns (listed in the command reference).
+EXIT_STATUS = {1: "with --check: the index differs from records/ (run reindex without --check to rebuild it)"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -6,6 +6,14 @@ import argparse
 
 from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
 
+#: Statuses besides those every command returns (listed in the command reference).
+EXIT_STATUS = {
+    0: "compatible",
+    1: "compatible with warnings (older metadata layout, a package missing here or newer than in training)",
+    2: "incompatible (unreadable file, no metadata, missing keys, an installed package older than in "
+    "training), with --strict also on warnings; or an error explained on stderr",
+}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
