@@ -57,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            status = _run(argv)
+        except SystemExit:  # argparse printed --help, --version or a usage message
+            sys.stdout.flush()
+            raise
+        # With stdout buffered (PYTHONUNBUFFERED unset, a pipe) the output leaves here, not while the
+        # command printed: flush now, where a reader that went away can be handled, not at exit.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader went away (`anemoi-ckpt ls | head`): stop quietly, as other commands do;
+        # stdout goes to devnull so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -71,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print("anemoi-ckpt: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader went away (`anemoi-ckpt ls | head`): stop quietly, as other commands do;
-        # stdout goes to devnull so that the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+        raise  # handled by main, with the broken pipes of the final flush
     except Exception as error:  # formatted at the edge: one line, no traceback
         return report(error)
 
