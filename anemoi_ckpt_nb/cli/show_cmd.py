@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix (4+ characters), name or file name")
     add_catalogue_option(parser)
     parser.add_argument("--json", action="store_true", help="print the record (with tags and history) as JSON")
-    parser.add_argument("--metadata", action="store_true", help="with --json: include the Anemoi metadata")
+    parser.add_argument("--metadata", action="store_true", help="also print the Anemoi metadata (as JSON; inside the document with --json)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     for event in history:
         sign = "+" if event.action == "add" else "-"
         print(f"{'tag history'.ljust(width)}  {event.at.isoformat(timespec='seconds')} {sign}{event.tag} by {event.by}")
+    if args.metadata:
+        print(f"\nmetadata\n{json.dumps(checkpoint.metadata(), indent=2)}")
     return 0
 
 

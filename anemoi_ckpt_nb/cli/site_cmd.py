@@ -62,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             extra = [f"{k}={row[k]}" for k in ("endpoint_url", "profile") if row.get(k)]
             mark = "  (this machine: ANEMOI_CKPT_SITE)" if row["local"] else ""
-            print("  ".join([row["name"], row["kind"], row["url"], *extra]) + mark)
+            description = f"  \"{row['description']}\"" if row.get("description") else ""
+            print("  ".join([row["name"], row["kind"], row["url"], *extra]) + description + mark)
     return 0
