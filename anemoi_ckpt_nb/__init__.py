@@ -9,12 +9,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from anemoi_ckpt_nb import _moved
+
+_moved.install()  # old paths (anemoi_ckpt_nb.core.*, batch_convert) keep working for one release
+
 _LAZY = {
-    "open_checkpoint": ("anemoi_ckpt_nb.core.reader", "open_checkpoint"),
+    "open_checkpoint": ("anemoi_ckpt_nb.read.reader", "open_checkpoint"),
     "Catalogue": ("anemoi_ckpt_nb.api", "Catalogue"),
     "Checkpoint": ("anemoi_ckpt_nb.api", "Checkpoint"),
-    "convert": ("anemoi_ckpt_nb.core.convert", "convert"),
-    "convert_many": ("anemoi_ckpt_nb.batch_convert", "convert_many"),
+    "convert": ("anemoi_ckpt_nb.conversion.convert", "convert"),
+    "convert_many": ("anemoi_ckpt_nb.api.batch", "convert_many"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
@@ -31,6 +35,6 @@ def __getattr__(name: str):
 
 def load_ipython_extension(ipython) -> None:  # pragma: no cover - exercised by notebook tests
     """``%load_ext anemoi_ckpt_nb``: register the ``%ckpt`` magics."""
-    from anemoi_ckpt_nb.notebook.magics import load_ipython_extension as _load
+    from anemoi_ckpt_nb.cli.magics import load_ipython_extension as _load
 
     _load(ipython)

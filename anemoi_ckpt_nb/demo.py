@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from anemoi_ckpt_nb.api import Catalogue, Checkpoint
-from anemoi_ckpt_nb.core.errors import CatalogueError
+from anemoi_ckpt_nb.errors import CatalogueError
 
 
 def _epoch_of(checkpoints: list, uuid: str | None) -> int | str:

@@ -467,7 +467,7 @@ def _lightning_dict(
 
 
 def _embed(path: Path, metadata: dict[str, Any], arrays: dict[str, Any], name: str) -> dict[str, Any]:
-    from anemoi_ckpt_nb.core.embedded import top_directory, write_embedded
+    from anemoi_ckpt_nb.read.embedded import top_directory, write_embedded
 
     with zipfile.ZipFile(path, "a") as zf:
         return write_embedded(zf, top_directory(zf.namelist()), metadata, arrays, name=name)
@@ -667,7 +667,7 @@ def write_safetensors(
 
     from safetensors.torch import save_file
 
-    from anemoi_ckpt_nb.core.embedded import SAFETENSORS_METADATA_KEY
+    from anemoi_ckpt_nb.read.embedded import SAFETENSORS_METADATA_KEY
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Grows one local catalogue to each size in turn (default 1,000, 10,000 and
 100,000 records), synthesising the records through the core API
-(:func:`~anemoi_ckpt_nb.core.catalogue.register.import_records`) from a real
+(:func:`~anemoi_ckpt_nb.catalogue.register.import_records`) from a real
 registered checkpoint, so no checkpoint file is written per record. At each
 size it measures, in the same run:
 
@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from anemoi_ckpt_nb import examples
     from anemoi_ckpt_nb.api import Catalogue
-    from anemoi_ckpt_nb.core.catalogue import index as index_module
-    from anemoi_ckpt_nb.core.catalogue import layout
-    from anemoi_ckpt_nb.core.catalogue.register import import_records
-    from anemoi_ckpt_nb.core.catalogue.tags import change_tags
-    from anemoi_ckpt_nb.core.schema import CheckpointRecord
+    from anemoi_ckpt_nb.catalogue import index as index_module
+    from anemoi_ckpt_nb.catalogue import layout
+    from anemoi_ckpt_nb.catalogue.register import import_records
+    from anemoi_ckpt_nb.catalogue.tags import change_tags
+    from anemoi_ckpt_nb.catalogue.schema import CheckpointRecord
 
     base = args.dir or Path(tempfile.mkdtemp(prefix="ckpt-scale-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     base.mkdir(parents=True, exist_ok=True)

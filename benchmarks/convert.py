@@ -7,11 +7,11 @@ runs each variant in its own process and reports its time and peak memory
 
 * ``naive``: what a user writes today: ``torch.load`` of the whole file, then
   ``torch.save`` of the state dict (``model.`` stripped);
-* ``ours, first time``: :func:`anemoi_ckpt_nb.core.convert.convert` as the CLI
+* ``ours, first time``: :func:`anemoi_ckpt_nb.conversion.convert.convert` as the CLI
   runs it on a file never hashed before: it also reads and hashes the whole
   source (weights *and* optimizer state) for ``converted_from.sha256``;
 * ``ours, hash remembered``: the same on a file whose sha256 is remembered
-  (``core/hashing.py``: it was registered, converted or upgraded before);
+  (``storage/hashing.py``: it was registered, converted or upgraded before);
 * ``ours, hash known``: the same with ``source_sha256`` given, as
   ``Checkpoint.convert`` does for a registered checkpoint;
 * ``sha256 of source``: reading and hashing the whole source file alone, the
@@ -69,7 +69,7 @@ def parse_size(text: str) -> int:
 def child(variant: str, source: str, out: str, extra: str) -> None:
     """Run one variant and print its own timing as JSON (after imports)."""
     if variant == "hash":
-        import anemoi_ckpt_nb.core.convert_files as convert_files
+        import anemoi_ckpt_nb.conversion.files as convert_files
 
         os.environ["ANEMOI_CKPT_HASH_CACHE"] = "off"
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -109,10 +109,10 @@ def child(variant: str, source: str, out: str, extra: str) -> None:
     else:
         import torch  # noqa: F401  (imported before timing, as for the naive path)
 
-        import anemoi_ckpt_nb.core.convert_files  # noqa: F401
-        import anemoi_ckpt_nb.core.convert_writers  # noqa: F401
-        import anemoi_ckpt_nb.core.reader  # noqa: F401
-        from anemoi_ckpt_nb.core.convert import convert
+        import anemoi_ckpt_nb.conversion.files  # noqa: F401
+        import anemoi_ckpt_nb.conversion.writers  # noqa: F401
+        import anemoi_ckpt_nb.read.reader  # noqa: F401
+        from anemoi_ckpt_nb.conversion.convert import convert
 
         started, cpu_started = time.perf_counter(), time.process_time()
         convert(source, out, source_sha256=extra or None)
@@ -129,8 +129,8 @@ def _keep_state(self, state):
 def prepare(source: Path, weights_bytes: int) -> None:
     """Write the training checkpoint and print its sizes and sha256 as JSON."""
     from anemoi_ckpt_nb import examples
-    from anemoi_ckpt_nb.core.hashing import sha256_file
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.storage.hashing import sha256_file
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     examples.write_training_checkpoint(source, weights_bytes=weights_bytes)
     with open_checkpoint(source) as ck:
@@ -164,8 +164,8 @@ def warm(path: Path) -> None:
 
 
 def remember(source: Path, sha256: str | None) -> None:
-    """Set (or with None, remove) the sha256 remembered for ``source``, as core/hashing.py keeps it."""
-    from anemoi_ckpt_nb.core.hashing import XATTR
+    """Set (or with None, remove) the sha256 remembered for ``source``, as storage/hashing.py keeps it."""
+    from anemoi_ckpt_nb.storage.hashing import XATTR
 
     if sha256 is None:
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def compact_often() -> None:
     """Process initializer: compact every 3 deltas, so writers also race on the snapshot."""
-    from anemoi_ckpt_nb.core.catalogue import index
+    from anemoi_ckpt_nb.catalogue import index
 
     index.COMPACT_EVERY = 3
 
@@ -35,7 +35,7 @@ def work(
             raise SystemExit("start file never appeared")
         time.sleep(0.005)
     mine = catalogue.register(own, tags=[name])
-    from anemoi_ckpt_nb.core.catalogue.register import register_paths
+    from anemoi_ckpt_nb.catalogue.register import register_paths
 
     (same,) = register_paths(catalogue.store, [shared_file])  # everyone registers this very file at once
     catalogue.tag(shared_uuid, name, "common")

@@ -48,7 +48,7 @@ def hydra_unquote(value: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse(sys.argv[1:] if argv is None else argv)
     from anemoi_ckpt_nb import examples
-    from anemoi_ckpt_nb.core.embedded import read_embedded
+    from anemoi_ckpt_nb.read.embedded import read_embedded
 
     run_id = overrides.get("training.run_id")
     fork_run_id = overrides.get("training.fork_run_id")

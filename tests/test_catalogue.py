@@ -15,12 +15,12 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
-from anemoi_ckpt_nb.core.catalogue import index as index_module
-from anemoi_ckpt_nb.core.catalogue import layout
-from anemoi_ckpt_nb.core.catalogue.records import inspect_file, make_record
-from anemoi_ckpt_nb.core.catalogue.register import import_records, register_paths, register_run
-from anemoi_ckpt_nb.core.catalogue.search import search
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.catalogue import index as index_module
+from anemoi_ckpt_nb.catalogue import layout
+from anemoi_ckpt_nb.catalogue.records import inspect_file, make_record
+from anemoi_ckpt_nb.catalogue.register import import_records, register_paths, register_run
+from anemoi_ckpt_nb.catalogue.search import search
+from anemoi_ckpt_nb.errors import (
     AmbiguousReferenceError,
     CatalogueError,
     CatalogueNotFoundError,
@@ -488,7 +488,7 @@ def test_default_catalogue_is_created_in_the_configured_folder(tmp_path, monkeyp
 
 
 def test_the_index_does_not_read_twice_what_it_has(tmp_path):
-    from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
+    from anemoi_ckpt_nb.catalogue.store import CatalogueStore
     from anemoi_ckpt_nb.storage.memory import MemoryStorage
 
     class CountingStorage(MemoryStorage):

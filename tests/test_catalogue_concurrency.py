@@ -16,7 +16,7 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
-from anemoi_ckpt_nb.core.catalogue import layout
+from anemoi_ckpt_nb.catalogue import layout
 
 WRITERS = 8
 HERE = Path(__file__).parent
@@ -34,7 +34,7 @@ def backend(request, tmp_path) -> tuple[str, str]:
 
 def test_eight_writers_lose_nothing(backend, tmp_path, monkeypatch):
     kind, url = backend
-    from anemoi_ckpt_nb.core.catalogue import index
+    from anemoi_ckpt_nb.catalogue import index
 
     monkeypatch.setattr(index, "COMPACT_EVERY", 3)  # writers also race on the index snapshot
     catalogue = Catalogue.create(url)
@@ -75,7 +75,7 @@ def test_eight_writers_lose_nothing(backend, tmp_path, monkeypatch):
         from concurrent.futures import ProcessPoolExecutor
 
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["torch", "anemoi_ckpt_nb.api", "anemoi_ckpt_nb.core.reader", "catalogue_worker"])
+        context.set_forkserver_preload(["torch", "anemoi_ckpt_nb.api", "anemoi_ckpt_nb.read.reader", "catalogue_worker"])
         from catalogue_worker import compact_often, work
 
         with ProcessPoolExecutor(max_workers=WRITERS, mp_context=context, initializer=compact_often) as pool:

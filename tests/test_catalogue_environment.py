@@ -13,9 +13,9 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
-from anemoi_ckpt_nb.core import environment as env
-from anemoi_ckpt_nb.core.errors import CodeCheckoutError
-from anemoi_ckpt_nb.core.schema import CheckpointRecord
+from anemoi_ckpt_nb.compat import environment as env
+from anemoi_ckpt_nb.errors import CodeCheckoutError
+from anemoi_ckpt_nb.catalogue.schema import CheckpointRecord
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

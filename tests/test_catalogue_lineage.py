@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from anemoi_ckpt_nb.core import lineage
-from anemoi_ckpt_nb.core.catalogue.index import Index, delete_event, tags_event
-from anemoi_ckpt_nb.core.errors import CatalogueError, NotRegisteredError
-from anemoi_ckpt_nb.core.policy import plan_clean
-from anemoi_ckpt_nb.core.schema import RetentionPolicy, TagState
+from anemoi_ckpt_nb.catalogue import lineage
+from anemoi_ckpt_nb.catalogue.index import Index, delete_event, tags_event
+from anemoi_ckpt_nb.errors import CatalogueError, NotRegisteredError
+from anemoi_ckpt_nb.catalogue.policy import plan_clean
+from anemoi_ckpt_nb.catalogue.schema import RetentionPolicy, TagState
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 
@@ -89,7 +89,7 @@ def test_text_tree_shows_a_second_parent_once_and_unregistered_parents():
 
 
 def test_parents_map_accepts_records_entries_and_pairs(family):
-    from anemoi_ckpt_nb.core.schema import ParentLink
+    from anemoi_ckpt_nb.catalogue.schema import ParentLink
 
     class Record:
         uuid = "x"
@@ -179,8 +179,8 @@ def test_stored_documents_validate_against_the_published_schemas(tmp_path, train
     import jsonschema
 
     from anemoi_ckpt_nb.api import Catalogue
-    from anemoi_ckpt_nb.core.anemoi_metadata.export import SCHEMA_FOLDER
-    from anemoi_ckpt_nb.core.catalogue import index, layout
+    from anemoi_ckpt_nb.catalogue.schema_export import SCHEMA_FOLDER
+    from anemoi_ckpt_nb.catalogue import index, layout
 
     catalogue = Catalogue.create(tmp_path / "c")
     ck = catalogue.register(training_checkpoint.path, tags=["candidate"])

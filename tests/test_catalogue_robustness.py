@@ -19,14 +19,14 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
-from anemoi_ckpt_nb.core import lineage
-from anemoi_ckpt_nb.core.catalogue import layout
-from anemoi_ckpt_nb.core.catalogue.index import compact, publish, put_event
-from anemoi_ckpt_nb.core.catalogue.records import inspect_file, make_record
-from anemoi_ckpt_nb.core.catalogue.register import _order
-from anemoi_ckpt_nb.core.catalogue.search import search
-from anemoi_ckpt_nb.core.catalogue.store import CatalogueStore
-from anemoi_ckpt_nb.core.errors import CatalogueError, NotRegisteredError
+from anemoi_ckpt_nb.catalogue import lineage
+from anemoi_ckpt_nb.catalogue import layout
+from anemoi_ckpt_nb.catalogue.index import compact, publish, put_event
+from anemoi_ckpt_nb.catalogue.records import inspect_file, make_record
+from anemoi_ckpt_nb.catalogue.register import _order
+from anemoi_ckpt_nb.catalogue.search import search
+from anemoi_ckpt_nb.catalogue.store import CatalogueStore
+from anemoi_ckpt_nb.errors import CatalogueError, NotRegisteredError
 from anemoi_ckpt_nb.storage.base import Storage
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from anemoi_ckpt_nb.cli._errors import EXIT_BUG, EXIT_ERROR, describe, report
-from anemoi_ckpt_nb.core.errors import CheckpointReadError, MissingParentError
+from anemoi_ckpt_nb.errors import CheckpointReadError, MissingParentError
 
 
 def test_our_errors_keep_their_message_and_hint():

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core.convert import ConvertOutcome, convert, convert_many, default_name, map_name, sidecar_path
-from anemoi_ckpt_nb.core.errors import ConvertError
-from anemoi_ckpt_nb.core.hashing import sha256_file
+from anemoi_ckpt_nb.conversion.convert import ConvertOutcome, convert, convert_many, default_name, map_name, sidecar_path
+from anemoi_ckpt_nb.errors import ConvertError
+from anemoi_ckpt_nb.storage.hashing import sha256_file
 from rootless import held_to_permissions
 
 # --- a Lightning checkpoint made of plain data, so the test can read it back with plain torch.load ----
@@ -321,7 +321,7 @@ def test_metadata_only_in_hyper_parameters(tmp_path, out):
 
 def test_metadata_entries_are_written_by_one_shared_definition(lightning, out, tmp_path):
     """The converter's streaming writer appends exactly what embedded.write_embedded appends."""
-    from anemoi_ckpt_nb.core.embedded import embedded_entries, write_embedded
+    from anemoi_ckpt_nb.read.embedded import embedded_entries, write_embedded
 
     path, written = lightning
     result = convert(path, out)
@@ -343,8 +343,8 @@ def test_safetensors_layout_of_nested_supporting_arrays(tmp_path, out):
     """Per-dataset (nested) supporting arrays, one of them big-endian, through the safetensors layout."""
     from anemoi.utils.checkpoints import save_metadata
 
-    from anemoi_ckpt_nb.core.embedded import safetensors_array_keys, safetensors_array_name, safetensors_arrays
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.read.embedded import safetensors_array_keys, safetensors_array_name, safetensors_arrays
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     arrays = {
         "era5": {"latitudes": np.linspace(-90, 90, 7), "longitudes": np.linspace(0, 360, 7).astype(">f8")},
@@ -380,9 +380,9 @@ def test_safetensors_layout_of_nested_supporting_arrays(tmp_path, out):
 def test_checkpoint_convert_registers_the_output_without_hashing_it_again(tmp_path, monkeypatch):
     """The converter computed the output's sha256 while writing it; registration uses that one."""
     from anemoi_ckpt_nb.api import Catalogue
-    from anemoi_ckpt_nb.core import hashing
-    from anemoi_ckpt_nb.core.catalogue.register import register_paths
-    from anemoi_ckpt_nb.core.errors import CatalogueError
+    from anemoi_ckpt_nb.storage import hashing
+    from anemoi_ckpt_nb.catalogue.register import register_paths
+    from anemoi_ckpt_nb.errors import CatalogueError
 
     catalogue = Catalogue.create(str(tmp_path / "catalogue"))
     training = examples.write_training_checkpoint(tmp_path / "run" / "last.ckpt", weights_bytes=50_000)
@@ -454,8 +454,8 @@ def test_same_input_gives_identical_safetensors_data(lightning, tmp_path):
 def test_tensors_are_read_by_file_offset_not_through_the_memory_map(training_checkpoint):
     """Reading through the reader's map would keep every weight page resident; the converter
     reads each tensor's bytes where the reader says they lie into a few reused buffers instead."""
-    from anemoi_ckpt_nb.core.convert_files import SourceFile
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.conversion.files import SourceFile
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     with open_checkpoint(training_checkpoint.path) as ck:
         files = SourceFile(training_checkpoint.path, ck)
@@ -475,7 +475,7 @@ def test_tensors_are_read_by_file_offset_not_through_the_memory_map(training_che
 @pytest.mark.parametrize("size", [0, 3, 4096, 4 * 1024 * 1024 + 1, 9 * 1024 * 1024 + 4093])
 def test_the_source_hash_thread_hashes_the_whole_file(tmp_path, size, monkeypatch):
     """Sizes around the 4 MiB chunks and the 4 KiB blocks that direct reads use."""
-    from anemoi_ckpt_nb.core.convert_files import SourceHash
+    from anemoi_ckpt_nb.conversion.files import SourceHash
 
     monkeypatch.setenv("ANEMOI_CKPT_HASH_CACHE", "off")  # read every time (the cache: test_hash_cache.py)
     path = tmp_path / "blob"
@@ -489,7 +489,7 @@ def test_the_source_hash_thread_hashes_the_whole_file(tmp_path, size, monkeypatc
 
 def test_the_converter_has_no_platform_specific_offset_lookup():
     """Offsets come from the file's structure (tensor_span), not from this process's memory maps."""
-    import anemoi_ckpt_nb.core.convert_files as convert_files
+    import anemoi_ckpt_nb.conversion.files as convert_files
 
     assert "/proc/self/maps" not in Path(convert_files.__file__).read_text()
 
@@ -575,8 +575,8 @@ def test_a_real_write_failure_mid_file_leaves_no_file(tmp_path, out):
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-from anemoi_ckpt_nb.core.convert import convert
-from anemoi_ckpt_nb.core.errors import ConvertError
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.errors import ConvertError
 try:
     convert({str(ckpt.path)!r}, {str(out)!r})
 except ConvertError as error:
@@ -677,8 +677,8 @@ def test_permission_denied(lightning, tmp_path):
     script = f"""
 import sys
 from anemoi_ckpt_nb.cli import main
-from anemoi_ckpt_nb.core.convert import convert
-from anemoi_ckpt_nb.core.errors import ConvertError
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.errors import ConvertError
 try:
     convert({str(path)!r}, {str(locked)!r})
 except ConvertError as error:
@@ -745,7 +745,7 @@ def test_a_weight_whose_bytes_do_not_match_the_archive_crc_is_refused(tmp_path, 
     """Bit rot inside a weight: the zip records each entry's CRC-32, which the conversion checks."""
     import re
 
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     ckpt = examples.write_training_checkpoint(tmp_path / "rotten.ckpt", weights_bytes=200_000)
     with open_checkpoint(ckpt.path) as ck:

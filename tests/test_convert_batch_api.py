@@ -9,7 +9,7 @@ import pytest
 
 import anemoi_ckpt_nb
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.batch_convert import ConvertReport, convert_many
+from anemoi_ckpt_nb.api.batch import ConvertReport, convert_many
 
 
 @pytest.fixture

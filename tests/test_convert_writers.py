@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from anemoi_ckpt_nb.core.convert_writers import (
+from anemoi_ckpt_nb.conversion.writers import (
     Digests,
     HashingFile,
     SafetensorsWriter,

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from anemoi_ckpt_nb.core.anemoi_metadata import CURRENT_VERSION, parse_metadata
-from anemoi_ckpt_nb.core.embedded import find_metadata_entry
-from anemoi_ckpt_nb.core.migrate import migrate
-from anemoi_ckpt_nb.core.migrate.modules import resolve_class
-from anemoi_ckpt_nb.core.migrate.upgrade import RECORD_KEY, upgrade_checkpoint
-from anemoi_ckpt_nb.core.reader import open_checkpoint
+from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION, parse_metadata
+from anemoi_ckpt_nb.read.embedded import find_metadata_entry
+from anemoi_ckpt_nb.compat.migrate import migrate
+from anemoi_ckpt_nb.read.renames import resolve_class
+from anemoi_ckpt_nb.compat.upgrade import RECORD_KEY, upgrade_checkpoint
+from anemoi_ckpt_nb.read.reader import open_checkpoint
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 DOCUMENTS = sorted(p for p in GOLDEN.glob("metadata-*.json") if not p.name.endswith(".expected.json"))
@@ -27,7 +27,7 @@ CHECKPOINTS = sorted(GOLDEN.glob("*.ckpt"))
 
 def placeholder_classes(obj, seen=None) -> dict[str, tuple[str, str]]:
     """``module.name`` (as renamed by the reader) -> as the file wrote it, for every placeholder in ``obj``."""
-    from anemoi_ckpt_nb.core.unpickler import is_placeholder, is_placeholder_class
+    from anemoi_ckpt_nb.read.placeholders import is_placeholder, is_placeholder_class
 
     seen = set() if seen is None else seen
     found: dict[str, tuple[str, str]] = {}

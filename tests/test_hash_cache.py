@@ -1,4 +1,4 @@
-"""The remembered sha256 of users' files (core/hashing.py): believed only while it describes the file."""
+"""The remembered sha256 of users' files (storage/hashing.py): believed only while it describes the file."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
-from anemoi_ckpt_nb.core.convert import convert
-from anemoi_ckpt_nb.core.convert_files import SourceHash
-from anemoi_ckpt_nb.core.hashing import XATTR, cached_sha256, record_sha256, sha256_file, sha256_of
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.conversion.files import SourceHash
+from anemoi_ckpt_nb.storage.hashing import XATTR, cached_sha256, record_sha256, sha256_file, sha256_of
 from rootless import held_to_permissions
 
 FAKE = "f" * 64  # a planted hash: if it comes back, the cache was read
@@ -161,7 +161,7 @@ def test_a_file_the_user_may_not_write_is_hashed_and_left_untouched(tmp_path):
     (tmp_path / "out").mkdir()
     script = f"""
 import json
-from anemoi_ckpt_nb.core.convert import convert
+from anemoi_ckpt_nb.conversion.convert import convert
 result = convert({str(source.path)!r}, {str(tmp_path / "out")!r})
 print(json.loads(result.sidecar.read_text())["converted_from"]["sha256"])
 """

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import NotRegisteredError, RenderError
+from anemoi_ckpt_nb.errors import NotRegisteredError, RenderError
 from anemoi_ckpt_nb.notebook.graph import LineageGraph, dot_string, lineage_dot, lineage_model
 
 

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from anemoi_ckpt_nb.api import Catalogue
-from anemoi_ckpt_nb.core.catalogue.layout import locations_key
-from anemoi_ckpt_nb.core.errors import SchemaError
-from anemoi_ckpt_nb.core.json_documents import parse_object, read_document
-from anemoi_ckpt_nb.core.schema import LocationsState, TagState
+from anemoi_ckpt_nb.catalogue.layout import locations_key
+from anemoi_ckpt_nb.errors import SchemaError
+from anemoi_ckpt_nb.catalogue.documents import parse_object, read_document
+from anemoi_ckpt_nb.catalogue.schema import LocationsState, TagState
 
 DELETE_HINT = "the object was damaged; delete it to fall back to the catalogue blob"
 

@@ -13,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
 from anemoi_ckpt_nb import examples  # noqa: E402
 from anemoi_ckpt_nb.api import Catalogue  # noqa: E402
-from anemoi_ckpt_nb.notebook import magics  # noqa: E402
+from anemoi_ckpt_nb.cli import magics  # noqa: E402
 from anemoi_ckpt_nb.notebook.graph import LineageGraph  # noqa: E402
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core.anemoi_metadata import CURRENT_VERSION, MetadataV2, detect_version, parse_metadata
-from anemoi_ckpt_nb.core.errors import SchemaError
-from anemoi_ckpt_nb.core.migrate import (
+from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION, MetadataV2, detect_version, parse_metadata
+from anemoi_ckpt_nb.errors import SchemaError
+from anemoi_ckpt_nb.compat.migrate import (
     ANEMOI_METADATA,
     Step,
     migrate,
@@ -22,10 +22,10 @@ from anemoi_ckpt_nb.core.migrate import (
     register_document_step,
     steps_for,
 )
-from anemoi_ckpt_nb.core.migrate import steps as steps_package
-from anemoi_ckpt_nb.core.migrate.documents import unregister_document_kind
-from anemoi_ckpt_nb.core.migrate.modules import RENAMED_CLASSES, RENAMED_MODULES, rename_module, resolve_class
-from anemoi_ckpt_nb.core.migrate.steps import (
+from anemoi_ckpt_nb.compat.migrate import steps as steps_package
+from anemoi_ckpt_nb.compat.migrate.documents import unregister_document_kind
+from anemoi_ckpt_nb.read.renames import RENAMED_CLASSES, RENAMED_MODULES, rename_module, resolve_class
+from anemoi_ckpt_nb.compat.migrate.steps import (
     m01_dataset_list_to_dict,
     m02_dataset_version_ecml_tools,
     m03_variables_metadata_mars,
@@ -299,8 +299,8 @@ def test_project_missing_step_is_an_error(toy_kind):
 
 
 def test_catalogue_documents_are_registered_kinds():
-    from anemoi_ckpt_nb.core.migrate import document_kinds
-    from anemoi_ckpt_nb.core.schema import STORED_MODELS
+    from anemoi_ckpt_nb.compat.migrate import document_kinds
+    from anemoi_ckpt_nb.catalogue.schema import STORED_MODELS
 
     kinds = document_kinds()
     assert {"record", "tags", "descriptor"} <= set(kinds)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from anemoi_ckpt_nb.core import schema
+from anemoi_ckpt_nb.catalogue import schema
 from anemoi_ckpt_nb.notebook import html, text
 
 HOSTILE = "<script>alert(1)</script>"

@@ -15,14 +15,14 @@ import torch
 from anemoi.utils.checkpoints import load_metadata, save_metadata
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core.classmap import to_plain
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.read.classmap import to_plain
+from anemoi_ckpt_nb.errors import (
     CheckpointNotFoundError,
     CheckpointReadError,
     CorruptCheckpointError,
     NotACheckpointError,
 )
-from anemoi_ckpt_nb.core.reader import TensorInfo, open_checkpoint
+from anemoi_ckpt_nb.read.reader import TensorInfo, open_checkpoint
 
 DTYPES = [
     torch.float32,
@@ -294,7 +294,7 @@ def test_safetensors(tmp_path, training_checkpoint):
 def test_safetensors_supporting_arrays(tmp_path):
     from safetensors.torch import save_file
 
-    from anemoi_ckpt_nb.core.embedded import SAFETENSORS_ARRAY_PREFIX
+    from anemoi_ckpt_nb.read.embedded import SAFETENSORS_ARRAY_PREFIX
 
     path = tmp_path / "with-arrays.safetensors"
     latitudes = torch.linspace(-90, 90, 7, dtype=torch.float64)
@@ -313,7 +313,7 @@ def test_checkpoint_whose_classes_do_not_exist_reads_where_anemoi_is_blocked(tra
         import json, sys
         for name in ("omegaconf", "anemoi.models", "anemoi.training", "torch_geometric", "pydantic"):
             sys.modules[name] = None  # import of these now raises ImportError
-        from anemoi_ckpt_nb.core.reader import open_checkpoint
+        from anemoi_ckpt_nb.read.reader import open_checkpoint
         out = []
         for path in sys.argv[1:]:
             with open_checkpoint(path) as ck:
@@ -539,8 +539,8 @@ def test_deeply_nested_supporting_arrays_are_a_clear_error_not_a_recursion_error
     """A hand-made pickle whose hyper_parameters["supporting_arrays"] nests 200,000 lists."""
     import struct
 
-    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     def text(value: str) -> bytes:
         return b"X" + struct.pack("<I", len(value)) + value.encode()
@@ -562,7 +562,7 @@ def test_a_file_truncated_after_opening_is_an_error_not_a_crash(tmp_path):
     """Tensors are slices of a memory map: touching one past a truncated end is SIGBUS."""
     import os
 
-    from anemoi_ckpt_nb.core.errors import CheckpointReadError
+    from anemoi_ckpt_nb.errors import CheckpointReadError
 
     ckpt = examples.write_training_checkpoint(tmp_path / "last.ckpt", weights_bytes=2_000_000)
     with open_checkpoint(ckpt.path) as ck:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core.convert import convert
-from anemoi_ckpt_nb.core.reader import open_checkpoint, summary_text
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.read.reader import open_checkpoint, summary_text
 
 SCRIPT = Path(sys.executable).parent / "anemoi-ckpt"
 

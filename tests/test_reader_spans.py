@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core.reader import open_checkpoint
+from anemoi_ckpt_nb.read.reader import open_checkpoint
 
 
 def _bytes(tensor: torch.Tensor) -> bytes:

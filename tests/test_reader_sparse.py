@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anemoi_ckpt_nb.core.convert import convert
-from anemoi_ckpt_nb.core.errors import ConvertError, CorruptCheckpointError
-from anemoi_ckpt_nb.core.reader import open_checkpoint, summary_text
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.errors import ConvertError, CorruptCheckpointError
+from anemoi_ckpt_nb.read.reader import open_checkpoint, summary_text
 
 
 def _lightning(path, state_dict, optimizer_tensors=()):

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import RenderError
+from anemoi_ckpt_nb.errors import RenderError
 from anemoi_ckpt_nb.notebook import render
 from anemoi_ckpt_nb.notebook.graph import LineageGraph
 

@@ -17,9 +17,10 @@ import pytest
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
 from anemoi_ckpt_nb.cli import main
-from anemoi_ckpt_nb.core import environment as env
-from anemoi_ckpt_nb.core import run_cache, runs
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.compat import environment as env
+from anemoi_ckpt_nb.runs import cache as run_cache
+from anemoi_ckpt_nb.runs import plans as runs
+from anemoi_ckpt_nb.errors import (
     CacheError,
     ConflictError,
     DriftError,
@@ -394,7 +395,7 @@ def test_plan_script_keeps_awkward_paths_and_hostile_run_ids_inert(tmp_path):
 
 
 def test_slurm_directives_quote_what_sbatch_would_split(project, tmp_path):
-    from anemoi_ckpt_nb.core.jobscript import SlurmOptions, render_script
+    from anemoi_ckpt_nb.runs.jobscript import SlurmOptions, render_script
 
     catalogue, written, cache = project
     manifest = catalogue.get(written[-1].uuid).fork(cache=cache, environment=snapshot(), prefetch=False, layout="system")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core import environment as env
-from anemoi_ckpt_nb.core import runs
-from anemoi_ckpt_nb.core.errors import CodeCheckoutError, DriftError, RunPlanError
+from anemoi_ckpt_nb.compat import environment as env
+from anemoi_ckpt_nb.runs import plans as runs
+from anemoi_ckpt_nb.errors import CodeCheckoutError, DriftError, RunPlanError
 
 
 def snapshot(**packages: str | None) -> env.EnvironmentSnapshot:
@@ -46,7 +46,7 @@ def code_checkout(tmp_path) -> Path:
 
 def test_capture_reads_distribution_versions_without_importing_them():
     code = (
-        "import sys, json; from anemoi_ckpt_nb.core.environment import capture_environment; "
+        "import sys, json; from anemoi_ckpt_nb.compat.environment import capture_environment; "
         "s = capture_environment(); "
         "print(json.dumps([s.packages, 'torch' in sys.modules, 'torch_geometric' in sys.modules]))"
     )
@@ -222,7 +222,7 @@ def test_hydra_value_reads_back_as_the_same_string(value, expected):
 
 
 def test_environment_module_imports_nothing_heavy():
-    code = "import sys; import anemoi_ckpt_nb.core.runs, anemoi_ckpt_nb.core.jobscript; " \
+    code = "import sys; import anemoi_ckpt_nb.runs.plans, anemoi_ckpt_nb.runs.jobscript; " \
            "print(sorted(m for m in ('torch', 'boto3', 'pandas', 'numpy') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})

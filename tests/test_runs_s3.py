@@ -20,8 +20,9 @@ import pytest
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
 from anemoi_ckpt_nb.cli import main
-from anemoi_ckpt_nb.core import run_cache, runs
-from anemoi_ckpt_nb.core.errors import OfflineError, StorageError
+from anemoi_ckpt_nb.runs import cache as run_cache
+from anemoi_ckpt_nb.runs import plans as runs
+from anemoi_ckpt_nb.errors import OfflineError, StorageError
 
 pytestmark = pytest.mark.s3
 

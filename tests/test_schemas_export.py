@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 from pydantic import create_model
 
-from anemoi_ckpt_nb.core.anemoi_metadata import MetadataV2
-from anemoi_ckpt_nb.core.anemoi_metadata.export import (
+from anemoi_ckpt_nb.compat.anemoi_metadata import MetadataV2
+from anemoi_ckpt_nb.catalogue.schema_export import (
     SCHEMA_FOLDER,
     all_models,
     anemoi_metadata_models,
@@ -27,7 +27,7 @@ from anemoi_ckpt_nb.core.anemoi_metadata.export import (
 )
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
-REGENERATE = "python -m anemoi_ckpt_nb.core.anemoi_metadata.export"
+REGENERATE = "python -m anemoi_ckpt_nb.catalogue.schema_export"
 
 
 def test_committed_schema_files_match_the_models():

@@ -20,7 +20,7 @@ import pytest
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
 from anemoi_ckpt_nb.cli import main
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.errors import (
     LastCopyError,
     NoReachableCopyError,
     SiteError,

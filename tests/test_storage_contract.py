@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.errors import (
     ConflictError,
     IntegrityError,
     InvalidKeyError,

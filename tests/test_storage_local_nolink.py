@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import ConflictError, StorageError, StorageURLError
+from anemoi_ckpt_nb.errors import ConflictError, StorageError, StorageURLError
 from anemoi_ckpt_nb.storage import local, open_storage
 from anemoi_ckpt_nb.storage.local import CREATE_ONLY_METHODS, LocalStorage
 
@@ -243,7 +243,7 @@ def test_a_refusal_is_not_mistaken_for_a_conflict(tmp_path, other_device_file):
 @pytest.mark.parametrize("method", ["renameat2", "lock"])
 def test_catalogue_create_and_register_without_links(method, tmp_path, fresh_training_checkpoint):
     from anemoi_ckpt_nb.api import Catalogue
-    from anemoi_ckpt_nb.core.errors import CatalogueError
+    from anemoi_ckpt_nb.errors import CatalogueError
 
     storage = LocalStorage(tmp_path / "catalogue", create_only_methods=(method,))
     catalogue = Catalogue.create(storage)

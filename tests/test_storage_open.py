@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import InvalidKeyError, StorageURLError
+from anemoi_ckpt_nb.errors import InvalidKeyError, StorageURLError
 from anemoi_ckpt_nb.storage import BACKENDS, open_storage
 from anemoi_ckpt_nb.storage.local import LocalStorage
 from anemoi_ckpt_nb.storage.memory import MemoryStorage, reset

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from anemoi_ckpt_nb.core.errors import ConflictError, IntegrityError, StorageUnreachableError
+from anemoi_ckpt_nb.errors import ConflictError, IntegrityError, StorageUnreachableError
 from anemoi_ckpt_nb.storage import open_storage
 from anemoi_ckpt_nb.storage.copy import server_side_copy
 

@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 from s3server import free_ports
 
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.errors import (
     BucketNotFoundError,
     IntegrityError,
     OfflineError,

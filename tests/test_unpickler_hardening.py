@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from anemoi_ckpt_nb.core.errors import CheckpointReadError, CorruptCheckpointError
-from anemoi_ckpt_nb.core.reader import open_checkpoint
-from anemoi_ckpt_nb.core.unpickler import is_reference, loads
+from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError
+from anemoi_ckpt_nb.read.reader import open_checkpoint
+from anemoi_ckpt_nb.read.placeholders import is_reference
+from anemoi_ckpt_nb.read.torchfile import loads
 
 #: Elements a hostile file asks for: 2**26 float32 is 256 MiB from a file of a few hundred bytes.
 BIG = 2**26

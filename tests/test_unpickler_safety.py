@@ -35,10 +35,11 @@ import torch
 import torch.utils.checkpoint
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.core.classmap import state_dict, to_plain
-from anemoi_ckpt_nb.core.errors import UnsafePickleError
-from anemoi_ckpt_nb.core.reader import open_checkpoint
-from anemoi_ckpt_nb.core.unpickler import Placeholder, is_placeholder, is_reference, loads
+from anemoi_ckpt_nb.read.classmap import state_dict, to_plain
+from anemoi_ckpt_nb.errors import UnsafePickleError
+from anemoi_ckpt_nb.read.reader import open_checkpoint
+from anemoi_ckpt_nb.read.placeholders import Placeholder, is_placeholder, is_reference
+from anemoi_ckpt_nb.read.torchfile import loads
 
 MARKER = "PWNED"
 
@@ -513,7 +514,7 @@ def test_functools_partial_of_a_harmless_class_is_inert():
 )
 def test_allowed_callables_are_narrowed(value):
     """Allow-listed constructors refuse the arguments that would make them build classes or eat memory."""
-    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.errors import CorruptCheckpointError
 
     with pytest.raises(CorruptCheckpointError):
         loads(pickle.dumps(value, protocol=2))
@@ -731,7 +732,7 @@ def _peak_bytes(payload: bytes) -> int:
     """Peak memory Python allocated while ``loads`` refused ``payload``."""
     import tracemalloc
 
-    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.errors import CorruptCheckpointError
 
     loads(pickle.dumps(np.zeros(1, dtype=np.uint8), protocol=2))  # imports and caches outside the measure
     tracemalloc.start()
@@ -766,7 +767,7 @@ def test_codecs_are_never_looked_up_by_a_name_from_the_file():
     function (third-party ones included) and import ``encodings.<name>``."""
     import codecs
 
-    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.errors import CorruptCheckpointError
 
     looked_up: list[str] = []
 
@@ -809,7 +810,7 @@ def test_codecs_are_never_looked_up_by_a_name_from_the_file():
 )
 def test_numbers_that_take_minutes_to_build_are_refused(payload):
     # With a 30-byte file, the exponent 3000000 instead of 100000 keeps int(Decimal) busy for minutes.
-    from anemoi_ckpt_nb.core.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.errors import CorruptCheckpointError
 
     with pytest.raises(CorruptCheckpointError, match="digits is refused"):
         loads(_pickle(payload, protocol=3))

@@ -12,10 +12,10 @@ from anemoi.utils.checkpoints import load_metadata
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.cli import main
-from anemoi_ckpt_nb.core.anemoi_metadata import parse_metadata
-from anemoi_ckpt_nb.core.errors import CkptError, SchemaError
-from anemoi_ckpt_nb.core.hashing import sha256_file
-from anemoi_ckpt_nb.core.migrate.upgrade import EMBED_HYPER_PARAMETERS, RENAME_AI_MODELS_JSON, upgrade_checkpoint
+from anemoi_ckpt_nb.compat.anemoi_metadata import parse_metadata
+from anemoi_ckpt_nb.errors import CkptError, SchemaError
+from anemoi_ckpt_nb.storage.hashing import sha256_file
+from anemoi_ckpt_nb.compat.upgrade import EMBED_HYPER_PARAMETERS, RENAME_AI_MODELS_JSON, upgrade_checkpoint
 
 
 def entries(path: Path) -> dict[str, zipfile.ZipInfo]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.cli import main
-from anemoi_ckpt_nb.core.embedded import top_directory, write_embedded
-from anemoi_ckpt_nb.core.migrate import migrate
-from anemoi_ckpt_nb.core.migrate.upgrade import upgrade_checkpoint
-from anemoi_ckpt_nb.core.validate import looks_like_path, render_text, validate_checkpoint
+from anemoi_ckpt_nb.read.embedded import top_directory, write_embedded
+from anemoi_ckpt_nb.compat.migrate import migrate
+from anemoi_ckpt_nb.compat.upgrade import upgrade_checkpoint
+from anemoi_ckpt_nb.compat.validate import looks_like_path, render_text, validate_checkpoint
 
 HERE_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
 UTILS = version("anemoi-utils")

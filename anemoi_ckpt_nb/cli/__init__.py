@@ -1,4 +1,6 @@
-"""The ``anemoi-ckpt`` command: parse, call the API, print. No logic lives here.
+"""The faces that parse and print: the ``anemoi-ckpt`` command and the ``%ckpt`` magics (:mod:`.magics`). No logic lives here.
+
+May import: everything below (``api``, ``notebook``, the decision packages); nothing imports it but ``__main__``.
 
 Each subcommand is a small module of this package with two functions:
 ``add_parser(subparsers)`` and ``run(args) -> int``. Modules are imported

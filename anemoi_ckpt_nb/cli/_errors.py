@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from anemoi_ckpt_nb.core.errors import CkptError, describe_error
+from anemoi_ckpt_nb.errors import CkptError, describe_error
 
 #: Exit status for an error we raised on purpose, and for anything else.
 EXIT_ERROR = 2

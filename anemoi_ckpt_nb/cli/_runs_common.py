@@ -45,7 +45,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for :func:`anemoi_ckpt_nb.core.runs.plan_run` from the parsed options."""
+    """Keyword arguments for :func:`anemoi_ckpt_nb.runs.plans.plan_run` from the parsed options."""
     options: dict[str, Any] = {
         "code_path": args.code_path,
         "allow_drift": args.allow_drift,

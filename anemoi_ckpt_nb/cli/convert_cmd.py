@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anemoi_ckpt_nb.batch_convert import convert_many
+    from anemoi_ckpt_nb.api.batch import convert_many
 
     report = convert_many(
         args.sources,

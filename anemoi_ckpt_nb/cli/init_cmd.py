@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from anemoi_ckpt_nb.api import Catalogue, default_url
-    from anemoi_ckpt_nb.core.schema import RetentionPolicy
+    from anemoi_ckpt_nb.catalogue.schema import RetentionPolicy
 
     url = args.url or catalogue_url(args) or default_url()
     catalogue = Catalogue.create(

@@ -77,7 +77,7 @@ def add_drop_options(parser: argparse.ArgumentParser) -> None:
 
 def run_drop(args: argparse.Namespace) -> int:
     """``clean --drop-location SITE ID ...``: a dry run unless ``--apply``."""
-    from anemoi_ckpt_nb.core.errors import CatalogueError
+    from anemoi_ckpt_nb.errors import CatalogueError
 
     if not args.drop_location:
         raise CatalogueError(

@@ -48,7 +48,7 @@ _SLURM_FIELDS = ("account", "partition", "qos", "time", "nodes", "ntasks_per_nod
 
 
 def run(args: argparse.Namespace) -> int:
-    from anemoi_ckpt_nb.core.jobscript import SlurmOptions, write_job
+    from anemoi_ckpt_nb.runs.jobscript import SlurmOptions, write_job
 
     values = {name: getattr(args, name) for name in _SLURM_FIELDS}
     slurm = None

@@ -27,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
     with common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8]) as update:
         entry = checkpoint.prefetch(cache=args.cache, margin=args.margin, progress=update)
     print(f"{entry.path}: {entry.size:,} bytes, sha256 {entry.sha256} verified")
-    if (entry.model_extra or {}).get("site"):  # which copy was used (anemoi_ckpt_nb.core.site_fetch)
+    if (entry.model_extra or {}).get("site"):  # which copy was used (anemoi_ckpt_nb.sites.fetch)
         print(f"fetched from site {entry.model_extra['site']} ({entry.model_extra.get('source_url')})")
     return 0

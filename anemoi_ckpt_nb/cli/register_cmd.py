@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from anemoi_ckpt_nb.api import checkpoint_line
-    from anemoi_ckpt_nb.core.errors import CatalogueError
+    from anemoi_ckpt_nb.errors import CatalogueError
 
     catalogue = open_catalogue(args)
     options = dict(

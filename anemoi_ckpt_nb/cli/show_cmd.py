@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     for link in record.parents:
         lines.append(("parent", f"{link.relation} {link.uuid}"))
-    for loc in checkpoint.locations():  # copies at sites (anemoi_ckpt_nb.core.locations)
+    for loc in checkpoint.locations():  # copies at sites (anemoi_ckpt_nb.sites.locations)
         verified = loc.verified_at.isoformat(timespec="seconds") if loc.verified_at else "never"
         lines.append(("location", f"{loc.site} ({loc.kind}) {loc.url}, verified {verified}" + (f", {loc.problem}" if loc.problem else "")))
     width = max(len(key) for key, _ in lines)

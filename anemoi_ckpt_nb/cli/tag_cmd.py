@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anemoi_ckpt_nb.core.errors import CatalogueError
+    from anemoi_ckpt_nb.errors import CatalogueError
 
     add, remove = [], []
     for change in args.changes:

@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from anemoi_ckpt_nb.core.migrate.upgrade import upgrade_checkpoint
+    from anemoi_ckpt_nb.compat.upgrade import upgrade_checkpoint
 
     result = upgrade_checkpoint(args.source, args.destination, overwrite=args.overwrite)
     if args.json:

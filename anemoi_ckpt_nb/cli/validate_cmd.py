@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from anemoi_ckpt_nb.core.validate import looks_like_path, render_text, validate_checkpoint
+    from anemoi_ckpt_nb.compat.validate import looks_like_path, render_text, validate_checkpoint
 
     if looks_like_path(args.target):
         report = validate_checkpoint(args.target, all_packages=args.all_packages)

@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from anemoi_ckpt_nb.core.errors import RunPlanError
+    from anemoi_ckpt_nb.errors import RunPlanError
 
     if bool(args.manifest) == bool(args.ref):
         raise RunPlanError(
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             hint="anemoi-ckpt verify-cache --manifest <cache>/<uuid>/runs/<manifest>.json",
         )
     if args.manifest:
-        from anemoi_ckpt_nb.core.runs import verify_run
+        from anemoi_ckpt_nb.runs.plans import verify_run
 
         manifest, report = verify_run(args.manifest, code_path=args.code_path)
         common.print_differences(report.differences)
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
               f"{manifest.mode} of {manifest.parent.uuid} may start ({len(report.blocking)} blocking, "
               f"{len(report.warnings)} warning difference(s))")
         return 0
-    from anemoi_ckpt_nb.core.run_cache import default_cache_dir, verify_entry
+    from anemoi_ckpt_nb.runs.cache import default_cache_dir, verify_entry
 
     entry = verify_entry(args.cache or default_cache_dir(), args.ref)
     print(f"{entry.path}: {entry.size:,} bytes, sha256 {entry.sha256} verified")

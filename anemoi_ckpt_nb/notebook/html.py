@@ -279,7 +279,7 @@ def convert_report(outcomes: Iterable[Any], *, title: str = "Conversion") -> str
     Returns:
         Self-contained HTML (stylesheet, icons, text fallback).
     """
-    from anemoi_ckpt_nb.core.errors import describe_error
+    from anemoi_ckpt_nb.errors import describe_error
 
     outcomes = list(outcomes)
     failed = sum(1 for outcome in outcomes if not outcome.ok)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from anemoi_ckpt_nb.notebook.graph import COLOURS, LineageModel, Node
+from anemoi_ckpt_nb.notebook.model import COLOURS, LineageModel, Node
 
 CHAR_WIDTH = 7.0  # px per character at FONT_SIZE, generous so text never overflows its box
 FONT_SIZE = 11
@@ -78,7 +78,7 @@ def layout_svg(model: LineageModel) -> str:
     """Draw ``model`` as a standalone ``<svg>`` element.
 
     Args:
-        model: Nodes and edges, as :func:`~anemoi_ckpt_nb.notebook.graph.lineage_model` returns them.
+        model: Nodes and edges, as :func:`~anemoi_ckpt_nb.notebook.model.lineage_model` returns them.
 
     Returns:
         SVG text; every label escaped.

@@ -23,10 +23,10 @@ import sysconfig
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anemoi_ckpt_nb.core.errors import RenderError
+from anemoi_ckpt_nb.errors import RenderError
 
 if TYPE_CHECKING:
-    from anemoi_ckpt_nb.notebook.graph import LineageModel
+    from anemoi_ckpt_nb.notebook.model import LineageModel
 
 RENDERERS: tuple[str, ...] = ("dot", "graphviz-pure", "builtin")
 ENV_VAR = "ANEMOI_CKPT_GRAPH_RENDERER"

@@ -1,7 +1,7 @@
 """Plain-text forms of checkpoints and catalogues: ``repr``, the ``<pre>`` fallback, ``text/plain``.
 
-Pure functions over "record-like" values: a :class:`~anemoi_ckpt_nb.core.schema.CheckpointRecord`,
-an :class:`~anemoi_ckpt_nb.core.schema.IndexEntry`, or a plain mapping with the same keys
+Pure functions over "record-like" values: a :class:`~anemoi_ckpt_nb.catalogue.schema.CheckpointRecord`,
+an :class:`~anemoi_ckpt_nb.catalogue.schema.IndexEntry`, or a plain mapping with the same keys
 (a row of ``Catalogue.to_pandas()``). Missing fields are shown as ``-``.
 """
 
@@ -47,8 +47,8 @@ def field(record: Any, name: str, default: Any = None) -> Any:
 
 
 def format_bytes(size: int | float | None) -> str:
-    """``1536`` -> ``"1.5 kB"``, as the CLI shows sizes (:func:`anemoi_ckpt_nb.core.reader.format_bytes`); None -> ``"-"``."""
-    from anemoi_ckpt_nb.core.reader import format_bytes as _format_bytes
+    """``1536`` -> ``"1.5 kB"``, as the CLI shows sizes (:func:`anemoi_ckpt_nb.read.reader.format_bytes`); None -> ``"-"``."""
+    from anemoi_ckpt_nb.read.reader import format_bytes as _format_bytes
 
     return "-" if size is None else _format_bytes(size)
 
@@ -220,7 +220,7 @@ def catalogue_text(rows: Any, *, title: str = "Catalogue", max_rows: int = 50) -
 
 def convert_line(outcome: Any) -> str:
     """One line for one input of a batch conversion (a ``ConvertOutcome``), as ``anemoi-ckpt convert`` prints it."""
-    from anemoi_ckpt_nb.core.errors import describe_error
+    from anemoi_ckpt_nb.errors import describe_error
 
     if outcome.ok:
         r = outcome.result

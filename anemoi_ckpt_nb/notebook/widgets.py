@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from anemoi_ckpt_nb.core.errors import CkptError
+from anemoi_ckpt_nb.errors import CkptError
 from anemoi_ckpt_nb.notebook import html as _html
 from anemoi_ckpt_nb.notebook import text as _text
 

@@ -1,4 +1,6 @@
-"""Storage backends behind one small interface (see :mod:`.base`).
+"""Storage backends behind one small interface (see :mod:`.base`), and file hashing with its cache (:mod:`.hashing`).
+
+May import: ``anemoi_ckpt_nb.errors`` only (boto3 inside the S3 backend).
 
 :func:`open_storage` maps a URL scheme to a backend class and imports it on
 first use, so ``boto3`` is only imported when an ``s3://`` URL is opened:
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from anemoi_ckpt_nb.core.errors import StorageURLError
+from anemoi_ckpt_nb.errors import StorageURLError
 from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
 
 __all__ = ["ObjectInfo", "ProgressCallback", "Storage", "open_storage", "BACKENDS"]

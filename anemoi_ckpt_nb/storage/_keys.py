@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anemoi_ckpt_nb.core.errors import InvalidKeyError
+from anemoi_ckpt_nb.errors import InvalidKeyError
 
 
 def check_key(url: str, key: str) -> str:

@@ -1,4 +1,4 @@
-"""Turn botocore exceptions into the typed errors of :mod:`anemoi_ckpt_nb.core.errors`.
+"""Turn botocore exceptions into the typed errors of :mod:`anemoi_ckpt_nb.errors`.
 
 Imported only by :mod:`.s3`, so botocore is already loaded when this runs.
 """
@@ -9,7 +9,7 @@ import os
 
 import botocore.exceptions as bx
 
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.errors import (
     BucketNotFoundError,
     CkptError,
     ConflictError,

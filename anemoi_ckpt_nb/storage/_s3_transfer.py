@@ -28,7 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-from anemoi_ckpt_nb.core.errors import StorageError
+from anemoi_ckpt_nb.errors import StorageError
 from anemoi_ckpt_nb.storage._transfer import upload_mismatch
 from anemoi_ckpt_nb.storage.base import ProgressCallback
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from anemoi_ckpt_nb.core.errors import IntegrityError
+from anemoi_ckpt_nb.errors import IntegrityError
 from anemoi_ckpt_nb.storage.base import ProgressCallback
 
 CHUNK = 8 * 1024 * 1024

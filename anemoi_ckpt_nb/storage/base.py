@@ -4,7 +4,7 @@ Keys are ``/``-separated relative names (``records/<uuid>.json``). Three
 guarantees matter to the catalogue and every backend must give them:
 
 * ``put(key, data, if_absent=True)`` is create-only: when the key exists it
-  raises :class:`~anemoi_ckpt_nb.core.errors.ConflictError` and writes nothing
+  raises :class:`~anemoi_ckpt_nb.errors.ConflictError` and writes nothing
   (S3 ``If-None-Match: *``; local: exclusive create).
 * ``replace(key, data, etag=...)`` is compare-and-swap: when the stored object
   no longer has that etag it raises ``ConflictError`` (S3 ``If-Match``;
@@ -112,7 +112,7 @@ class Storage(ABC):
         """
 
     def exists(self, key: str) -> bool:
-        from anemoi_ckpt_nb.core.errors import ObjectNotFoundError
+        from anemoi_ckpt_nb.errors import ObjectNotFoundError
 
         try:
             self.stat(key)

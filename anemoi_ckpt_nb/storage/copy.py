@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from anemoi_ckpt_nb.core.errors import ConflictError, IntegrityError, ObjectNotFoundError
+from anemoi_ckpt_nb.errors import ConflictError, IntegrityError, ObjectNotFoundError
 from anemoi_ckpt_nb.storage.base import ProgressCallback, Storage
 
 GiB = 1024**3

@@ -46,7 +46,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from anemoi_ckpt_nb.core.errors import (
+from anemoi_ckpt_nb.errors import (
     ConflictError,
     InvalidKeyError,
     ObjectNotFoundError,
@@ -54,7 +54,7 @@ from anemoi_ckpt_nb.core.errors import (
     StorageError,
     StorageURLError,
 )
-from anemoi_ckpt_nb.core.hashing import cached_sha256, record_sha256, sha256_fd
+from anemoi_ckpt_nb.storage.hashing import cached_sha256, record_sha256, sha256_fd
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._transfer import (
     CHUNK,

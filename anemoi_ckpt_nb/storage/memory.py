@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from anemoi_ckpt_nb.core.errors import ConflictError, ObjectNotFoundError
+from anemoi_ckpt_nb.errors import ConflictError, ObjectNotFoundError
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._transfer import CHUNK, download_resumable, upload_mismatch
 from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage

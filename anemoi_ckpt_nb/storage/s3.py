@@ -24,7 +24,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from anemoi_ckpt_nb.core.errors import IntegrityError, ObjectNotFoundError
+from anemoi_ckpt_nb.errors import IntegrityError, ObjectNotFoundError
 from anemoi_ckpt_nb.storage import _s3_transfer as transfer
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._s3_errors import bucket_missing, refuse_offline, translate

@@ -244,7 +244,7 @@ def _aifs(path: Path) -> None:
     import numpy as np
     import torch
 
-    from anemoi_ckpt_nb.core.embedded import top_directory, write_embedded
+    from anemoi_ckpt_nb.read.embedded import top_directory, write_embedded
 
     metadata = metadata_0_0_dataset_list()
     generator = torch.Generator().manual_seed(0)
@@ -279,7 +279,7 @@ CHECKPOINTS = {
 
 
 def expected_document(document: dict[str, Any]) -> dict[str, Any]:
-    from anemoi_ckpt_nb.core.migrate import migrate
+    from anemoi_ckpt_nb.compat.migrate import migrate
 
     result = migrate(document)
     return {"from_version": result.from_version, "to_version": result.to_version,
@@ -305,9 +305,9 @@ def checkpoint_globals(path: Path) -> list[list[str]]:
 
 def expected_checkpoint(path: Path) -> dict[str, Any]:
     """What reading the checkpoint safely and migrating its metadata must give."""
-    from anemoi_ckpt_nb.core.embedded import find_metadata_entry
-    from anemoi_ckpt_nb.core.migrate.modules import resolve_class
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.read.embedded import find_metadata_entry
+    from anemoi_ckpt_nb.read.renames import resolve_class
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     with open_checkpoint(path) as ck:
         metadata = ck.metadata

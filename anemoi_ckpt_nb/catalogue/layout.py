@@ -1,0 +1,98 @@
+"""Keys of the catalogue's objects on storage, and how documents are serialised.
+
+One place names every key, so the layout in DESIGN.md ("The catalogue on
+storage") can be checked against a single file.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import socket
+import uuid as _uuid
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from anemoi_ckpt_nb.catalogue.schema import Who
+
+DESCRIPTOR = "catalogue.json"
+RECORDS = "records/"
+TAGS = "tags/"
+#: Where each checkpoint's copies are (anemoi_ckpt_nb.sites.locations), one document per uuid.
+LOCATIONS = "locations/"
+BLOBS = "blobs/sha256/"
+INDEX = "index/"
+SNAPSHOT = "index/snapshot.json.gz"
+DELTAS = "index/deltas/"
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+#: Namespace of the uuid5 given to inference files that share their training file's uuid.
+DERIVED_NAMESPACE = _uuid.UUID("6f1c3c1e-6a57-5b1e-9a43-6e656d6f6931")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def is_uuid(text: str) -> bool:
+    """True if ``text`` is a uuid in its canonical 8-4-4-4-12 hex form."""
+    return bool(_UUID.match(text))
+
+
+def record_key(uuid: str) -> str:
+    return f"{RECORDS}{uuid}.json"
+
+
+def tags_key(uuid: str) -> str:
+    return f"{TAGS}{uuid}.json"
+
+
+def locations_key(uuid: str) -> str:
+    return f"{LOCATIONS}{uuid}.json"
+
+
+def blob_key(sha256: str) -> str:
+    return f"{BLOBS}{sha256}"
+
+
+def uuid_of_key(key: str) -> str:
+    """``records/<uuid>.json`` or ``tags/<uuid>.json`` -> ``<uuid>``."""
+    return key.rsplit("/", 1)[-1].removesuffix(".json")
+
+
+def delta_key(now_ns: int) -> str:
+    """A fresh, roughly time-ordered, never-reused delta key."""
+    return f"{DELTAS}{now_ns:020d}-{os.urandom(6).hex()}.json"
+
+
+def derived_uuid(metadata_uuid: str, sha256: str) -> str:
+    """The record uuid of an inference file that carries its training file's uuid.
+
+    Deterministic, so registering the same file twice finds the same record.
+    """
+    return str(_uuid.uuid5(DERIVED_NAMESPACE, f"{metadata_uuid}/inference/{sha256}"))
+
+
+def dump(model: BaseModel) -> bytes:
+    """A stored document: JSON, keys in model order, two-space indent (readable on S3)."""
+    return model.model_dump_json(indent=2, exclude_none=False).encode() + b"\n"
+
+
+def load(model: type[M], data: bytes) -> M:
+    return model.model_validate_json(data)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON of plain data: sorted keys, no spaces, so equal content hashes equal."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def whoami() -> Who:
+    """The user and machine doing an operation, as recorded in records and tag history."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers): still record something honest
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return Who(user=user, host=socket.gethostname())

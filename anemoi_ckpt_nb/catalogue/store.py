@@ -1,0 +1,176 @@
+"""A catalogue on a storage: the descriptor, records, tag states and the index.
+
+:class:`CatalogueStore` is the one object the other catalogue modules share.
+It reads and writes single documents and keeps the index cached; the
+operations (register, tag, search, clean) are functions of their own modules.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from anemoi_ckpt_nb.catalogue import index as _index
+from anemoi_ckpt_nb.catalogue import layout
+from anemoi_ckpt_nb.catalogue.documents import read_document
+from anemoi_ckpt_nb.catalogue.schema import (
+    CatalogueDescriptor,
+    CheckpointRecord,
+    RetentionPolicy,
+    TagState,
+    utcnow,
+)
+from anemoi_ckpt_nb.errors import (
+    CatalogueError,
+    CatalogueNotFoundError,
+    ConflictError,
+    ObjectNotFoundError,
+)
+from anemoi_ckpt_nb.storage.base import Storage
+
+
+class CatalogueStore:
+    """A catalogue on ``storage``, described by ``descriptor``.
+
+    Use :meth:`open` or :meth:`create` rather than the constructor.
+    """
+
+    def __init__(self, storage: Storage, descriptor: CatalogueDescriptor) -> None:
+        self.storage = storage
+        self.descriptor = descriptor
+        self._index: _index.Index | None = None
+        self._index_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    def __repr__(self) -> str:
+        return f"CatalogueStore({self.url!r})"
+
+    # --- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, storage: Storage) -> CatalogueStore:
+        """Open the catalogue whose ``catalogue.json`` is on ``storage``.
+
+        Raises:
+            CatalogueNotFoundError: there is no ``catalogue.json``.
+            SchemaError: the catalogue was written by a newer release.
+        """
+        try:
+            data, _ = storage.get(layout.DESCRIPTOR)
+        except ObjectNotFoundError:
+            raise CatalogueNotFoundError(
+                storage.url,
+                hint=f"create it with `anemoi-ckpt init {storage.url}` or Catalogue.create({storage.url!r})",
+            ) from None
+        descriptor = read_document(CatalogueDescriptor, "descriptor", data, f"{storage.url}/{layout.DESCRIPTOR}")
+        return cls(storage, descriptor)
+
+    @classmethod
+    def create(
+        cls,
+        storage: Storage,
+        *,
+        protected_tags: list[str] | None = None,
+        retention: RetentionPolicy | None = None,
+        exist_ok: bool = False,
+    ) -> CatalogueStore:
+        """Write ``catalogue.json`` (create-only) and return the new catalogue.
+
+        Args:
+            storage: Where the catalogue lives.
+            protected_tags: Tags whose checkpoints ``clean`` never removes
+                (default: ``["production-ready"]``).
+            retention: The policy ``clean`` applies when given none.
+            exist_ok: Open an existing catalogue instead of refusing.
+
+        Raises:
+            InvalidTagError: a protected tag is not a valid tag name; nothing is written.
+            CatalogueError: a catalogue already exists there and ``exist_ok`` is false.
+        """
+        # Imported here: tags.py imports this module.
+        from anemoi_ckpt_nb.catalogue.tags import validate_tag
+
+        descriptor = CatalogueDescriptor(created=utcnow(), created_by=layout.whoami())
+        if protected_tags is not None:
+            # The same rule as tagging: a protected tag no checkpoint can carry would protect nothing.
+            descriptor.protected_tags = [validate_tag(tag) for tag in protected_tags]
+        if retention is not None:
+            descriptor.retention = retention
+        try:
+            storage.put(layout.DESCRIPTOR, layout.dump(descriptor), if_absent=True)
+        except ConflictError:
+            if exist_ok:
+                return cls.open(storage)
+            raise CatalogueError(
+                f"{storage.url}: a catalogue already exists here",
+                hint=f"open it with Catalogue({storage.url!r}) instead of creating it",
+            ) from None
+        return cls(storage, descriptor)
+
+    # --- documents -----------------------------------------------------------------
+
+    def read_record(self, uuid: str) -> CheckpointRecord | None:
+        """The record of ``uuid``, or None if it is not registered."""
+        try:
+            data, _ = self.storage.get(layout.record_key(uuid))
+        except ObjectNotFoundError:
+            return None
+        return read_document(CheckpointRecord, "record", data, f"{self.url}/{layout.record_key(uuid)}")
+
+    def create_record(self, record: CheckpointRecord) -> None:
+        """Write a record create-only.
+
+        Raises:
+            ConflictError: a record with this uuid already exists.
+        """
+        self.storage.put(layout.record_key(record.uuid), layout.dump(record), if_absent=True)
+
+    def read_tags(self, uuid: str) -> tuple[TagState | None, str | None]:
+        """``(state, etag)`` of the tags of ``uuid``; ``(None, None)`` before the first tag."""
+        try:
+            data, etag = self.storage.get(layout.tags_key(uuid))
+        except ObjectNotFoundError:
+            return None, None
+        return read_document(TagState, "tags", data, f"{self.url}/{layout.tags_key(uuid)}"), etag
+
+    def record_uuids(self, prefix: str = "") -> list[str]:
+        """Uuids of the records whose uuid starts with ``prefix``, straight from ``records/``."""
+        return [
+            layout.uuid_of_key(info.key)
+            for info in self.storage.list(layout.RECORDS + prefix)
+            if info.key.endswith(".json")
+        ]
+
+    # --- index -------------------------------------------------------------------------
+
+    def index(self, *, refresh: bool = True) -> _index.Index:
+        """The merged index, refreshed from storage unless ``refresh`` is false."""
+        with self._index_lock:
+            if self._index is None or refresh:
+                self._index = _index.load(self.storage, self._index)
+            return self._index
+
+    def publish(self, events: list[_index.Event]) -> None:
+        """Record index events (one delta) and apply them to the cached index."""
+        key = _index.publish(self.storage, events)
+        with self._index_lock:
+            if self._index is not None:
+                for event in events:
+                    self._index.apply(event)
+                self._index.applied.add(key)  # so the next refresh does not fetch it again
+
+    def cached_index(self) -> _index.Index | None:
+        """The index as last read by this object, without any request; None if never read."""
+        return self._index
+
+    def rebuild_index(self) -> _index.Index:
+        """Recreate the index snapshot from the records (see :func:`.index.rebuild`)."""
+        with self._index_lock:
+            self._index = _index.rebuild(self.storage)
+            return self._index
+
+    def check_index(self) -> _index.IndexCheck:
+        """Compare the current index with ``records/`` (see :func:`.index.check`)."""
+        return _index.check(self.storage, self.index())

@@ -1,0 +1,451 @@
+"""Can this checkpoint be read, converted and run for inference here? ``anemoi-ckpt validate``.
+
+The report says which format and metadata version the file has, which
+migration steps would bring it to the current version, which keys are unknown
+or missing, which pickled classes the reader could not translate, and how the
+installed packages compare with the ones it was trained with.
+
+The environment check follows anemoi-inference's ``validate_environment``
+(``anemoi/inference/provenance.py``): it looks at the packages with ``anemoi``
+in their name (all packages with ``all_packages``), skips the ones that do not
+matter for inference (anemoi.training, hydra, lightning, ...), and reports a
+package that is missing, newer here than in training, or older here than in
+training. The last is what anemoi-inference flags ``CRITICAL``: code older than
+the checkpoint cannot be expected to rebuild it, so it makes the file
+incompatible. The rest are warnings: a newer or a missing package can be
+installed or usually works.
+
+Verdicts: ``compatible`` (exit 0), ``warnings`` (exit 1), ``incompatible``
+(exit 2); ``strict`` turns warnings into incompatible.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from anemoi_ckpt_nb.errors import CheckpointReadError, SchemaError
+
+Severity = Literal["info", "warning", "error"]
+Verdict = Literal["compatible", "warnings", "incompatible"]
+
+EXIT_CODES: dict[str, int] = {"compatible": 0, "warnings": 1, "incompatible": 2}
+
+#: Packages anemoi-inference does not compare: training-only, or tooling.
+EXEMPT_PACKAGES = frozenset({
+    "anemoi.training", "anemoi.inference", "hydra", "hydra_plugins", "hydra_plugins.anemoi_searchpath",
+    "lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities",
+})
+EXEMPT_NAMESPACES = frozenset({"hydra_plugins"})
+
+#: Keys whose absence does not block anything but loses lineage or provenance.
+RECOMMENDED_KEYS = ("uuid", "run_id", "timestamp", "provenance_training")
+
+CHECKPOINT_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".safetensors", ".bin"})
+
+
+@dataclass
+class Finding:
+    """One observation about the file."""
+
+    severity: Severity
+    code: str
+    message: str
+    hint: str | None = None
+
+
+@dataclass
+class PackageCheck:
+    """One package: the version it was trained with and the one installed here."""
+
+    package: str
+    trained: str | None
+    installed: str | None
+    #: ``same``, ``newer-installed``, ``older-installed``, ``missing`` or ``unparsable``.
+    status: str
+
+
+@dataclass
+class ValidationReport:
+    """Everything ``validate`` found, and the verdict."""
+
+    path: str
+    format: str | None = None
+    metadata_source: str | None = None
+    metadata_version: str | None = None
+    current_version: str = ""
+    migrations: list[str] = field(default_factory=list)
+    unknown_keys: list[str] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
+    unmapped_classes: list[str] = field(default_factory=list)
+    packages: list[PackageCheck] = field(default_factory=list)
+    can_convert: bool = False
+    can_load_for_inference: bool = False
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, severity: Severity, code: str, message: str, hint: str | None = None) -> None:
+        self.findings.append(Finding(severity, code, message, hint))
+
+    @property
+    def verdict(self) -> Verdict:
+        """``incompatible`` if any error, ``warnings`` if any warning, else ``compatible``."""
+        levels = {f.severity for f in self.findings}
+        if "error" in levels:
+            return "incompatible"
+        return "warnings" if "warning" in levels else "compatible"
+
+    def exit_code(self, *, strict: bool = False) -> int:
+        """0, 1 or 2 for compatible, warnings, incompatible; ``strict`` makes warnings 2."""
+        code = EXIT_CODES[self.verdict]
+        return 2 if strict and code == 1 else code
+
+    def to_dict(self, *, strict: bool = False) -> dict[str, Any]:
+        """JSON-able form, as ``validate --json`` prints it."""
+        data = asdict(self)
+        data["verdict"] = "incompatible" if strict and self.verdict == "warnings" else self.verdict
+        data["exit_code"] = self.exit_code(strict=strict)
+        data["strict"] = strict
+        return data
+
+
+def looks_like_path(target: str) -> bool:
+    """Whether ``target`` names a file rather than a catalogue reference (uuid or name)."""
+    path = Path(target)
+    return path.exists() or "/" in target or "\\" in target or path.suffix in CHECKPOINT_SUFFIXES
+
+
+def validate_metadata(
+    metadata: Any, *, label: str, format: str | None = None, all_packages: bool = False
+) -> ValidationReport:
+    """Validate metadata without its file (e.g. a catalogue's copy of a registered checkpoint's).
+
+    Pickled classes and the embedding are not checked: that needs the file.
+
+    Args:
+        metadata: the Anemoi metadata dict.
+        label: what to call it in the report (a uuid and file name).
+        format: ``training`` or ``inference``, if known.
+        all_packages: see :func:`validate_checkpoint`.
+    """
+    report = ValidationReport(path=label, format=format, metadata_source="catalogue")
+    report.add("info", "metadata-only", "checked the catalogue's copy of the metadata; pickled classes were not checked",
+               "download the file and validate it for a full check")
+    check_metadata(report, metadata, all_packages=all_packages)
+    return report
+
+
+def validate_checkpoint(path: str | Path, *, all_packages: bool = False) -> ValidationReport:
+    """Check a checkpoint file against the current schema and this environment.
+
+    Never raises for a bad file: a file that cannot be read is reported as incompatible.
+
+    Args:
+        path: a checkpoint (training, inference, state dict or safetensors).
+        all_packages: compare every package recorded in the provenance, not only anemoi ones.
+
+    Returns:
+        The report (see :attr:`ValidationReport.verdict`).
+    """
+    from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
+
+    report = ValidationReport(path=str(path), current_version=CURRENT_VERSION)
+    try:
+        ck = open_checkpoint(path)
+    except CheckpointReadError as error:
+        report.add("error", "unreadable", error.message, error.hint)
+        return report
+    with ck:
+        report.format = ck.kind
+        report.metadata_source = _metadata_source(Path(path), ck)
+        _check_classes(report, ck)
+        metadata = ck.metadata
+    if metadata is None:
+        report.add("error", "no-metadata", "the file holds no Anemoi metadata: it cannot be converted or run by anemoi-inference",
+                   "only checkpoints written by anemoi-training (or converted from them) carry it")
+        return report
+    check_metadata(report, metadata, all_packages=all_packages)
+    return report
+
+
+def check_metadata(report: ValidationReport, metadata: Any, *, all_packages: bool = False) -> None:
+    """Fill ``report`` with what the metadata itself says (versions, keys, environment).
+
+    Used by :func:`validate_checkpoint`, and directly for metadata without a file
+    (a catalogue record's metadata blob).
+    """
+    from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION, detect_version, is_newer_than_known
+    from anemoi_ckpt_nb.compat.migrate import migrate
+
+    report.current_version = CURRENT_VERSION
+    if not _is_plain_json(metadata):
+        report.add("error", "metadata-not-plain", "the metadata holds objects the reader could not turn into plain data",
+                   "report the classes listed under unmapped_classes")
+        return
+    try:
+        version = detect_version(metadata)
+    except SchemaError as error:
+        report.add("error", "metadata-version", error.message, error.hint)
+        return
+    report.metadata_version = version
+    if is_newer_than_known(version):
+        report.add("warning", "metadata-newer", f"metadata version {version} is newer than this tool knows ({CURRENT_VERSION}); "
+                   "only the environment was checked", "upgrade anemoi-ckpt-nb: pip install -U anemoi-ckpt-nb")
+        _check_environment(report, metadata.get("provenance_training"), all_packages=all_packages)
+        return
+    try:
+        result = migrate(metadata)
+    except SchemaError as error:
+        report.add("error", "migration-failed", error.message, error.hint)
+        return
+    report.migrations = list(result.steps_applied)
+    _check_keys(report, metadata, result.document, str(result.to_version))
+    if result.steps_applied and str(result.to_version) == CURRENT_VERSION:
+        report.add("warning", "migrations-pending",
+                   f"metadata {version} is older than {CURRENT_VERSION}: {len(result.steps_applied)} migration step(s) would run "
+                   f"({', '.join(result.steps_applied)})",
+                   f"write an upgraded copy with `anemoi-ckpt upgrade {report.path} OUT`")
+    source = report.metadata_source
+    if source == "ai-models.json":
+        report.add("warning", "deprecated-name", "the metadata is embedded as ai-models.json, a name anemoi-utils only reads with a deprecation warning",
+                   f"`anemoi-ckpt upgrade {report.path} OUT` writes it as anemoi.json")
+    elif source == "hyper_parameters" and report.format == "inference":
+        report.add("warning", "not-embedded", "the metadata is not embedded as anemoi.json, where anemoi-inference reads it",
+                   f"`anemoi-ckpt upgrade {report.path} OUT` embeds it")
+    elif source == "hyper_parameters":
+        report.add("info", "not-embedded", "the metadata is only in hyper_parameters; conversion embeds it in the inference file")
+    valid = not any(f.severity == "error" for f in report.findings)
+    report.can_convert = valid and report.format in (None, "training", "inference")
+    _check_environment(report, (result.document if valid else metadata).get("provenance_training"), all_packages=all_packages)
+    blocking = {"older-installed", "missing"}
+    report.can_load_for_inference = report.can_convert and not any(p.status in blocking for p in report.packages) \
+        and not any(f.severity == "error" for f in report.findings)
+
+
+# --- pieces ----------------------------------------------------------------------------
+
+
+def _metadata_source(path: Path, ck: Any) -> str | None:
+    """Where the reader found the metadata: the embedded JSON's name, or the pickle."""
+    from anemoi_ckpt_nb.read.embedded import find_metadata_entry
+
+    if ck.metadata is None:
+        return None
+    if ck.kind == "safetensors":
+        return "safetensors-header"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            found = find_metadata_entry(zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        found = None
+    return found[1] if found else "hyper_parameters"
+
+
+def _check_classes(report: ValidationReport, ck: Any) -> None:
+    """Report pickled classes that were neither rebuilt nor translated into plain data."""
+    from anemoi_ckpt_nb.read.classmap import current_name, translator_for
+
+    # current_name is idempotent, so it does not matter whether the reader already renamed them.
+    unmapped = sorted({".".join(current_name(m, n)) for m, n in ck.opaque_classes
+                       if translator_for(".".join(current_name(m, n))) is None})
+    report.unmapped_classes = unmapped
+    if not unmapped:
+        return
+    shown = ", ".join(unmapped[:5]) + (f" and {len(unmapped) - 5} more" if len(unmapped) > 5 else "")
+    report.add("info", "unmapped-classes",
+               f"{len(unmapped)} pickled class(es) were kept as inert placeholders: {shown}")
+    if ck.kind == "inference":
+        missing = sorted({p for p in (_missing_package(name.rpartition(".")[0]) for name in unmapped) if p})
+        if missing:
+            report.add("warning", "classes-not-installed",
+                       f"torch.load of this inference file needs the packages {', '.join(missing)}, not installed here",
+                       "install the anemoi packages the checkpoint was trained with (see packages)")
+
+
+def _missing_package(module: str) -> str | None:
+    """The package ``module`` belongs to, if it is not installed here; nothing is imported but namespaces."""
+    import importlib.util
+
+    parts = module.split(".")
+    # find_spec of a top-level name locates it without importing anything.
+    spec = importlib.util.find_spec(parts[0])
+    if spec is None:
+        return parts[0]
+    is_namespace = spec.submodule_search_locations is not None and spec.origin in (None, "namespace")
+    if is_namespace and len(parts) > 1:
+        # e.g. anemoi: each anemoi-* distribution adds one package below it (importing a namespace runs no code).
+        second = ".".join(parts[:2])
+        return second if importlib.util.find_spec(second) is None else None
+    return None
+
+
+def _is_plain_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_keys(report: ValidationReport, original: Mapping[str, Any], migrated: Mapping[str, Any], reached: str) -> None:
+    from pydantic import ValidationError
+
+    from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION, MODELS, detect_version
+
+    own = MODELS[detect_version(original).split(".")[0]]
+    problems = _errors(own, original)
+    if not problems and reached != CURRENT_VERSION:
+        # Stuck on the way: what the next version needs and the document lacks.
+        following = MODELS.get(str(int(reached.split(".")[0]) + 1))
+        patched = {**migrated, "version": f"{int(reached.split('.')[0]) + 1}.0"}
+        problems = _errors(following, patched) if following else []
+        report.add("error", "not-migratable",
+                   f"metadata {reached} cannot be brought to {CURRENT_VERSION}"
+                   + (f": {'; '.join(f'{loc}: {msg}' for loc, msg, _ in problems[:5])}" if problems else ""),
+                   "the keys listed under missing_keys cannot be recomputed from the file")
+    elif not problems:
+        try:
+            MODELS[CURRENT_VERSION.split(".")[0]].model_validate(migrated)
+        except ValidationError as error:
+            report.add("error", "migration-invalid", f"the migrated metadata does not match {CURRENT_VERSION}: {error.errors()[0]['msg']}")
+    else:
+        for loc, message, _ in problems:
+            report.add("error", "invalid-key", f"{loc or '<root>'}: {message}")
+    report.missing_keys = sorted({loc for loc, _, kind in problems if kind == "missing"})
+    model = MODELS[(reached if reached else CURRENT_VERSION).split(".")[0]]
+    report.unknown_keys = sorted(set(migrated) - set(model.model_fields))
+    if report.unknown_keys:
+        report.add("info", "unknown-keys", f"keys this tool does not describe (kept as they are): {', '.join(report.unknown_keys)}")
+    absent = [k for k in RECOMMENDED_KEYS if migrated.get(k) in (None, "", {})]
+    if absent:
+        report.add("warning", "missing-recommended", f"no {', '.join(absent)} in the metadata: lineage or provenance checks are limited",
+                   "these are written by anemoi-training's checkpoint callback")
+
+
+def _errors(model: Any, document: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(document)
+    except ValidationError as error:
+        return [(".".join(str(p) for p in e["loc"]), e["msg"], e["type"]) for e in error.errors()]
+    return []
+
+
+# --- environment --------------------------------------------------------------------
+
+
+def installed_version(module: str) -> str | None:
+    """Installed version of the distribution providing ``module`` (``anemoi.models`` -> anemoi-models).
+
+    Read from distribution metadata only; nothing is imported.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in (module, module.replace(".", "-"), module.split(".")[0]):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _considered(module: str, *, all_packages: bool) -> bool:
+    if module.startswith("_") or module in EXEMPT_PACKAGES or module.split(".")[0] in EXEMPT_NAMESPACES:
+        return False
+    return all_packages or "anemoi" in module
+
+
+def _check_environment(report: ValidationReport, provenance: Any, *, all_packages: bool) -> None:
+    from anemoi_ckpt_nb.compat.environment import checkpoint_code, parse_version
+
+    if not isinstance(provenance, Mapping):
+        report.add("warning", "no-provenance", "no provenance_training: the packages it was trained with are unknown")
+        return
+    # The runs helper's reading of provenance: module versions as text (either anemoi-utils form), dirty checkouts.
+    code = checkpoint_code(provenance)
+    python = code.python
+    here = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    if python:
+        trained, current = parse_version(str(python)), parse_version(here)
+        if trained and current and trained[:2] != current[:2]:
+            report.add("warning", "python-version", f"trained with Python {python}, this is Python {here}")
+        elif trained != current:
+            report.add("info", "python-version", f"trained with Python {python}, this is Python {here}")
+    for module in sorted(code.modules):
+        if not _considered(module, all_packages=all_packages):
+            continue
+        trained_text = code.modules[module]
+        installed = installed_version(module)
+        check = PackageCheck(module, trained_text, installed, _status(trained_text, installed))
+        report.packages.append(check)
+        if check.status == "missing":
+            report.add("warning", "package-missing", f"{module} {trained_text} was used in training and is not installed here",
+                       f"pip install {module.replace('.', '-')}=={trained_text}")
+        elif check.status == "newer-installed":
+            report.add("warning", "package-newer", f"{module}: trained with {trained_text}, {installed} installed here")
+        elif check.status == "older-installed":
+            report.add("error", "package-older", f"{module}: trained with {trained_text}, only {installed} installed here",
+                       f"pip install '{module.replace('.', '-')}>={trained_text}'")
+        elif check.status == "unparsable":
+            report.add("warning", "package-version", f"{module}: cannot compare versions {trained_text!r} and {installed!r}")
+    if code.git_dirty:
+        report.add("warning", "uncommitted-training-code",
+                   f"the training code had uncommitted changes ({', '.join(code.git_dirty)}): it cannot be reproduced exactly")
+
+
+def _status(trained: str | None, installed: str | None) -> str:
+    from anemoi_ckpt_nb.compat.environment import parse_version
+
+    if installed is None:
+        return "missing"
+    if trained == installed:
+        return "same"
+    a, b = parse_version(trained), parse_version(installed)
+    if a is None or b is None:
+        return "unparsable"
+    if a < b:
+        return "newer-installed"
+    if a > b:
+        return "older-installed"
+    return "same"
+
+
+# --- text --------------------------------------------------------------------------------
+
+
+def render_text(report: ValidationReport, *, strict: bool = False) -> str:
+    """The report as the lines ``anemoi-ckpt validate`` prints."""
+
+    def listed(items: list[str], limit: int = 8) -> str:
+        if not items:
+            return "-"
+        return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+    version = report.metadata_version or "-"
+    lines = [report.path]
+    lines.append(f"  format: {report.format or '-'}; metadata: {report.metadata_source or '-'}, "
+                 f"version {version} (current {report.current_version})")
+    lines.append(f"  migrations that would run: {listed(report.migrations)}")
+    lines.append(f"  missing keys: {listed(report.missing_keys)}")
+    lines.append(f"  unknown keys: {listed(report.unknown_keys)}")
+    lines.append(f"  unmapped classes: {listed(report.unmapped_classes, 5)}")
+    if report.packages:
+        lines.append("  packages (trained -> installed):")
+        for p in report.packages:
+            lines.append(f"    {p.package}: {p.trained or '?'} -> {p.installed or 'not installed'} ({p.status})")
+    lines.append(f"  can convert: {'yes' if report.can_convert else 'no'}; "
+                 f"can load for inference here: {'yes' if report.can_load_for_inference else 'no'}")
+    for finding in report.findings:
+        if finding.severity == "info":
+            continue
+        hint = f" ({finding.hint})" if finding.hint else ""
+        lines.append(f"  {finding.severity}: {finding.message}{hint}")
+    data = report.to_dict(strict=strict)
+    lines.append(f"verdict: {data['verdict']} (exit {data['exit_code']})")
+    return "\n".join(lines)

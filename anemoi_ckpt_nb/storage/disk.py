@@ -1,0 +1,44 @@
+"""Checks on a local disk before and after a large download: is there room, is the file whole.
+
+Shared by the run cache (prefetch) and site transfers (replicate to a file system).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from anemoi_ckpt_nb.errors import InsufficientSpaceError
+from anemoi_ckpt_nb.storage.hashing import sha256_file
+
+#: Space left free after a download, beyond the file itself: 5% of it, at least 64 MiB.
+MIN_MARGIN = 64 * 1024 * 1024
+MARGIN_FRACTION = 0.05
+
+
+def required_space(size: int, *, have: int = 0, margin: int | None = None) -> int:
+    """Bytes that must be free to finish a download of ``size`` bytes of which ``have`` are there."""
+    if margin is None:
+        margin = max(MIN_MARGIN, int(size * MARGIN_FRACTION))
+    return max(0, size - have) + margin
+
+
+def check_space(folder: Path, size: int, *, have: int = 0, margin: int | None = None, hint: str | None = None) -> None:
+    """Refuse a download that would fill the disk.
+
+    Raises:
+        InsufficientSpaceError: ``shutil.disk_usage(folder).free`` is below
+            what the file (minus ``have`` bytes already there) and the margin need.
+    """
+    needed = required_space(size, have=have, margin=margin)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise InsufficientSpaceError(
+            folder, needed, free, hint=hint or "free some space or choose another --cache on a larger file system"
+        )
+
+
+def is_whole(path: Path, *, sha256: str, size: int, progress: Callable[[int], None] | None = None) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes hashing to ``sha256`` (the size is checked first, cheaply)."""
+    return path.is_file() and path.stat().st_size == size and sha256_file(path, progress=progress) == sha256
