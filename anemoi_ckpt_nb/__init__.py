@@ -7,9 +7,8 @@ on first attribute access.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from anemoi_ckpt_nb import _moved
+from anemoi_ckpt_nb._version import __version__
 
 _moved.install()  # old paths (anemoi_ckpt_nb.core.*, batch_convert) keep working for one release
 

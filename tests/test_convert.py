@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from anemoi_ckpt_nb import examples
-from anemoi_ckpt_nb.conversion.convert import ConvertOutcome, convert, convert_many, default_name, map_name, sidecar_path
+from anemoi_ckpt_nb.conversion.batch import ConvertOutcome, convert_many
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.conversion.plan import default_name, map_name, sidecar_path
 from anemoi_ckpt_nb.errors import ConvertError
 from anemoi_ckpt_nb.storage.hashing import sha256_file
 from rootless import held_to_permissions

@@ -22,7 +22,8 @@ from anemoi_ckpt_nb.errors import (
     CorruptCheckpointError,
     NotACheckpointError,
 )
-from anemoi_ckpt_nb.read.reader import TensorInfo, open_checkpoint
+from anemoi_ckpt_nb.read.checkpoint import TensorInfo
+from anemoi_ckpt_nb.read.reader import open_checkpoint
 
 DTYPES = [
     torch.float32,

@@ -12,7 +12,8 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.conversion.convert import convert
-from anemoi_ckpt_nb.read.reader import open_checkpoint, summary_text
+from anemoi_ckpt_nb.read.reader import open_checkpoint
+from anemoi_ckpt_nb.read.summary import summary_text
 
 SCRIPT = Path(sys.executable).parent / "anemoi-ckpt"
 

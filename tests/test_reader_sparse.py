@@ -7,7 +7,8 @@ import torch
 
 from anemoi_ckpt_nb.conversion.convert import convert
 from anemoi_ckpt_nb.errors import ConvertError, CorruptCheckpointError
-from anemoi_ckpt_nb.read.reader import open_checkpoint, summary_text
+from anemoi_ckpt_nb.read.reader import open_checkpoint
+from anemoi_ckpt_nb.read.summary import summary_text
 
 
 def _lightning(path, state_dict, optimizer_tensors=()):

@@ -6,7 +6,7 @@ import pytest
 
 from anemoi_ckpt_nb.cli._catalogue import format_size
 from anemoi_ckpt_nb.catalogue import schema
-from anemoi_ckpt_nb.read.reader import format_bytes
+from anemoi_ckpt_nb.read.summary import format_bytes
 from anemoi_ckpt_nb.notebook import html, text
 from anemoi_ckpt_nb.storage.progress import progress_bar
 

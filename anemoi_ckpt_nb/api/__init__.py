@@ -4,6 +4,7 @@ May import: every package below it (``notebook`` to display, ``runs``, ``sites``
 """
 
 from anemoi_ckpt_nb.api.batch import ConvertReport, convert_many
-from anemoi_ckpt_nb.api.catalogue import ENV_CATALOGUE, Catalogue, Checkpoint, checkpoint_line, default_url
+from anemoi_ckpt_nb.api.catalogue import ENV_CATALOGUE, Catalogue, default_url
+from anemoi_ckpt_nb.api.checkpoint import Checkpoint, checkpoint_line
 
 __all__ = ["ENV_CATALOGUE", "Catalogue", "Checkpoint", "ConvertReport", "checkpoint_line", "convert_many", "default_url"]

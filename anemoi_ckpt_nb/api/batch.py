@@ -1,6 +1,6 @@
 """Converting many training checkpoints from Python, with a progress bar and a report that displays.
 
-:func:`anemoi_ckpt_nb.conversion.convert.convert_many` does the work and calls back;
+:func:`anemoi_ckpt_nb.conversion.batch.convert_many` does the work and calls back;
 this layer adds what a person watching needs: tqdm's bar (the widget in
 Jupyter, text on a terminal, nothing in a batch log) and a :class:`ConvertReport`
 that shows as a table in a notebook and as lines elsewhere.
@@ -67,7 +67,7 @@ def byte_progress(desc: str, *, show: bool | None = None) -> Iterator[ByteProgre
 class ConvertReport(list):
     """The outcomes of :func:`convert_many`, one per input, in input order (a ``list``).
 
-    Each item is a :class:`~anemoi_ckpt_nb.conversion.convert.ConvertOutcome`: ``ok``,
+    Each item is a :class:`~anemoi_ckpt_nb.conversion.batch.ConvertOutcome`: ``ok``,
     ``source``, and ``result`` (a ``ConvertResult``) or ``error``.
     """
 
@@ -141,7 +141,7 @@ def convert_many(
     Raises:
         ConvertError: a bad format or ``jobs``, or ``out_dir`` cannot be created.
     """
-    from anemoi_ckpt_nb.conversion.convert import convert_many as _convert_many
+    from anemoi_ckpt_nb.conversion.batch import convert_many as _convert_many
     from anemoi_ckpt_nb.notebook.text import convert_line
 
     if isinstance(sources, (str, Path)):

@@ -3,19 +3,17 @@
 The sites package (:mod:`anemoi_ckpt_nb.sites.locations`) writes these
 documents and publishes their index events; the catalogue only reads them
 back when it rebuilds its index, and answers ``search(site=...)`` from the
-``sites`` of an index entry. The catalogue's own blob appears there as
+``sites`` of an index entry (the catalogue's own site name is
+:func:`anemoi_ckpt_nb.catalogue.store.catalogue_site_name`). The catalogue's own blob appears there as
 :data:`CATALOGUE_TOKEN`, so renaming the catalogue's site changes nothing stored.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anemoi_ckpt_nb.catalogue.documents import read_document
 from anemoi_ckpt_nb.catalogue.schema import LocationsState
-
-if TYPE_CHECKING:  # pragma: no cover
-    from anemoi_ckpt_nb.catalogue.store import CatalogueStore
 
 #: How the catalogue's own blob appears in index entries' ``sites``.
 CATALOGUE_TOKEN = ":catalogue"
@@ -23,11 +21,6 @@ CATALOGUE_TOKEN = ":catalogue"
 DEFAULT_CATALOGUE_SITE = "catalogue"
 #: The key of ``catalogue.json`` that names the catalogue's own site.
 CATALOGUE_SITE_KEY = "catalogue_site"
-
-
-def catalogue_site_name(store: CatalogueStore) -> str:
-    """The site name of the catalogue's own storage (default ``"catalogue"``)."""
-    return str(getattr(store.descriptor, CATALOGUE_SITE_KEY, None) or DEFAULT_CATALOGUE_SITE)
 
 
 def parse_state(data: bytes, where: str) -> LocationsState:

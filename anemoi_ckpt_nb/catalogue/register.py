@@ -408,7 +408,7 @@ def register_paths(
             "name, parents and sha256 apply to a single checkpoint", hint="register the files one by one to name them"
         )
     extra = _as_links(parents)
-    from anemoi_ckpt_nb.catalogue.tags import validate_tag
+    from anemoi_ckpt_nb.catalogue.schema import validate_tag
 
     tags = [validate_tag(t) for t in tags]
     # Captured once per call, before any file is read: a bad checkout refuses the whole call.

@@ -22,11 +22,13 @@ Their JSON Schemas are published in ``anemoi_ckpt_nb/schemas/catalogue-*.json``
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from anemoi_ckpt_nb.compat.environment import EnvironmentSnapshot
+from anemoi_ckpt_nb.errors import InvalidTagError
 
 #: Relations a record can have to a parent.
 Relation = Literal["resumed-from", "forked-from", "converted-from", "fine-tuned-from"]
@@ -352,3 +354,25 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ``{"catalogue-record": {...}, ...}``, ready for ``json.dumps``.
     """
     return {stem: model.model_json_schema() for stem, model in STORED_MODELS.items()}
+
+
+#: The rule of a tag name (see :func:`validate_tag`).
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@=-]{0,127}$")
+
+
+def validate_tag(tag: str) -> str:
+    """Return ``tag`` if it is a valid tag name.
+
+    A tag is 1 to 128 characters of letters, digits and ``_ . : / @ = -``,
+    not starting with ``-`` or ``+`` (the CLI's add/remove marks) nor a dot.
+
+    Raises:
+        InvalidTagError: the tag breaks a rule.
+    """
+    if not isinstance(tag, str) or not _TAG.match(tag):
+        raise InvalidTagError(
+            str(tag),
+            f"invalid tag {tag!r}: use 1-128 letters, digits or _ . : / @ = -, starting with a letter, digit or _",
+            hint="for example `candidate` or `production-ready`",
+        )
+    return tag

@@ -17,10 +17,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from anemoi_ckpt_nb.catalogue import layout
-from anemoi_ckpt_nb.catalogue.copies import catalogue_site_name, sites_of_entry
+from anemoi_ckpt_nb.catalogue.copies import sites_of_entry
 from anemoi_ckpt_nb.catalogue.index import reindex_hint
 from anemoi_ckpt_nb.catalogue.schema import CheckpointRecord
-from anemoi_ckpt_nb.catalogue.store import CatalogueStore
+from anemoi_ckpt_nb.catalogue.store import CatalogueStore, catalogue_site_name
 from anemoi_ckpt_nb.errors import (
     AmbiguousReferenceError,
     CatalogueError,

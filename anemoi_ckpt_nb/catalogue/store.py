@@ -11,6 +11,7 @@ import threading
 
 from anemoi_ckpt_nb.catalogue import index as _index
 from anemoi_ckpt_nb.catalogue import layout
+from anemoi_ckpt_nb.catalogue.copies import CATALOGUE_SITE_KEY, DEFAULT_CATALOGUE_SITE
 from anemoi_ckpt_nb.catalogue.documents import read_document
 from anemoi_ckpt_nb.catalogue.schema import (
     CatalogueDescriptor,
@@ -18,6 +19,7 @@ from anemoi_ckpt_nb.catalogue.schema import (
     RetentionPolicy,
     TagState,
     utcnow,
+    validate_tag,
 )
 from anemoi_ckpt_nb.errors import (
     CatalogueError,
@@ -89,9 +91,6 @@ class CatalogueStore:
             InvalidTagError: a protected tag is not a valid tag name; nothing is written.
             CatalogueError: a catalogue already exists there and ``exist_ok`` is false.
         """
-        # Imported here: tags.py imports this module.
-        from anemoi_ckpt_nb.catalogue.tags import validate_tag
-
         descriptor = CatalogueDescriptor(created=utcnow(), created_by=layout.whoami())
         if protected_tags is not None:
             # The same rule as tagging: a protected tag no checkpoint can carry would protect nothing.
@@ -174,3 +173,8 @@ class CatalogueStore:
     def check_index(self) -> _index.IndexCheck:
         """Compare the current index with ``records/`` (see :func:`.index.check`)."""
         return _index.check(self.storage, self.index())
+
+
+def catalogue_site_name(store: CatalogueStore) -> str:
+    """The site name of the catalogue's own storage (default ``"catalogue"``)."""
+    return str(getattr(store.descriptor, CATALOGUE_SITE_KEY, None) or DEFAULT_CATALOGUE_SITE)

@@ -10,13 +10,18 @@ spread out. No update is lost however many processes tag at once.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Sequence
 
 from anemoi_ckpt_nb.catalogue import index as _index
 from anemoi_ckpt_nb.catalogue import layout
-from anemoi_ckpt_nb.catalogue.schema import TagEvent, TagState, Who, utcnow
+from anemoi_ckpt_nb.catalogue.schema import (
+    TagEvent,
+    TagState,
+    Who,
+    utcnow,
+    validate_tag,
+)
 from anemoi_ckpt_nb.catalogue.store import CatalogueStore
 from anemoi_ckpt_nb.errors import (
     CatalogueError,
@@ -27,27 +32,6 @@ from anemoi_ckpt_nb.errors import (
 
 #: Attempts before a tag change gives up (each conflict means someone else's write succeeded).
 MAX_ATTEMPTS = 100
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@=-]{0,127}$")
-
-
-def validate_tag(tag: str) -> str:
-    """Return ``tag`` if it is a valid tag name.
-
-    A tag is 1 to 128 characters of letters, digits and ``_ . : / @ = -``,
-    not starting with ``-`` or ``+`` (the CLI's add/remove marks) nor a dot.
-
-    Raises:
-        InvalidTagError: the tag breaks a rule.
-    """
-    if not isinstance(tag, str) or not _TAG.match(tag):
-        raise InvalidTagError(
-            str(tag),
-            f"invalid tag {tag!r}: use 1-128 letters, digits or _ . : / @ = -, starting with a letter, digit or _",
-            hint="for example `candidate` or `production-ready`",
-        )
-    return tag
-
-
 def change_tags(
     store: CatalogueStore,
     uuid: str,

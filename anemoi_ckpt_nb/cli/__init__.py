@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-from anemoi_ckpt_nb import __version__
+from anemoi_ckpt_nb._version import __version__
 
 #: Subcommand name -> module under anemoi_ckpt_nb.cli (one line per command).
 COMMANDS: dict[str, str] = {

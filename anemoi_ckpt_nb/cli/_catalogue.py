@@ -60,7 +60,7 @@ def short(uuid: str | None) -> str:
 
 def format_size(size: int | None) -> str:
     """``1.2 GB``-style, as ``inspect`` prints sizes; None -> ``-``."""
-    from anemoi_ckpt_nb.read.reader import format_bytes
+    from anemoi_ckpt_nb.read.summary import format_bytes
 
     return "-" if size is None else format_bytes(size)
 

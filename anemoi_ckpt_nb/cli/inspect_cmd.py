@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from anemoi_ckpt_nb.cli._errors import report
-    from anemoi_ckpt_nb.read.reader import open_checkpoint, summary_text
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
+    from anemoi_ckpt_nb.read.summary import summary_text
 
     status = 0
     for number, path in enumerate(args.paths):

@@ -99,7 +99,7 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
         CheckpointReadError: ``source`` is missing, not a zip checkpoint, or damaged.
         SchemaError: the metadata is missing, or cannot be brought to the current version.
     """
-    from anemoi_ckpt_nb import __version__
+    from anemoi_ckpt_nb._version import __version__
     from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION, parse_metadata
     from anemoi_ckpt_nb.read.embedded import DEFAULT_NAME, read_embedded, top_directory
     from anemoi_ckpt_nb.storage.hashing import sha256_of

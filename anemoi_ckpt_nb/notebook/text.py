@@ -47,8 +47,8 @@ def field(record: Any, name: str, default: Any = None) -> Any:
 
 
 def format_bytes(size: int | float | None) -> str:
-    """``1536`` -> ``"1.5 kB"``, as the CLI shows sizes (:func:`anemoi_ckpt_nb.read.reader.format_bytes`); None -> ``"-"``."""
-    from anemoi_ckpt_nb.read.reader import format_bytes as _format_bytes
+    """``1536`` -> ``"1.5 kB"``, as the CLI shows sizes (:func:`anemoi_ckpt_nb.read.summary.format_bytes`); None -> ``"-"``."""
+    from anemoi_ckpt_nb.read.summary import format_bytes as _format_bytes
 
     return "-" if size is None else _format_bytes(size)
 

@@ -109,7 +109,7 @@ def to_plain(obj: Any, *, tensors: str = "list") -> Any:
     """Plain Python data (dict, list, str, numbers, None) from an unpickled object.
 
     Args:
-        obj: anything from :attr:`CheckpointFile.raw <anemoi_ckpt_nb.read.reader.CheckpointFile.raw>`.
+        obj: anything from :attr:`CheckpointFile.raw <anemoi_ckpt_nb.read.checkpoint.CheckpointFile.raw>`.
         tensors: ``"list"`` turns tensors and numpy arrays into lists (as
             anemoi-training does when it writes metadata); ``"keep"`` leaves them.
 

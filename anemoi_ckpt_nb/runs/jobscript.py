@@ -137,7 +137,7 @@ def render_script(
             slurm = dataclasses.replace(slurm, job_name=f"anemoi-{manifest.mode}-{uuid[:8]}")
         lines += slurm.directives()
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    from anemoi_ckpt_nb import __version__
+    from anemoi_ckpt_nb._version import __version__
 
     lines += [
         "#",

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Literal
 
 from anemoi_ckpt_nb.catalogue.copies import (
     CATALOGUE_TOKEN,
-    catalogue_site_name,
     locations_event,
     sites_of_entry,
     sites_of_state,
@@ -46,6 +45,7 @@ from anemoi_ckpt_nb.catalogue.schema import (
     LocationsState,
     utcnow,
 )
+from anemoi_ckpt_nb.catalogue.store import catalogue_site_name
 from anemoi_ckpt_nb.errors import (
     ConflictError,
     NotRegisteredError,

@@ -30,11 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from anemoi_ckpt_nb.catalogue.copies import (  # noqa: F401 (sites speak of them)
-    CATALOGUE_SITE_KEY,
-    DEFAULT_CATALOGUE_SITE,
-    catalogue_site_name,
-)
+from anemoi_ckpt_nb.catalogue.copies import CATALOGUE_SITE_KEY, DEFAULT_CATALOGUE_SITE
+from anemoi_ckpt_nb.catalogue.store import catalogue_site_name
 from anemoi_ckpt_nb.errors import (
     ConflictError,
     SchemaError,

@@ -47,7 +47,7 @@ def progress_bar(
         desc=desc,
         unit="B",
         unit_scale=True,
-        # kB/MB of 1000 bytes, as every size the project prints (read.reader.format_bytes).
+        # kB/MB of 1000 bytes, as every size the project prints (read.summary.format_bytes).
         unit_divisor=1000,
         disable=disable,
         leave=False,

@@ -1,0 +1,347 @@
+"""Running one conversion: read the source's tensors, write the output in its format, verify it, and check the source did not change meanwhile.
+
+The output appears whole or not at all (a temporary beside it, verified, then published); see :mod:`.files`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import uuid as _uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from anemoi_ckpt_nb.errors import CheckpointChangedError, CkptError, ConvertError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anemoi_ckpt_nb.conversion.files import SourceFile
+from anemoi_ckpt_nb.conversion.plan import (
+    OVERWRITE_HINT,
+    ConvertResult,
+    Progress,
+    _as_convert_error,
+    _base_metadata,
+    _enrich,
+    _Failure,
+    _os_error,
+    _plan,
+    sidecar_path,
+)
+
+
+def _open(source: Path, target: Path) -> Any:
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
+
+    try:
+        return open_checkpoint(source)
+    except Exception as error:
+        raise _as_convert_error(source, target, error) from error
+
+
+def _entries(planned: list[tuple[str, str, Any]], files: SourceFile) -> list[Any]:
+    """The planned weights as writer entries that read their bytes from ``files``."""
+    from anemoi_ckpt_nb.conversion.writers import TensorEntry
+
+    return [
+        TensorEntry(
+            name=mapped,
+            dtype=str(info.dtype).removeprefix("torch."),
+            shape=tuple(int(n) for n in info.shape),
+            nbytes=int(info.nbytes),
+            chunks=_guarded(files.reader(name)),
+        )
+        for mapped, name, info in planned
+    ]
+
+
+def _guarded(read: Callable[[], Iterable[Any]]) -> Callable[[], Iterator[Any]]:
+    """Tell source failures (raised while reading) from destination ones (raised while writing)."""
+
+    def chunks() -> Iterator[Any]:
+        try:
+            yield from read()
+        except (_SourceError, CheckpointChangedError):
+            raise
+        except (OSError, ValueError, RuntimeError, CkptError) as error:
+            raise _SourceError(str(error)) from error
+
+    return chunks
+
+
+class _SourceError(Exception):
+    """Reading the source failed mid-way (as opposed to writing the destination)."""
+
+
+def _convert_open(
+    checkpoint: Any,
+    source: Path,
+    target: Path,
+    *,
+    format: str,
+    overwrite: bool,
+    progress: Progress | None,
+    source_sha256: str | None = None,
+) -> ConvertResult:
+    started = time.monotonic()
+    sidecar = sidecar_path(target)
+    if source.resolve() == target.resolve():
+        raise ConvertError(source, target, "the destination is the source", hint="choose another destination")
+    if not overwrite:
+        for path, what in ((target, "the destination"), (sidecar, f"its sidecar {sidecar.name}")):
+            if path.exists():
+                raise ConvertError(source, target, f"{what} already exists", hint=OVERWRITE_HINT)
+    if sys.byteorder != "little":
+        raise ConvertError(source, target, "conversion runs only on little-endian machines")
+    planned, dropped = _plan(checkpoint, source, target)
+    arrays = checkpoint.supporting_arrays or {}
+
+    from anemoi_ckpt_nb.conversion.files import (
+        SourceFile,
+        SourceHash,
+        publish,
+        unlink_quietly,
+        write_sidecar,
+    )
+    from anemoi_ckpt_nb.conversion.writers import Digests
+
+    new_uuid = str(_uuid.uuid4())
+    tmp = target.with_name(f".{target.name}.{new_uuid}.tmp")
+    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.{new_uuid}.tmp")
+    try:
+        files = SourceFile(source, checkpoint)
+    except OSError as error:
+        raise _os_error(source, target, error) from error
+    try:
+        # The whole source's sha256 (for converted_from) is computed in a thread meanwhile.
+        hasher = SourceHash(source) if source_sha256 is None else None
+    except OSError as error:
+        files.close()
+        raise _os_error(source, target, error) from error
+    digests = Digests(("output",), release=files.pool.give_back)
+    try:
+        try:
+            entries = _entries(planned, files)
+            total = sum(e.nbytes for e in entries)
+            base = _base_metadata(checkpoint)
+
+            def metadata_of() -> dict[str, Any]:
+                try:
+                    sha256 = source_sha256 if hasher is None else hasher.result()
+                except OSError as error:
+                    raise _SourceError(f"reading it for its sha256 failed: {error}") from error
+                return _enrich(base, checkpoint, source, new_uuid, sha256, format)
+
+            counted = _counting(entries, total, progress)
+            write = _write_anemoi if format == "anemoi" else _write_safetensors
+            # Exclusive create: the name holds a fresh uuid, so an existing file is not ours.
+            with open(tmp, "xb") as file:
+                sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests)
+                _check_source_unchanged(checkpoint, source, planned, crcs)
+                _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata))
+            write_sidecar(tmp_sidecar, metadata)
+            publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
+        except BaseException:
+            if hasher is not None:
+                hasher.cancel()
+            for path in (tmp, tmp_sidecar):
+                unlink_quietly(path)
+            raise
+        finally:
+            digests.close()
+            files.close()
+    except ConvertError:
+        raise
+    except _Failure as error:
+        raise ConvertError(source, target, error.message, hint=error.hint) from error
+    except CheckpointChangedError as error:
+        raise ConvertError(source, target, error.reason, hint=CHANGED_HINT) from error
+    except _SourceError as error:
+        raise ConvertError(
+            source,
+            target,
+            f"the source is truncated or corrupt: {error}",
+            hint="check it with: anemoi-ckpt inspect " + str(source),
+        ) from error
+    except OSError as error:
+        raise _os_error(source, target, error) from error
+    except ValueError as error:  # a writer found sizes that do not add up
+        raise ConvertError(source, target, str(error), hint="check the source with: anemoi-ckpt inspect " + str(source)) from error
+    return ConvertResult(
+        source=source,
+        destination=target,
+        sidecar=sidecar,
+        format=format,
+        uuid=new_uuid,
+        source_uuid=metadata["converted_from"]["uuid"],
+        source_sha256=metadata["converted_from"]["sha256"],
+        sha256=sha256,
+        size=target.stat().st_size,
+        tensors=len(entries),
+        weights_bytes=total,
+        dropped=dropped,
+        seconds=time.monotonic() - started,
+        metadata=metadata,
+    )
+
+
+#: What to do about a source that changed while it was converted.
+CHANGED_HINT = "wait until the program writing it has finished (or convert a finished checkpoint), then retry"
+
+
+def _check_source_unchanged(
+    checkpoint: Any, source: Path, planned: list[tuple[str, str, Any]], crcs: dict[str, int]
+) -> None:
+    """The source must still be the file opened, and the bytes read those its archive records.
+
+    A training job rewriting ``last.ckpt`` in place while it is converted would
+    otherwise give an output, and a ``converted_from.sha256``, of a mix of two
+    files. The CRC-32 of each weight read (computed while writing) is compared
+    with the one the zip archive records for it, which also catches a damaged source.
+
+    Raises:
+        CheckpointChangedError: the file was replaced or rewritten since it was opened.
+        _Failure: a weight's bytes do not match its recorded CRC-32.
+    """
+    if checkpoint.changed_on_disk():
+        raise CheckpointChangedError(source, "it changed on disk while it was being converted")
+    for mapped, name, _ in planned:
+        expected = checkpoint.tensor_crc32(name)
+        if expected is not None and mapped in crcs and crcs[mapped] != expected:
+            raise _Failure(
+                f"the bytes read for {name} do not match the CRC-32 its archive records: "
+                "the file is damaged, or changed while it was read",
+                hint=f"check it with: anemoi-ckpt inspect {source}; if it is registered, restore it from the catalogue",
+            )
+
+
+def _counting(entries: list[Any], total: int, progress: Progress | None) -> list[Any]:
+    """The same entries, their reads reporting progress (bytes copied so far, total)."""
+    from anemoi_ckpt_nb.conversion.writers import TensorEntry
+
+    if progress is None:
+        return entries
+    state = {"done": 0}
+
+    def wrap(read: Callable[[], Iterable[Any]]) -> Callable[[], Iterator[Any]]:
+        def chunks() -> Iterator[Any]:
+            for chunk in read():
+                yield chunk
+                state["done"] += memoryview(chunk).nbytes
+                progress(state["done"], total)
+
+        return chunks
+
+    progress(0, total)
+    return [TensorEntry(e.name, e.dtype, e.shape, e.nbytes, wrap(e.chunks)) for e in entries]
+
+
+def _write_anemoi(
+    file: Any,
+    target: Path,
+    entries: list[Any],
+    arrays: dict[str, Any],
+    metadata_of: Callable[[], dict[str, Any]],
+    digests: Any,
+) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
+    from anemoi_ckpt_nb.conversion.writers import HashingFile, TorchZipWriter
+    from anemoi_ckpt_nb.read import embedded
+
+    # torch names the top folder after the file: the final name, not the temporary one.
+    top = target.stem
+    out = HashingFile(file, digests)
+    writer = TorchZipWriter(out, top)
+    crcs = writer.add_tensors(entries)
+    # The metadata comes after the weights, where save_metadata appends it (and the source
+    # hash it holds has had the whole copy to be computed).
+    metadata, extra = embedded.embedded_entries(top, metadata_of(), arrays)
+    for entry, data in extra:
+        writer.add_bytes(entry.removeprefix(top + "/"), data)
+    writer.finish()
+    # The supporting arrays are checked by zipfile's own CRCs when the verification reads them.
+    return out.finish(), crcs, metadata, entries
+
+
+def _write_safetensors(
+    file: Any,
+    target: Path,
+    entries: list[Any],
+    arrays: dict[str, Any],
+    metadata_of: Callable[[], dict[str, Any]],
+    digests: Any,
+) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
+    from anemoi_ckpt_nb.conversion.writers import (
+        HashingFile,
+        SafetensorsWriter,
+        TensorEntry,
+        safetensors_order,
+    )
+    from anemoi_ckpt_nb.read import embedded
+
+    tensors, paths = embedded.safetensors_arrays(arrays)
+    array_entries = [
+        TensorEntry(name, array.dtype.name, tuple(array.shape), array.nbytes, _array_chunks(array)) for name, array in tensors
+    ]
+    # The metadata is in the header, which comes first: the source hash must be known now.
+    metadata = dict(metadata_of())
+    metadata["supporting_arrays_paths"] = paths
+    ordered = safetensors_order(entries + array_entries)
+    try:
+        writer = SafetensorsWriter(ordered, {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata)})
+    except ValueError as error:
+        raise _Failure(str(error), hint="use --format anemoi for this dtype") from error
+    out = HashingFile(file, digests)
+    crcs = writer.write(out)
+    return out.finish(), crcs, metadata, ordered
+
+
+def _array_chunks(array: Any) -> Callable[[], list[Any]]:
+    """A supporting array's bytes as one chunk (they are small: a few values per grid point)."""
+    import numpy as np
+
+    data = array.reshape(-1).view(np.uint8)
+    return lambda: [data] if data.nbytes else []
+
+
+def _verify_while_syncing(file: Any, verify: Callable[[], None]) -> None:
+    """Flush ``file`` to disk in a thread while ``verify()`` reads it back; raise the first failure.
+
+    fsync waits for the disk, the verification for the CPU: done one after the
+    other they add up, done together the shorter one is hidden.
+    """
+    failures: list[BaseException] = []
+
+    def sync() -> None:
+        try:
+            os.fsync(file.fileno())
+        except BaseException as error:  # handed to the caller below
+            failures.append(error)
+
+    thread = threading.Thread(target=sync, name="convert-fsync", daemon=True)
+    thread.start()
+    try:
+        verify()
+    finally:
+        thread.join()  # the file stays open until the sync is done, whatever happened
+    if failures:
+        raise failures[0]
+
+
+def _verify(path: Path, format: str, entries: list[Any], crcs: dict[str, int], metadata: dict[str, Any]) -> None:
+    from anemoi_ckpt_nb.conversion.writers import (
+        VerificationError,
+        verify_safetensors,
+        verify_torch_zip,
+    )
+    from anemoi_ckpt_nb.read import embedded
+
+    try:
+        if format == "anemoi":
+            verify_torch_zip(path, entries, crcs, metadata)
+        else:
+            verify_safetensors(path, entries, crcs, {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata)})
+    except VerificationError as error:
+        raise _Failure(f"verification failed: {error}", hint="the disk or memory may be faulty; try again") from error

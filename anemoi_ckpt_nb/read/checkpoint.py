@@ -1,0 +1,273 @@
+"""An opened checkpoint file: :class:`CheckpointFile`, its tensors (:class:`TensorInfo`), where their bytes lie, and its identity.
+
+Made by :func:`anemoi_ckpt_nb.read.reader.open_checkpoint`; never built by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anemoi_ckpt_nb.errors import CheckpointChangedError
+from anemoi_ckpt_nb.read.summary import KIND_LABELS, _array_shapes, dataset_summary
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape, dtype and size of one tensor, known without reading its values."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    #: Bytes the file holds for it (a sparse tensor: its indices and values).
+    nbytes: int
+    #: ``"strided"`` (dense), or a sparse layout such as ``"sparse_coo"`` or ``"sparse_csr"``.
+    layout: str = "strided"
+
+    @property
+    def numel(self) -> int:
+        count = 1
+        for n in self.shape:
+            count *= n
+        return count
+
+
+class CheckpointFile:
+    """An open checkpoint: what it holds, with tensors memory-mapped and loaded on demand.
+
+    Made by :func:`open_checkpoint`. Attributes are computed on opening; the
+    tensor values are only read when used.
+
+    Attributes:
+        path: the file.
+        kind: ``"training"``, ``"inference"``, ``"state-dict"`` or ``"safetensors"``.
+        format: ``"zip"``, ``"legacy"``, ``"pickle"`` or ``"safetensors"``.
+        metadata: the embedded ``anemoi.json`` (else ``ai-models.json``), else
+            ``hyper_parameters["metadata"]`` as plain data, else ``None``.
+        metadata_source: where the metadata came from: ``"anemoi.json"``,
+            ``"ai-models.json"``, ``"hyper_parameters"``, ``"model"``, ``"safetensors"`` or ``None``.
+        supporting_arrays: name -> numpy array (a nested dict per dataset for multi-dataset).
+        weights: name -> :class:`TensorInfo`, in file order.
+        total_bytes, weights_bytes, optimizer_bytes, other_bytes: the file's size and its split.
+        parameter_count: elements in the weights (parameters and buffers; shared tensors counted once).
+        epoch, global_step: from the Lightning dict, else from the metadata.
+        uuid, run_id, parent_uuid: from the metadata.
+        opaque_classes: ``(module, name)`` of the classes the pickle named and the reader did not rebuild,
+            and of the functions it keeps as inert references (``torch.nn.functional.gelu``).
+        raw: the unpickled top-level object: plain data and inert placeholders (``None`` for safetensors).
+        label: what the file is, in words (see :attr:`label`).
+    """
+
+    def __init__(self, path: Path, kind: str, fmt: str) -> None:
+        self.path = path
+        self.kind = kind
+        self.format = fmt
+        self.metadata: dict | None = None
+        self.metadata_source: str | None = None
+        self.supporting_arrays: dict = {}
+        self.weights: dict[str, TensorInfo] = {}
+        self.total_bytes = 0
+        self.weights_bytes = 0
+        self.optimizer_bytes = 0
+        self.other_bytes = 0
+        self.parameter_count = 0
+        self.epoch: int | None = None
+        self.global_step: int | None = None
+        self.uuid: str | None = None
+        self.run_id: str | None = None
+        self.parent_uuid: str | None = None
+        self.opaque_classes: list[tuple[str, str]] = []
+        self.raw: Any = None
+        self._tensors: dict[str, Any] = {}
+        self._make_tensor: Any = None  # safetensors: name -> tensor, made on demand
+        self._span: Any = None  # name -> (offset, nbytes) | None, set by the opener
+        self._crc: Any = None  # name -> the archive's CRC-32 of its bytes | None, set by the opener
+        #: ``os.stat`` of the file when it was opened: a caller reading it again can tell it was replaced or rewritten.
+        self.opened_stat: os.stat_result | None = None
+        self._closers: list[Any] = []
+        self._closed = False
+
+    # -- tensors
+    def tensor(self, name: str) -> Any:
+        """The tensor ``name`` (memory-mapped: its values are read when used).
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+            CheckpointChangedError: the file changed on disk since it was opened (reading a
+                memory map past a truncated end would kill the process instead).
+        """
+        self._check(name)
+        if self.changed_on_disk():
+            raise CheckpointChangedError(
+                self.path,
+                "it changed on disk since it was opened (rewritten, replaced or truncated)",
+                hint="open it again once the program writing it has finished",
+            )
+        if name in self._tensors:
+            return self._tensors[name].detach()
+        return self._make_tensor(name)
+
+    def tensor_span(self, name: str) -> tuple[int, int] | None:
+        """Where the bytes of the weight ``name`` lie in the file, as ``(offset, nbytes)``.
+
+        Computed from the file's structure, without reading any tensor: for a
+        torch zip archive, the storage entry's data offset (its local header's
+        offset + 30 + the name and extra lengths read from that header) plus the
+        tensor's ``storage_offset * itemsize``; for a legacy torch file, the
+        storage's place after its element count; for safetensors, the header's
+        ``data_offsets``. The bytes there are exactly ``tensor(name)``'s values,
+        C-contiguous, in the machine's byte order, so a caller may read them with
+        plain file reads instead of through the memory map.
+
+        Returns:
+            ``None`` when the tensor is not a contiguous run of the file's bytes:
+            a non-contiguous view, a storage held in memory (plain pickles,
+            compressed entries, tensors pickled inside the pickle) or one
+            byte-swapped from a file of the other byte order.
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+        """
+        self._check(name)
+        return self._span(name) if self._span is not None else None
+
+    def tensor_crc32(self, name: str) -> int | None:
+        """The CRC-32 the zip archive records for the bytes of the weight ``name``.
+
+        Lets a caller that read those bytes (:meth:`tensor_span`) check them: a
+        mismatch means the file changed since it was opened, or is damaged.
+
+        Returns:
+            ``None`` unless the weight is exactly one whole, stored (uncompressed)
+            entry of a torch zip archive in this machine's byte order.
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+        """
+        self._check(name)
+        return self._crc(name) if self._crc is not None else None
+
+    def changed_on_disk(self) -> bool:
+        """Whether the file at :attr:`path` is no longer the one opened, or was rewritten since
+        (another inode, size or modification time)."""
+        if self.opened_stat is None:
+            return False
+        try:
+            now = self.path.stat()
+        except OSError:
+            return True
+        before = self.opened_stat
+        return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) != (
+            before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns
+        )
+
+    def _check(self, name: str) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: the checkpoint is closed")
+        if name not in self.weights:
+            close = [n for n in self.weights if name in n or n in name][:3]
+            raise KeyError(f"{self.path}: no weight {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+
+    def iter_weights(self) -> Iterator[tuple[str, Any]]:
+        """``(name, tensor)`` for every weight, in file order."""
+        for name in self.weights:
+            yield name, self.tensor(name)
+
+    @property
+    def label(self) -> str:
+        """What the file is, for people: ``kind`` says how it was read, this says what it is for.
+
+        A file written by ``anemoi-ckpt convert`` is read as a ``"state-dict"`` (a torch zip
+        of the weights) or ``"safetensors"``, which is what the catalogue and the converter's own
+        check key on; its metadata's ``conversion`` record makes it an inference checkpoint.
+        """
+        metadata = self.metadata if isinstance(self.metadata, dict) else {}
+        conversion = metadata.get("conversion")
+        if self.kind in ("state-dict", "safetensors") and isinstance(conversion, dict):
+            source = metadata.get("converted_from")
+            source_uuid = source.get("uuid") if isinstance(source, dict) else None
+            label = f"inference checkpoint (weights only, converted by {conversion.get('tool') or 'a converter'}"
+            return label + (f" from {source_uuid})" if source_uuid else ")")
+        return KIND_LABELS.get(self.kind, self.kind)
+
+    # -- summary
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able description: what ``anemoi-ckpt inspect --json`` prints."""
+        dtypes: dict[str, int] = {}
+        for info in self.weights.values():
+            dtypes[info.dtype] = dtypes.get(info.dtype, 0) + 1
+        metadata = self.metadata or {}
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "label": self.label,
+            "format": self.format,
+            "uuid": self.uuid,
+            "run_id": self.run_id,
+            "parent_uuid": self.parent_uuid,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "parameter_count": self.parameter_count,
+            "tensor_count": len(self.weights),
+            "dtypes": dtypes,
+            "sparse_tensors": {name: info.layout for name, info in self.weights.items() if info.layout != "strided"},
+            "sizes": {
+                "total": self.total_bytes,
+                "weights": self.weights_bytes,
+                "optimizer": self.optimizer_bytes,
+                "other": self.other_bytes,
+            },
+            "metadata_source": self.metadata_source,
+            "metadata_version": _str_or_none(metadata.get("version")),
+            "dataset": dataset_summary(metadata),
+            "supporting_arrays": {name: list(shape) for name, shape in _array_shapes(self.supporting_arrays)},
+            "opaque_classes": [f"{module}.{name}" for module, name in self.opaque_classes],
+        }
+
+    # -- life cycle
+    def close(self) -> None:
+        """Release the file (memory maps go once the tensors handed out are gone too)."""
+        for close in self._closers:
+            close()
+        self._closers.clear()
+        self._tensors.clear()
+        self._make_tensor = None
+        self._span = None
+        self.raw = None
+        self._closed = True
+
+    def __enter__(self) -> CheckpointFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CheckpointFile {self.kind} {str(self.path)!r} uuid={self.uuid} parameters={self.parameter_count}>"
+
+
+def _fill_identity(ck: CheckpointFile) -> None:
+    metadata = ck.metadata or {}
+    ck.uuid = _str_or_none(metadata.get("uuid"))
+    ck.run_id = _str_or_none(metadata.get("run_id"))
+    ck.parent_uuid = _str_or_none(metadata.get("parent_uuid"))
+    training = metadata.get("training")
+    if isinstance(training, dict):
+        ck.epoch = _int_or_none(training.get("current_epoch", training.get("epoch")), None)
+        ck.global_step = _int_or_none(training.get("global_step"), None)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int_or_none(value: Any, default: int | None) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return value
