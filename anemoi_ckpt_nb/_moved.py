@@ -36,7 +36,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "anemoi_ckpt_nb.core.migrate.project": ("anemoi_ckpt_nb.catalogue.documents",),
     "anemoi_ckpt_nb.core.migrate": ("anemoi_ckpt_nb.compat.migrate",),
     "anemoi_ckpt_nb.core.validate": ("anemoi_ckpt_nb.compat.validate",),
-    "anemoi_ckpt_nb.core.environment": ("anemoi_ckpt_nb.compat.environment",),
+    "anemoi_ckpt_nb.core.environment": ("anemoi_ckpt_nb.compat.environment", "anemoi_ckpt_nb.runs.drift"),
     "anemoi_ckpt_nb.core.locations": ("anemoi_ckpt_nb.sites.locations", "anemoi_ckpt_nb.catalogue.copies"),
     "anemoi_ckpt_nb.core.sites": ("anemoi_ckpt_nb.sites.registry", "anemoi_ckpt_nb.sites.fetch"),
     "anemoi_ckpt_nb.core.site_fetch": ("anemoi_ckpt_nb.sites.fetch",),

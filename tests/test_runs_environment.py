@@ -12,6 +12,7 @@ import pytest
 
 from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.compat import environment as env
+from anemoi_ckpt_nb.runs import drift
 from anemoi_ckpt_nb.runs import plans as runs
 from anemoi_ckpt_nb.errors import CodeCheckoutError, DriftError, RunPlanError
 
@@ -101,22 +102,22 @@ def test_minor_anemoi_models_difference_blocks_a_resume_not_a_fork(trained_with_
     provenance = trained_with_0_5_2.metadata["provenance_training"]
     here = snapshot(anemoi__models="0.6.0")
 
-    resume = env.compare_environment(provenance, here, mode="resume")
+    resume = drift.compare_environment(provenance, here, mode="resume")
     assert [(d.name, d.checkpoint, d.environment) for d in resume.blocking] == [("anemoi.models", "0.5.2", "0.6.0")]
     with pytest.raises(DriftError) as info:
-        env.enforce(resume, allow_drift=False, subject="resume of x")
+        drift.enforce(resume, allow_drift=False, subject="resume of x")
     assert any("anemoi.models: checkpoint 0.5.2, environment 0.6.0" in line for line in info.value.differences)
     assert "--allow-drift" in info.value.hint
-    env.enforce(resume, allow_drift=True, subject="resume of x")  # allowed: no error
+    drift.enforce(resume, allow_drift=True, subject="resume of x")  # allowed: no error
 
-    fork = env.compare_environment(provenance, here, mode="fork")
+    fork = drift.compare_environment(provenance, here, mode="fork")
     assert not fork.blocking and [d.name for d in fork.warnings] == ["anemoi.models"]
 
 
 def test_patch_levels_and_other_packages_are_warnings(trained_with_0_5_2):
     provenance = trained_with_0_5_2.metadata["provenance_training"]
     here = snapshot(anemoi__models="0.5.3", torch="2.13.0+cpu", anemoi__training="0.4.1")
-    report = env.compare_environment(provenance, here, mode="resume")
+    report = drift.compare_environment(provenance, here, mode="resume")
     assert not report.blocking
     reasons = {d.name: d.reason for d in report.warnings}
     assert reasons["anemoi.models"] == "different patch version"
@@ -125,7 +126,7 @@ def test_patch_levels_and_other_packages_are_warnings(trained_with_0_5_2):
 
 def test_anemoi_training_minor_blocks_and_missing_packages_warn(trained_with_0_5_2):
     provenance = trained_with_0_5_2.metadata["provenance_training"]
-    report = env.compare_environment(provenance, snapshot(anemoi__training="0.5.0", torch_geometric=None), mode="resume")
+    report = drift.compare_environment(provenance, snapshot(anemoi__training="0.5.0", torch_geometric=None), mode="resume")
     assert [d.name for d in report.blocking] == ["anemoi.training"]
     missing = [d for d in report.warnings if d.name == "torch_geometric"]
     assert missing and "not installed" in missing[0].reason
@@ -140,7 +141,7 @@ def test_newer_anemoi_utils_provenance_format_is_understood():
     code = env.checkpoint_code(provenance)
     assert code.modules == {"anemoi.models": "0.9.1"} and code.git == {"anemoi.training": "abc"}
     assert code.git_dirty == ["anemoi.training"]
-    report = env.compare_environment(provenance, snapshot(anemoi__models="0.10.0"), mode="resume")
+    report = drift.compare_environment(provenance, snapshot(anemoi__models="0.10.0"), mode="resume")
     assert [d.name for d in report.blocking] == ["anemoi.models"]
 
 
@@ -150,9 +151,9 @@ def test_dirty_tree_blocks_only_when_the_policy_requires_clean(trained_with_0_5_
     here.git = env.git_state(code_checkout)
     provenance = trained_with_0_5_2.metadata["provenance_training"]
 
-    relaxed = env.compare_environment(provenance, here, mode="fork")
+    relaxed = drift.compare_environment(provenance, here, mode="fork")
     assert not relaxed.blocking and any(d.what == "git" and "uncommitted" in d.reason for d in relaxed.warnings)
-    strict = env.compare_environment(provenance, here, mode="fork", require_clean=True)
+    strict = drift.compare_environment(provenance, here, mode="fork", require_clean=True)
     assert [d.what for d in strict.blocking] == ["git"] and "train.py" in strict.blocking[0].reason
 
 

@@ -1,4 +1,4 @@
-"""The software a run uses, and how it differs from the software that wrote a checkpoint.
+"""The software a run uses, and the code versions a checkpoint was written with.
 
 :func:`capture_environment` records the Python version, the installed versions
 of the packages an Anemoi training run depends on (read from the installed
@@ -6,21 +6,7 @@ distributions' metadata, never by importing them: importing torch takes
 seconds and may need a GPU driver) and, when given a training-code checkout,
 its git commit and whether its tree is dirty.
 
-:func:`compare_environment` classifies each difference from a checkpoint's
-``provenance_training``:
-
-* **blocking for a resume**: a different major or minor version of
-  anemoi-models or anemoi-training. A resume restores the optimizer state and
-  the Lightning loops into the very same model classes; across such versions
-  the layers, the state-dict names or the config schema may have changed.
-* **blocking whenever the policy requires a clean tree**: uncommitted changes
-  in the training-code checkout, since the run could not be reproduced from a
-  commit.
-* **warnings**: patch-level differences, other packages, Python, another
-  commit of the code, and a package that is not installed here (its version
-  cannot be checked; the training step checks again where it runs). For a
-  fork, which loads the weights only, the anemoi-models/-training major or
-  minor differences are warnings too.
+How it differs, and what that blocks, is :mod:`anemoi_ckpt_nb.runs.drift`.
 
 Package names are import names (``anemoi.models``), as anemoi-utils records
 them in ``provenance_training["module_versions"]``.
@@ -36,11 +22,11 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from anemoi_ckpt_nb.errors import CodeCheckoutError, DriftError
+from anemoi_ckpt_nb.errors import CodeCheckoutError
 
 #: Import name -> distribution name of the packages whose versions are recorded.
 TRACKED_PACKAGES: dict[str, str] = {
@@ -54,14 +40,10 @@ TRACKED_PACKAGES: dict[str, str] = {
     "pytorch_lightning": "pytorch-lightning",
 }
 
+
 #: Lightning is also shipped inside the ``lightning`` distribution.
 _ALTERNATIVE_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {"pytorch_lightning": ("lightning",)}
 
-#: Packages whose major.minor must match for a resume.
-RESUME_CRITICAL: tuple[str, ...] = ("anemoi.models", "anemoi.training")
-
-Mode = Literal["fork", "resume"]
-Severity = Literal["blocking", "warning"]
 
 _VERSION = re.compile(r"^\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
@@ -101,43 +83,6 @@ class CheckpointCode(_Model):
     git: dict[str, str] = Field(default_factory=dict)
     #: Packages whose checkout had modified or untracked files.
     git_dirty: list[str] = Field(default_factory=list)
-
-
-class Difference(_Model):
-    """One way the environment differs from the checkpoint's."""
-
-    #: ``package``, ``python`` or ``git``.
-    what: str
-    #: The package import name, ``python``, or the checkout path.
-    name: str
-    checkpoint: str | None = None
-    environment: str | None = None
-    severity: Severity
-    reason: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.name}: checkpoint {self.checkpoint or '-'}, environment {self.environment or '-'} "
-            f"({self.severity}: {self.reason})"
-        )
-
-
-class DriftReport(_Model):
-    """Every difference found by :func:`compare_environment`, blocking ones first."""
-
-    mode: Mode
-    differences: list[Difference] = Field(default_factory=list)
-
-    @property
-    def blocking(self) -> list[Difference]:
-        return [d for d in self.differences if d.severity == "blocking"]
-
-    @property
-    def warnings(self) -> list[Difference]:
-        return [d for d in self.differences if d.severity == "warning"]
-
-
-# --- capture ---------------------------------------------------------------------
 
 
 def installed_version(import_name: str) -> str | None:
@@ -235,9 +180,6 @@ def capture_environment(*, code_path: str | Path | None = None) -> EnvironmentSn
     )
 
 
-# --- the checkpoint's side ---------------------------------------------------------
-
-
 def version_text(value: Any) -> str | None:
     """The version in one ``provenance_training["module_versions"]`` value.
 
@@ -295,9 +237,6 @@ def checkpoint_code(provenance: Mapping[str, Any] | BaseModel | None) -> Checkpo
     return CheckpointCode(python=None if python is None else str(python), modules=modules, git=git, git_dirty=sorted(dirty))
 
 
-# --- comparison ----------------------------------------------------------------------
-
-
 def parse_version(text: str | None) -> tuple[int, int, int] | None:
     """``(major, minor, patch)`` of a version string such as ``2.13.0+cpu``; ``None`` if unparsable."""
     if not text:
@@ -306,101 +245,3 @@ def parse_version(text: str | None) -> tuple[int, int, int] | None:
     if not match:
         return None
     return tuple(int(g or 0) for g in match.groups())  # type: ignore[return-value]
-
-
-def _compare_package(name: str, recorded: str, installed: str | None, mode: Mode) -> Difference | None:
-    def diff(severity: Severity, reason: str) -> Difference:
-        return Difference(what="package", name=name, checkpoint=recorded, environment=installed, severity=severity, reason=reason)
-
-    if installed is None:
-        return diff("warning", "not installed in this environment, so its version cannot be checked here")
-    if installed == recorded:
-        return None
-    a, b = parse_version(recorded), parse_version(installed)
-    if a is None or b is None:
-        return diff("warning", "versions differ and cannot be compared")
-    if a[:2] != b[:2]:
-        if name in RESUME_CRITICAL and mode == "resume":
-            return diff("blocking", "different major or minor version: a resume restores optimizer and model state into these classes")
-        return diff("warning", "different major or minor version")
-    if a != b:
-        return diff("warning", "different patch version")
-    return diff("warning", "different build or pre-release")
-
-
-def compare_environment(
-    provenance: Mapping[str, Any] | BaseModel | CheckpointCode | None,
-    environment: EnvironmentSnapshot,
-    *,
-    mode: Mode,
-    require_clean: bool = False,
-) -> DriftReport:
-    """Every difference between a checkpoint's code versions and an environment.
-
-    Args:
-        provenance: The checkpoint's ``provenance_training`` (or a record's code
-            summary, or a :class:`CheckpointCode`).
-        environment: The environment the run will use, from :func:`capture_environment`
-            (tests pass a made-up snapshot here rather than faking installs).
-        mode: ``"resume"`` or ``"fork"``; decides what is blocking (module docstring).
-        require_clean: Uncommitted changes in the code checkout are blocking.
-
-    Returns:
-        The report; nothing is raised here (see :func:`enforce`).
-    """
-    code = provenance if isinstance(provenance, CheckpointCode) else checkpoint_code(provenance)
-    differences: list[Difference] = []
-    for name in sorted(set(code.modules) & set(TRACKED_PACKAGES)):
-        found = _compare_package(name, code.modules[name], environment.packages.get(name), mode)
-        if found is not None:
-            differences.append(found)
-    if code.python and environment.python and parse_version(code.python) != parse_version(environment.python):
-        a, b = parse_version(code.python), parse_version(environment.python)
-        level = "minor" if a and b and a[:2] != b[:2] else "patch"
-        differences.append(
-            Difference(what="python", name="python", checkpoint=code.python, environment=environment.python,
-                       severity="warning", reason=f"different Python {level} version")
-        )
-    git = environment.git
-    if git is not None:
-        if git.dirty:
-            changed = git.modified_files + git.untracked_files
-            shown = ", ".join(changed[:5]) + (", ..." if len(changed) > 5 else "")
-            differences.append(
-                Difference(
-                    what="git", name=git.path, checkpoint=None, environment=f"{git.commit[:12]} + changes",
-                    severity="blocking" if require_clean else "warning",
-                    reason=f"the code checkout has uncommitted changes ({shown})"
-                    + ("; the policy requires a clean tree" if require_clean else ""),
-                )
-            )
-        recorded = code.git.get("anemoi.training")
-        if recorded and recorded != git.commit:
-            differences.append(
-                Difference(what="git", name=git.path, checkpoint=recorded[:12], environment=git.commit[:12],
-                           severity="warning", reason="another commit of the training code than the checkpoint's anemoi.training")
-            )
-    differences.sort(key=lambda d: (d.severity != "blocking", d.what, d.name))
-    return DriftReport(mode=mode, differences=differences)
-
-
-def enforce(report: DriftReport, *, allow_drift: bool, subject: str) -> None:
-    """Refuse a run whose report has blocking differences, unless drift is allowed.
-
-    Args:
-        report: From :func:`compare_environment`.
-        allow_drift: Let the run go ahead; the caller records the drift.
-        subject: What is being started, for the message (``"resume of <uuid>"``).
-
-    Raises:
-        DriftError: blocking differences and ``allow_drift`` is false; lists every
-            difference, blocking ones first.
-    """
-    if report.blocking and not allow_drift:
-        raise DriftError(
-            f"refusing the {subject}: the environment differs from the checkpoint's in "
-            f"{len(report.blocking)} way(s) that matter",
-            [str(d) for d in report.differences],
-            hint="install the versions the checkpoint was trained with, commit your changes, "
-            "or pass --allow-drift to record the drift in the run manifest and go ahead",
-        )

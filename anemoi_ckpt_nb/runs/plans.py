@@ -43,18 +43,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from anemoi_ckpt_nb.runs import cache as run_cache
-from anemoi_ckpt_nb.compat.environment import (
-    CheckpointCode,
-    Difference,
-    DriftReport,
-    EnvironmentSnapshot,
-    Mode,
-    capture_environment,
-    checkpoint_code,
-    compare_environment,
-    enforce,
-    parse_version,
-)
+from anemoi_ckpt_nb.compat.environment import CheckpointCode, EnvironmentSnapshot, capture_environment, checkpoint_code, parse_version
+from anemoi_ckpt_nb.runs.drift import Difference, DriftReport, Mode, compare_environment, enforce
 from anemoi_ckpt_nb.errors import ObjectNotFoundError, RunPlanError, SchemaError
 from anemoi_ckpt_nb.catalogue.schema import ParentLink
 
