@@ -31,7 +31,6 @@ OVER_THE_BOUND: dict[str, str] = {
     "anemoi_ckpt_nb/catalogue/register.py": "file registration and record import in one file",
     "anemoi_ckpt_nb/storage/local.py": "the local backend and its create-only rename helpers in one file",
     "anemoi_ckpt_nb/read/torchfile.py": "zip and legacy torch formats in one file",
-    "anemoi_ckpt_nb/api/catalogue.py": "Catalogue's registration methods still inline",
     "anemoi_ckpt_nb/catalogue/index.py": "events, snapshot and rebuild in one file",
     "anemoi_ckpt_nb/runs/plans.py": "plan, manifest and start of a run in one file",
     "anemoi_ckpt_nb/conversion/writers.py": "the torch zip and safetensors writers in one file",

@@ -1,9 +1,7 @@
 """The public :class:`Catalogue` (its checkpoints are :class:`~anemoi_ckpt_nb.api.checkpoint.Checkpoint`).
 
-They join the packages below (``catalogue``, ``sites``, ``runs``, ``conversion``)
-and the storage backends, and own the behaviour; the stored data are the
-pydantic models of :mod:`anemoi_ckpt_nb.catalogue.schema`. Display (HTML, graphs)
-is left to :mod:`anemoi_ckpt_nb.notebook`; here there is only a plain ``repr``.
+It delegates to the packages below (``catalogue``, ``sites``, ``runs``, ``conversion``); registering is
+:mod:`.registering`; display (HTML, graphs) is left to :mod:`anemoi_ckpt_nb.notebook`.
 
     >>> from anemoi_ckpt_nb import Catalogue
     >>> cat = Catalogue("s3://bucket/catalogue")          # or a folder, or memory://name
@@ -15,15 +13,15 @@ is left to :mod:`anemoi_ckpt_nb.notebook`; here there is only a plain ``repr``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anemoi_ckpt_nb.api.checkpoint import Checkpoint, checkpoint_line
-from anemoi_ckpt_nb.catalogue import register as _register
+from anemoi_ckpt_nb.api.registering import Registering
 from anemoi_ckpt_nb.catalogue import search as _search
 from anemoi_ckpt_nb.catalogue import tags as _tags
-from anemoi_ckpt_nb.catalogue.schema import ParentLink, RetentionPolicy
+from anemoi_ckpt_nb.catalogue.schema import RetentionPolicy
 from anemoi_ckpt_nb.catalogue.store import CatalogueStore
 from anemoi_ckpt_nb.errors import CatalogueNotFoundError, NotRegisteredError
 
@@ -40,8 +38,7 @@ ENV_CATALOGUE = "ANEMOI_CKPT_CATALOGUE"
 
 
 def default_url() -> str:
-    """The catalogue used when none is named: ``$ANEMOI_CKPT_CATALOGUE``, else
-    ``<user data dir>/anemoi-ckpt-nb/catalogue`` (platformdirs)."""
+    """The catalogue used when none is named: ``$ANEMOI_CKPT_CATALOGUE``, else ``<user data dir>/anemoi-ckpt-nb/catalogue``."""
     url = os.environ.get(ENV_CATALOGUE)
     if url:
         return url
@@ -54,7 +51,7 @@ def _is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
-class Catalogue:
+class Catalogue(Registering):
     """A catalogue of checkpoints on S3, a folder, or in memory.
 
     Args:
@@ -182,124 +179,6 @@ class Catalogue:
         from anemoi_ckpt_nb.notebook.widgets import CatalogueBrowser
 
         return CatalogueBrowser(self, renderer=renderer)
-
-    # --- registering ----------------------------------------------------------------------
-
-    def register(
-        self,
-        path: str | os.PathLike,
-        *,
-        name: str | None = None,
-        tags: Sequence[str] = (),
-        parents: Iterable[ParentLink | tuple[str, str]] | None = None,
-        upload: bool = True,
-        allow_missing_parents: bool = False,
-        progress: Callable[[int], None] | None = None,
-        code_checkout: str | os.PathLike | None = None,
-    ) -> Checkpoint:
-        """Register one checkpoint file (see :func:`~anemoi_ckpt_nb.catalogue.register.register_paths`).
-
-        Registering the same file again returns the existing checkpoint
-        (adding any new ``tags``) and writes nothing else.
-
-        Args:
-            path: The file.
-            name: A name to find it by.
-            tags: Tags to add.
-            parents: Extra parent links ``(uuid, relation)``, e.g. ``(uuid, "fine-tuned-from")``.
-            upload: Store the file's bytes in the catalogue (False: record and metadata only).
-            allow_missing_parents: Register even if a parent is not registered.
-            progress: Called with byte counts while hashing and uploading.
-            code_checkout: A git checkout of the training code; its commit and dirty state
-                are stored in the record's ``registered_with`` with the Python and package versions.
-
-        Returns:
-            The registered checkpoint.
-
-        Raises:
-            MissingParentError: a parent is not registered; the hint is the command that registers it.
-            UuidClashError: the uuid is registered for a file with other bytes.
-            CheckpointReadError: the file is not a readable checkpoint.
-            CodeCheckoutError: ``code_checkout`` is not a readable git checkout.
-        """
-        (result,) = _register.register_paths(
-            self._store,
-            [path],
-            name=name,
-            tags=tags,
-            parents=parents,
-            upload=upload,
-            allow_missing_parents=allow_missing_parents,
-            progress=progress,
-            code_checkout=code_checkout,
-        )
-        return Checkpoint(self, result.record)
-
-    def register_many(
-        self,
-        paths: Sequence[str | os.PathLike],
-        *,
-        tags: Sequence[str] = (),
-        upload: bool = True,
-        allow_missing_parents: bool = False,
-        progress: Callable[[int], None] | None = None,
-        on_registered: Callable[[_register.Registration], None] | None = None,
-        code_checkout: str | os.PathLike | None = None,
-    ) -> list[Checkpoint]:
-        """Register several files at once, parents first; lineage is checked before anything is written.
-
-        Args:
-            paths: Checkpoint files, any order.
-            code_checkout: A git checkout of the training code, recorded as in :meth:`register`.
-            tags, upload, allow_missing_parents, progress: As for :meth:`register`.
-            on_registered: Called after each file, e.g. to print a line.
-
-        Returns:
-            The checkpoints, in registration order.
-        """
-        results = _register.register_paths(
-            self._store,
-            list(paths),
-            tags=tags,
-            upload=upload,
-            allow_missing_parents=allow_missing_parents,
-            progress=progress,
-            on_registered=on_registered,
-            code_checkout=code_checkout,
-        )
-        return [Checkpoint(self, r.record) for r in results]
-
-    def register_run(
-        self,
-        folders: str | os.PathLike | Sequence[str | os.PathLike],
-        *,
-        tags: Sequence[str] = (),
-        upload: bool = True,
-        allow_missing_parents: bool = False,
-        progress: Callable[[int], None] | None = None,
-        on_registered: Callable[[_register.Registration], None] | None = None,
-        code_checkout: str | os.PathLike | None = None,
-    ) -> list[Checkpoint]:
-        """Register every checkpoint under one or more run folders, in lineage order.
-
-        Args:
-            folders: A run folder or several (a run with its resumes and forks).
-            code_checkout: A git checkout of the training code, recorded as in :meth:`register`.
-
-        Returns:
-            The checkpoints, in registration order.
-        """
-        if isinstance(folders, (str, os.PathLike)):
-            folders = [folders]
-        return self.register_many(
-            _register.find_checkpoints(folders),
-            tags=tags,
-            upload=upload,
-            allow_missing_parents=allow_missing_parents,
-            progress=progress,
-            on_registered=on_registered,
-            code_checkout=code_checkout,
-        )
 
     # --- finding ------------------------------------------------------------------------------
 

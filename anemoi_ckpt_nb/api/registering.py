@@ -1,0 +1,139 @@
+"""The registering methods of :class:`~anemoi_ckpt_nb.api.catalogue.Catalogue`: files, several files, whole run folders.
+
+Kept apart so that the catalogue's face stays short; each method delegates to :mod:`anemoi_ckpt_nb.catalogue.register`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from anemoi_ckpt_nb.api.checkpoint import Checkpoint
+from anemoi_ckpt_nb.catalogue import register as _register
+from anemoi_ckpt_nb.catalogue.schema import ParentLink
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anemoi_ckpt_nb.catalogue.store import CatalogueStore
+
+
+class Registering:
+    """Mixed into :class:`~anemoi_ckpt_nb.api.catalogue.Catalogue`, which provides ``_store``."""
+
+    _store: CatalogueStore
+
+    def register(
+        self,
+        path: str | os.PathLike,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] = (),
+        parents: Iterable[ParentLink | tuple[str, str]] | None = None,
+        upload: bool = True,
+        allow_missing_parents: bool = False,
+        progress: Callable[[int], None] | None = None,
+        code_checkout: str | os.PathLike | None = None,
+    ) -> Checkpoint:
+        """Register one checkpoint file (see :func:`~anemoi_ckpt_nb.catalogue.register.register_paths`).
+
+        Registering the same file again returns the existing checkpoint
+        (adding any new ``tags``) and writes nothing else.
+
+        Args:
+            path: The file.
+            name: A name to find it by.
+            tags: Tags to add.
+            parents: Extra parent links ``(uuid, relation)``, e.g. ``(uuid, "fine-tuned-from")``.
+            upload: Store the file's bytes in the catalogue (False: record and metadata only).
+            allow_missing_parents: Register even if a parent is not registered.
+            progress: Called with byte counts while hashing and uploading.
+            code_checkout: A git checkout of the training code; its commit and dirty state
+                are stored in the record's ``registered_with`` with the Python and package versions.
+
+        Returns:
+            The registered checkpoint.
+
+        Raises:
+            MissingParentError: a parent is not registered; the hint is the command that registers it.
+            UuidClashError: the uuid is registered for a file with other bytes.
+            CheckpointReadError: the file is not a readable checkpoint.
+            CodeCheckoutError: ``code_checkout`` is not a readable git checkout.
+        """
+        (result,) = _register.register_paths(
+            self._store,
+            [path],
+            name=name,
+            tags=tags,
+            parents=parents,
+            upload=upload,
+            allow_missing_parents=allow_missing_parents,
+            progress=progress,
+            code_checkout=code_checkout,
+        )
+        return Checkpoint(self, result.record)
+
+    def register_many(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        tags: Sequence[str] = (),
+        upload: bool = True,
+        allow_missing_parents: bool = False,
+        progress: Callable[[int], None] | None = None,
+        on_registered: Callable[[_register.Registration], None] | None = None,
+        code_checkout: str | os.PathLike | None = None,
+    ) -> list[Checkpoint]:
+        """Register several files at once, parents first; lineage is checked before anything is written.
+
+        Args:
+            paths: Checkpoint files, any order.
+            code_checkout: A git checkout of the training code, recorded as in :meth:`register`.
+            tags, upload, allow_missing_parents, progress: As for :meth:`register`.
+            on_registered: Called after each file, e.g. to print a line.
+
+        Returns:
+            The checkpoints, in registration order.
+        """
+        results = _register.register_paths(
+            self._store,
+            list(paths),
+            tags=tags,
+            upload=upload,
+            allow_missing_parents=allow_missing_parents,
+            progress=progress,
+            on_registered=on_registered,
+            code_checkout=code_checkout,
+        )
+        return [Checkpoint(self, r.record) for r in results]
+
+    def register_run(
+        self,
+        folders: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        tags: Sequence[str] = (),
+        upload: bool = True,
+        allow_missing_parents: bool = False,
+        progress: Callable[[int], None] | None = None,
+        on_registered: Callable[[_register.Registration], None] | None = None,
+        code_checkout: str | os.PathLike | None = None,
+    ) -> list[Checkpoint]:
+        """Register every checkpoint under one or more run folders, in lineage order.
+
+        Args:
+            folders: A run folder or several (a run with its resumes and forks).
+            code_checkout: A git checkout of the training code, recorded as in :meth:`register`.
+
+        Returns:
+            The checkpoints, in registration order.
+        """
+        if isinstance(folders, (str, os.PathLike)):
+            folders = [folders]
+        return self.register_many(
+            _register.find_checkpoints(folders),
+            tags=tags,
+            upload=upload,
+            allow_missing_parents=allow_missing_parents,
+            progress=progress,
+            on_registered=on_registered,
+            code_checkout=code_checkout,
+        )
