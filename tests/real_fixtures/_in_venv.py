@@ -69,7 +69,8 @@ def facts(path: str) -> dict:
     try:
         emb = load_metadata(path)
     except Exception as exc:  # older training files have no embedded metadata
-        out.update(embedded=None, embedded_error=f"{type(exc).__name__}: {exc}")
+        message = str(exc).replace(path, path.rsplit("/", 1)[-1])  # no machine-specific folders in MANIFEST.json
+        out.update(embedded=None, embedded_error=f"{type(exc).__name__}: {message}")
     else:
         out.update(embedded={"uuid": emb.get("uuid"), "parent_uuid": emb.get("parent_uuid"),
                              "run_id": emb.get("run_id"), "version": emb.get("version"),
