@@ -340,20 +340,21 @@ def _namespace(obj: Placeholder, plain: Callable[[Any], Any]) -> Any:
     return {str(k): plain(v) for k, v in (state_dict(obj) or {}).items()}
 
 
-@register("operator.getitem")
+@register("operator.getitem", "types.GenericAlias")
 def _subscript(obj: Placeholder, plain: Callable[[Any], Any]) -> Any:
-    # typing aliases: Dict[str, Any] -> "typing.Dict[builtins.str, typing.Any]"
+    # typing aliases: Dict[str, Any] -> "typing.Dict[builtins.str, typing.Any]";
+    # builtin generics: tuple[int, str] -> "tuple[int, str]" (``types.GenericAlias(tuple, (int, str))``)
     base, args = (obj.ph_args + (None, None))[:2]
     args = args if isinstance(args, tuple) else (args,)
     return f"{_type_name(base)}[{', '.join(_type_name(a) for a in args)}]"
 
 
 def _type_name(value: Any) -> str:
+    if is_placeholder(value) and value.ph_path in ("operator.getitem", "types.GenericAlias"):
+        return _subscript(value, str)
     path = class_path(value)
     if path is not None:
         return path
-    if is_placeholder(value) and value.ph_path == "operator.getitem":
-        return _subscript(value, str)
     if isinstance(value, type):
         return value.__qualname__ if value.__module__ == "builtins" else f"{value.__module__}.{value.__qualname__}"
     return repr(value)

@@ -96,6 +96,9 @@ PLACEHOLDER_EXCEPTIONS = frozenset(
         ("inspect", "_empty"),
         ("inspect", "_void"),
         ("inspect", "_ParameterKind"),
+        # ``tuple[int, str]`` pickles as ``types.GenericAlias(tuple, (int, str))``: torch-geometric >= 2.5
+        # keeps such annotations in every message-passing layer of anemoi-training's default GNN.
+        ("types", "GenericAlias"),
         # numpy random states pickle through these constructors; as placeholders they are inert.
         ("numpy.random._pickle", "__randomstate_ctor"),
         ("numpy.random._pickle", "__generator_ctor"),
