@@ -284,7 +284,7 @@ def test_safetensors(tmp_path, training_checkpoint):
     with open_checkpoint(path) as checkpoint:
         assert checkpoint.kind == checkpoint.format == "safetensors"
         assert checkpoint.metadata == metadata
-        assert checkpoint.uuid == training_checkpoint.uuid
+        assert checkpoint.uuid == training_checkpoint.metadata["uuid"]  # the embedded metadata it was given
         assert sorted(checkpoint.weights) == sorted(weights)
         for name, tensor in checkpoint.iter_weights():
             assert _same(tensor, weights[name])

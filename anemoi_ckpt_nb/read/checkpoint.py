@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointChangedError
-from anemoi_ckpt_nb.read.summary import KIND_LABELS, _array_shapes, dataset_summary
+from anemoi_ckpt_nb.read.summary import KIND_LABELS, _array_shapes, anemoi_parameters, dataset_summary
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,12 @@ class CheckpointFile:
         total_bytes, weights_bytes, optimizer_bytes, other_bytes: the file's size and its split.
         parameter_count: elements in the weights (parameters and buffers; shared tensors counted once).
         epoch, global_step: from the Lightning dict, else from the metadata.
-        uuid, run_id, parent_uuid: from the metadata.
+        uuid: the uuid lineage uses: for a training file the one in its pickled
+            ``hyper_parameters["metadata"]`` (which children name as ``parent_uuid``), else the metadata's.
+        embedded_uuid: the uuid of the embedded anemoi.json (``None`` without one); anemoi-training
+            >= 0.6 with torch >= 2.6 embeds a second, different uuid into every training file.
+        uuids: every distinct uuid the file holds, ``uuid`` first.
+        run_id, parent_uuid: from the metadata.
         opaque_classes: ``(module, name)`` of the classes the pickle named and the reader did not rebuild,
             and of the functions it keeps as inert references (``torch.nn.functional.gelu``).
         raw: the unpickled top-level object: plain data and inert placeholders (``None`` for safetensors).
@@ -77,6 +82,8 @@ class CheckpointFile:
         self.epoch: int | None = None
         self.global_step: int | None = None
         self.uuid: str | None = None
+        self.embedded_uuid: str | None = None
+        self.uuids: list[str] = []
         self.run_id: str | None = None
         self.parent_uuid: str | None = None
         self.opaque_classes: list[tuple[str, str]] = []
@@ -209,11 +216,15 @@ class CheckpointFile:
             "label": self.label,
             "format": self.format,
             "uuid": self.uuid,
+            "embedded_uuid": self.embedded_uuid,
+            "uuids": list(self.uuids),
             "run_id": self.run_id,
             "parent_uuid": self.parent_uuid,
             "epoch": self.epoch,
             "global_step": self.global_step,
             "parameter_count": self.parameter_count,
+            "anemoi_parameters": anemoi_parameters(metadata),
+            "tensor_elements": sum(info.numel for info in self.weights.values()),
             "tensor_count": len(self.weights),
             "dtypes": dtypes,
             "sparse_tensors": {name: info.layout for name, info in self.weights.items() if info.layout != "strided"},
@@ -252,11 +263,27 @@ class CheckpointFile:
         return f"<CheckpointFile {self.kind} {str(self.path)!r} uuid={self.uuid} parameters={self.parameter_count}>"
 
 
-def _fill_identity(ck: CheckpointFile) -> None:
+#: Where embedded metadata comes from (``CheckpointFile.metadata_source``).
+EMBEDDED_SOURCES = ("anemoi.json", "ai-models.json")
+
+
+def _fill_identity(ck: CheckpointFile, pickled: dict | None = None) -> None:
+    """uuid, run id and parent from the metadata; a training file's lineage uuid from its pickle.
+
+    anemoi-training >= 0.6 with torch >= 2.6 saves a training file with uuid U1 in
+    ``hyper_parameters["metadata"]`` (``pickled``: the uuid of the inference file saved beside it,
+    and the ``parent_uuid`` its resumes and forks record), then embeds anemoi.json with a new uuid
+    U2. ``uuid`` is U1, the one lineage uses; ``embedded_uuid`` is U2; ``uuids`` holds both.
+    """
     metadata = ck.metadata or {}
-    ck.uuid = _str_or_none(metadata.get("uuid"))
+    ck.embedded_uuid = _str_or_none(metadata.get("uuid")) if ck.metadata_source in EMBEDDED_SOURCES else None
+    pickled = pickled if isinstance(pickled, dict) else {}
+    lineage_uuid = pickled.get("uuid") if isinstance(pickled.get("uuid"), str) else None
+    ck.uuid = lineage_uuid or _str_or_none(metadata.get("uuid"))
+    ck.uuids = [u for u in dict.fromkeys((ck.uuid, ck.embedded_uuid)) if u]
     ck.run_id = _str_or_none(metadata.get("run_id"))
-    ck.parent_uuid = _str_or_none(metadata.get("parent_uuid"))
+    parent = pickled.get("parent_uuid")
+    ck.parent_uuid = _str_or_none(parent if isinstance(parent, str) else metadata.get("parent_uuid"))
     training = metadata.get("training")
     if isinstance(training, dict):
         ck.epoch = _int_or_none(training.get("current_epoch", training.get("epoch")), None)

@@ -164,7 +164,8 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
         if arrays is not None:
             ck.supporting_arrays = kept if isinstance(kept, dict) else {}
 
-    _fill_identity(ck)
+    pickled = extras.get("metadata")
+    _fill_identity(ck, _as_mapping(pickled) if pickled is not None else None)
     if kind == "training":
         lightning = _as_mapping(raw)
         ck.epoch = _int_or_none(lightning.get("epoch"), ck.epoch)

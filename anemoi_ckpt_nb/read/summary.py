@@ -18,6 +18,23 @@ KIND_LABELS = {
 }
 
 
+def anemoi_parameters(metadata: Any) -> dict[str, int] | None:
+    """``{"trainable": n, "total": n}`` as anemoi-training counts them (``metadata["model"]``), or None.
+
+    anemoi's checkpoint callback sums ``p.numel()`` over ``model.parameters()``: buffers
+    (normalisers, the graph) are not counted, shared parameters once.
+    """
+    model = metadata.get("model") if isinstance(metadata, dict) else None
+    if not isinstance(model, dict):
+        return None
+    found = {
+        key: model[f"{key}_parameters"]
+        for key in ("trainable", "total")
+        if isinstance(model.get(f"{key}_parameters"), int) and not isinstance(model.get(f"{key}_parameters"), bool)
+    }
+    return found or None
+
+
 def dataset_summary(metadata: dict) -> dict | None:
     """A short description of ``metadata["dataset"]`` (per dataset name for multi-dataset metadata)."""
     dataset = metadata.get("dataset") if isinstance(metadata, dict) else None
@@ -90,12 +107,14 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines = [
         str(summary["path"]),
         f"  kind          {_kind_line(summary)}",
-        f"  uuid          {summary['uuid'] or '-'}",
+        *_uuid_lines(summary),
         f"  run           {summary['run_id'] or '-'}",
         f"  parent        {summary['parent_uuid'] or '-'}",
         f"  epoch, step   {_dash(summary['epoch'])}, {_dash(summary['global_step'])}",
-        f"  parameters    {summary['parameter_count']:,} in {summary['tensor_count']} tensors" + (f" ({dtypes})" if dtypes else "")
-        + (f", {len(sparse)} sparse ({', '.join(sorted(set(sparse.values())))})" if (sparse := summary.get("sparse_tensors")) else ""),
+        f"  parameters    {_anemoi_parameters_line(summary.get('anemoi_parameters'))}",
+        f"  tensors       {summary['tensor_count']} tensors" + (f" ({dtypes})" if dtypes else "")
+        + (f", {len(sparse)} sparse ({', '.join(sorted(set(sparse.values())))})" if (sparse := summary.get("sparse_tensors")) else "")
+        + f"; {summary.get('tensor_elements', summary['parameter_count']):,} elements",
         f"  size          {format_bytes(sizes['total'])}: weights {format_bytes(sizes['weights'])}, "
         f"optimizer {format_bytes(sizes['optimizer'])}, other {format_bytes(sizes['other'])}",
     ]
@@ -117,6 +136,24 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines.append(f"  opaque        {len(opaque)} classes not rebuilt" + (":" if opaque else ""))
     lines.extend(f"                {name}" for name in opaque)
     return "\n".join(lines)
+
+
+def _uuid_lines(summary: dict[str, Any]) -> list[str]:
+    """One uuid, or a training file's two: the lineage one and the embedded anemoi.json's."""
+    embedded = summary.get("embedded_uuid")
+    if not embedded or embedded == summary["uuid"]:
+        return [f"  uuid          {summary['uuid'] or '-'}"]
+    return [
+        f"  uuid          {summary['uuid'] or '-'} (pickled metadata: its inference file and children name this one)",
+        f"  embedded uuid {embedded} (anemoi.json, embedded after saving)",
+    ]
+
+
+def _anemoi_parameters_line(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "- (no parameter counts in the metadata)"
+    shown = ", ".join(f"{counts[key]:,} {key}" for key in ("trainable", "total") if key in counts)
+    return f"{shown} (as anemoi counts them, from the metadata)"
 
 
 def _kind_line(summary: dict[str, Any]) -> str:
