@@ -91,7 +91,9 @@ def test_register_records_the_file_its_metadata_and_blob(catalogue, training_che
     assert record.sizes.parameter_count > 0 and record.sizes.optimizer_bytes > record.sizes.weights_bytes
     assert record.registered_by.user and record.registered_by.host
     metadata = ck.metadata()
-    assert metadata["uuid"] == training_checkpoint.uuid
+    # The metadata blob is the embedded anemoi.json, with the file's second uuid.
+    assert metadata["uuid"] == training_checkpoint.embedded_uuid
+    assert record.other_uuids == [training_checkpoint.embedded_uuid]
     assert metadata["dataset"] == training_checkpoint.metadata["dataset"]
     assert ck.tags == ["candidate"]
     for ref in (record.uuid, record.uuid[:8], "first", training_checkpoint.path.name):

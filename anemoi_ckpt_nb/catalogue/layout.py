@@ -24,6 +24,10 @@ TAGS = "tags/"
 #: Where each checkpoint's copies are (anemoi_ckpt_nb.sites.locations), one document per uuid.
 LOCATIONS = "locations/"
 BLOBS = "blobs/sha256/"
+#: Run manifests of forks and resumes (written by ``anemoi_ckpt_nb.runs.plans``).
+MANIFESTS = "manifests/"
+#: ``aliases/<uuid>.json``: the other uuid a file holds -> the uuid its record is filed under.
+ALIASES = "aliases/"
 INDEX = "index/"
 SNAPSHOT = "index/snapshot.json.gz"
 DELTAS = "index/deltas/"
@@ -51,6 +55,10 @@ def tags_key(uuid: str) -> str:
 
 def locations_key(uuid: str) -> str:
     return f"{LOCATIONS}{uuid}.json"
+
+
+def alias_key(uuid: str) -> str:
+    return f"{ALIASES}{uuid}.json"
 
 
 def blob_key(sha256: str) -> str:

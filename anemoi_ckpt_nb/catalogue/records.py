@@ -4,7 +4,10 @@
 returns :class:`FileFacts`; :func:`make_record` turns facts plus the lineage
 decided by :mod:`.register` into a :class:`~anemoi_ckpt_nb.catalogue.schema.CheckpointRecord`.
 
-The record uuid is the metadata uuid, with one exception. anemoi-training
+The record uuid is the metadata uuid the file's lineage uses (for a training
+file of anemoi-training >= 0.6 with torch >= 2.6, the uuid of its pickled
+``hyper_parameters["metadata"]``, not the second one of its embedded anemoi.json,
+which the record keeps in ``other_uuids``), with one exception. anemoi-training
 writes its inference checkpoint with the very uuid of the training checkpoint
 saved at the same step, so the two files cannot both own it. An inference file
 that carries no ``converted_from`` (our converter's mark of a fresh uuid) is
@@ -64,6 +67,8 @@ class FileFacts:
     global_step: int | None
     sizes: Sizes
     converted_from: str | None = None
+    #: Other uuids the file holds (a current training file's embedded anemoi.json uuid).
+    other_uuids: list[str] = field(default_factory=list)
     extra_parents: list[ParentLink] = field(default_factory=list)
     #: The parent links registration settled on.
     links: list[ParentLink] = field(default_factory=list)
@@ -174,6 +179,7 @@ def inspect_file(
                 parameter_count=ck.parameter_count,
             ),
             converted_from=_converted_from(metadata, path),
+            other_uuids=[u for u in ck.uuids if u != (ck.uuid or metadata["uuid"])],
         )
     if sha256:
         facts.sha256 = sha256
@@ -279,6 +285,7 @@ def make_record(
     return CheckpointRecord(
         uuid=facts.uuid,
         metadata_uuid=facts.metadata_uuid,
+        other_uuids=list(facts.other_uuids),
         name=name,
         kind=facts.kind,
         format=facts.format,

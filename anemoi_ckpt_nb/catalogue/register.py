@@ -16,8 +16,11 @@ Order of writes for one file, so that nothing half-done is ever visible:
 
 Lineage comes from the metadata (``parent_uuid``: ``resumed-from`` when the
 parent's run id is the same, else ``forked-from``; ``converted_from`` or an
-inference file's shared uuid: ``converted-from``) and from explicit
-``parents``. Every parent must be registered already or be part of the same
+inference file's shared uuid: ``converted-from``), from the run manifests of
+forks (a weights-only fork records no ``parent_uuid``; the manifest ``fork``
+or ``plan`` stored names its new run id and its parent) and from explicit
+``parents``. A parent is found by any uuid its file holds (a current training
+file holds two) and links name the uuid its record is filed under. Every parent must be registered already or be part of the same
 call, which registers parents first; otherwise :class:`MissingParentError`
 names the missing uuid and the command that registers it.
 """
@@ -48,6 +51,7 @@ from anemoi_ckpt_nb.errors import (
     ConflictError,
     MissingParentError,
     ObjectNotFoundError,
+    SchemaError,
     UuidClashError,
 )
 
@@ -153,47 +157,109 @@ def _order(batch: list[FileFacts]) -> list[FileFacts]:
     return ordered
 
 
+class _Lineage:
+    """What the parents of one registration call are looked up in: the batch, then the catalogue.
+
+    A parent is found by any uuid its file holds (a current training file has two, see
+    :attr:`CheckpointRecord.other_uuids`), and links name the uuid its record is filed under.
+    """
+
+    def __init__(self, store: CatalogueStore, batch: list[FileFacts]) -> None:
+        self.store = store
+        # Every uuid of the files that own theirs -> the file (an inference file sharing its
+        # training file's uuid does not own it).
+        self.batch: dict[str, FileFacts] = {}
+        for facts in batch:
+            if not facts.derived:
+                for uuid in (facts.uuid, *facts.other_uuids):
+                    self.batch.setdefault(uuid, facts)
+        self.known: dict[str, CheckpointRecord | None] = {}
+        self._forks: dict[str, str] | None = None
+
+    def lookup(self, uuid: str) -> CheckpointRecord | FileFacts | None:
+        if uuid in self.batch:
+            return self.batch[uuid]
+        if uuid not in self.known:
+            self.known[uuid] = self.store.find_record(uuid)
+        return self.known[uuid]
+
+    def fork_parent(self, run_id: str) -> str | None:
+        """The checkpoint a run was forked from, from the run manifests ``fork``/``plan`` stored.
+
+        A fork that loads only the weights (``training.load_weights_only=true``) records no
+        ``parent_uuid``: its run id in a manifest is what links it to its parent.
+        """
+        if self._forks is None:
+            self._forks = _fork_manifests(self.store)
+        return self._forks.get(run_id)
+
+
+def _fork_manifests(store: CatalogueStore) -> dict[str, str]:
+    """New run id -> parent uuid of every fork manifest (``manifests/<uuid>.json``, oldest first)."""
+    from anemoi_ckpt_nb.catalogue.documents import parse_object
+
+    found: list[tuple[str, str, str]] = []
+    for info in store.storage.list(layout.MANIFESTS):
+        try:
+            data, _ = store.storage.get(info.key)
+            manifest = parse_object(data, f"{store.url}/{info.key}", expected="a run manifest")
+        except (ObjectNotFoundError, SchemaError):
+            continue
+        parent = manifest.get("parent")
+        run_id = manifest.get("run_id")
+        if manifest.get("mode") == "fork" and isinstance(run_id, str) and isinstance(parent, dict):
+            if isinstance(parent.get("uuid"), str):
+                found.append((str(manifest.get("created_at", "")), run_id, parent["uuid"]))
+    # A run id is fresh per fork; should two manifests name one, the first one planned stands.
+    forks: dict[str, str] = {}
+    for _, run_id, parent_uuid in sorted(found):
+        forks.setdefault(run_id, parent_uuid)
+    return forks
+
+
 def _links_for(
-    store: CatalogueStore,
     facts: FileFacts,
-    batch: dict[str, FileFacts],  # metadata uuid -> file, for the files that own their uuid
-    known: dict[str, CheckpointRecord | None],
+    lineage: _Lineage,
     *,
     allow_missing_parents: bool,
 ) -> list[ParentLink]:
     """The parent links of one file; raise MissingParentError for an unregistered parent."""
-
-    def lookup(uuid: str) -> CheckpointRecord | FileFacts | None:
-        if uuid in batch:
-            return batch[uuid]
-        if uuid not in known:
-            known[uuid] = store.read_record(uuid)
-        return known[uuid]
-
     links: dict[str, ParentLink] = {}
     origin = _metadata_parent(facts)
-    if origin is not None and (facts.derived or origin != facts.metadata_uuid):
+    if origin is not None and (facts.derived or origin not in (facts.uuid, *facts.other_uuids)):
+        parent = lineage.lookup(origin)
         if facts.derived or facts.converted_from:
             relation = "converted-from"
+        elif parent is None:
+            relation = "forked-from" if facts.fork_run_id else "resumed-from"
         else:
-            parent = lookup(origin)
-            if parent is None:
-                relation = "forked-from" if facts.fork_run_id else "resumed-from"
-            else:
-                same_run = parent.run_id is not None and parent.run_id == facts.run_id
-                relation = "resumed-from" if same_run else "forked-from"
-        links[origin] = ParentLink(uuid=origin, relation=relation)
+            same_run = parent.run_id is not None and parent.run_id == facts.run_id
+            relation = "resumed-from" if same_run else "forked-from"
+        uuid = parent.uuid if parent is not None else origin
+        links[uuid] = ParentLink(uuid=uuid, relation=relation)
+    elif origin is None and facts.kind == "training" and facts.run_id:
+        forked = lineage.fork_parent(facts.run_id)
+        if forked is not None:
+            parent = lineage.lookup(forked)
+            uuid = parent.uuid if parent is not None else forked
+            links[uuid] = ParentLink(uuid=uuid, relation="forked-from")
     for link in facts.extra_parents:  # explicit arguments win for the same uuid
+        parent = lineage.lookup(link.uuid)
+        if parent is not None and parent.uuid != link.uuid:
+            link = ParentLink(uuid=parent.uuid, relation=link.relation)
         links[link.uuid] = link
-    missing = [uuid for uuid in links if lookup(uuid) is None]
+    missing = [uuid for uuid in links if lineage.lookup(uuid) is None]
     if missing and not allow_missing_parents:
-        who = facts.metadata_uuid if not facts.derived else f"the inference file {facts.path.name}"
+        who = facts.uuid if not facts.derived else f"the inference file {facts.path.name}"
         raise MissingParentError(who, missing, hint=_register_hint(facts, missing))
     return list(links.values())
 
 
 def _quick_uuid(path: Path) -> str | None:
-    """The metadata uuid embedded in a zip checkpoint, without unpickling anything."""
+    """The metadata uuid embedded in a zip checkpoint, without unpickling anything.
+
+    For a current training file that is its second uuid, not the one children name.
+    """
     from anemoi_ckpt_nb.read.embedded import find_metadata_entry
 
     try:
@@ -217,14 +283,47 @@ def _register_hint(facts: FileFacts, missing: list[str]) -> str:
     candidates += sorted(
         p for pattern in CHECKPOINT_PATTERNS for p in folder.parent.glob(f"*/{pattern}") if p.parent != folder
     )
-    wanted = set(missing)
-    for path in candidates[:500]:
-        if path.resolve() != facts.path.resolve() and _quick_uuid(path) in wanted:
-            return (
-                f"register the parent first: `anemoi-ckpt register {path}`, "
-                f"or both at once: `anemoi-ckpt register {path} {facts.path}`"
-            )
+    found = _file_holding(set(missing), [p for p in candidates[:500] if p.resolve() != facts.path.resolve()])
+    if found is not None:
+        return (
+            f"register the parent first: `anemoi-ckpt register {found}`, "
+            f"or both at once: `anemoi-ckpt register {found} {facts.path}`"
+        )
     return f"register the parent first: `anemoi-ckpt register PATH_OF_{missing[0]}`"
+
+
+def _file_holding(wanted: set[str], candidates: list[Path]) -> Path | None:
+    """The training file that holds one of ``wanted``, else any file that does.
+
+    A child names its parent's pickled uuid, which the inference file saved beside the
+    parent (``inference-<name>``) embeds too: the training file ``<name>`` is the parent.
+    """
+    fallback = None
+    for path in candidates:
+        if _quick_uuid(path) not in wanted:
+            continue
+        if not path.name.startswith("inference-"):
+            return path
+        training = path.with_name(path.name.removeprefix("inference-"))
+        if training.is_file() and wanted & set(_file_uuids(training)):
+            return training
+        fallback = fallback or path
+    for path in candidates:  # a training file found by the uuid in its pickle alone
+        if fallback is None and not path.name.startswith("inference-") and wanted & set(_file_uuids(path)):
+            return path
+    return fallback
+
+
+def _file_uuids(path: Path) -> list[str]:
+    """Every uuid the file holds (read safely); none if it cannot be read."""
+    from anemoi_ckpt_nb.errors import CheckpointReadError
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
+
+    try:
+        with open_checkpoint(path) as ck:
+            return list(ck.uuids)
+    except CheckpointReadError:
+        return []
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -264,9 +363,17 @@ def _store_metadata(store: CatalogueStore, facts: FileFacts) -> str:
 
 
 def _existing(store: CatalogueStore, facts: FileFacts) -> CheckpointRecord | None:
-    """The record already registered for this file, or None; raise if the uuid names other bytes."""
+    """The record already registered for this file, or None; raise if the uuid names other bytes.
+
+    Earlier releases filed a current training file under its embedded uuid: a record of
+    these very bytes under one of the file's other uuids is this file's record.
+    """
     record = store.read_record(facts.uuid)
     if record is None:
+        for other in facts.other_uuids:
+            earlier = store.read_record(other)
+            if earlier is not None and earlier.sha256 == facts.sha256:
+                return earlier
         return None
     if record.sha256 != facts.sha256:
         raise UuidClashError(
@@ -324,6 +431,9 @@ def _register_one(
     if existing is None:
         blob = _upload_blob(store, facts, progress) if upload else None
         metadata_blob = _store_metadata(store, facts)
+        # Aliases before the record: an alias of a record not (yet) created finds nothing.
+        for other in facts.other_uuids:
+            store.create_alias(other, facts.uuid)
         record = make_record(
             facts, parents=links, name=name, blob=blob, metadata_blob=metadata_blob, registered_with=environment
         )
@@ -337,6 +447,10 @@ def _register_one(
             store.publish([_index.put_event(record)])
     if existing is not None:
         record = existing
+        # A record filed by an older release under another of the file's uuids: link the rest to it.
+        for uuid in (facts.uuid, *facts.other_uuids):
+            if uuid != record.uuid:
+                store.create_alias(uuid, record.uuid)
         _restore_blobs(store, record, facts, upload=upload, progress=progress)
         # Re-publish the entry if a crashed writer left it out of the index.
         entry = store.index(refresh=False).entries.get(record.uuid)
@@ -415,11 +529,10 @@ def register_paths(
     environment = environment or capture_environment(code_path=code_checkout)
     # Lineage first, from the metadata alone: a refusal must not wait for gigabytes to be hashed.
     inspected = [inspect_file(path, hash=False, sha256=sha256) for path in paths]
-    provides = {f.metadata_uuid: f for f in inspected if not f.derived}
-    known: dict[str, CheckpointRecord | None] = {}
+    lineage = _Lineage(store, inspected)
     for facts in inspected:
         facts.extra_parents = list(extra)
-        facts.links = _links_for(store, facts, provides, known, allow_missing_parents=allow_missing_parents)
+        facts.links = _links_for(facts, lineage, allow_missing_parents=allow_missing_parents)
     batch: dict[str, FileFacts] = {}
     for facts in inspected:
         facts.hash(progress=progress)

@@ -11,6 +11,7 @@ Where each model lives on storage (see DESIGN.md, "The catalogue on storage")::
     records/<uuid>.json        CheckpointRecord      (create-only)
     tags/<uuid>.json           TagState              (compare-and-swap)
     locations/<uuid>.json      LocationsState        (compare-and-swap)
+    aliases/<uuid>.json        Alias                 (create-only)
     blobs/sha256/<hash>        checkpoint bytes, metadata JSON (content-addressed)
     index/snapshot.json.gz     IndexSnapshot         (compare-and-swap)
     index/deltas/<key>.json    IndexDelta            (create-only)
@@ -146,6 +147,11 @@ class CheckpointRecord(_Stored):
     uuid: str
     #: The ``uuid`` in the file's metadata.
     metadata_uuid: str
+    #: Other uuids the same file holds. anemoi-training >= 0.6 with torch >= 2.6 gives a training
+    #: file the uuid of its pickled ``hyper_parameters["metadata"]`` (the record's ``uuid``: what its
+    #: inference file and its children name) and embeds anemoi.json with a second one, kept here.
+    #: Each is also an ``aliases/<uuid>.json`` pointing at this record. Empty in older records.
+    other_uuids: list[str] = Field(default_factory=list)
     name: str | None = None
     kind: Kind
     format: Format = "anemoi"
@@ -173,6 +179,14 @@ class CheckpointRecord(_Stored):
     #: The environment that registered it: Python, installed anemoi/torch versions and, when a
     #: training-code checkout was given, its commit and dirty state. None in older records.
     registered_with: EnvironmentSnapshot | None = None
+
+
+class Alias(_Stored):
+    """``aliases/<uuid>.json``: another uuid of a registered file, and the record it is filed under."""
+
+    schema_version: int = 1
+    alias: str
+    uuid: str
 
 
 # --- tags/<uuid>.json ---------------------------------------------------------------
@@ -342,6 +356,7 @@ STORED_MODELS: dict[str, type[BaseModel]] = {
     "catalogue-record": CheckpointRecord,
     "catalogue-tags": TagState,
     "catalogue-locations": LocationsState,
+    "catalogue-alias": Alias,
     "catalogue-index-delta": IndexDelta,
     "catalogue-index-snapshot": IndexSnapshot,
 }

@@ -14,6 +14,7 @@ from anemoi_ckpt_nb.catalogue import layout
 from anemoi_ckpt_nb.catalogue.copies import CATALOGUE_SITE_KEY, DEFAULT_CATALOGUE_SITE
 from anemoi_ckpt_nb.catalogue.documents import read_document
 from anemoi_ckpt_nb.catalogue.schema import (
+    Alias,
     CatalogueDescriptor,
     CheckpointRecord,
     RetentionPolicy,
@@ -117,6 +118,45 @@ class CatalogueStore:
         except ObjectNotFoundError:
             return None
         return read_document(CheckpointRecord, "record", data, f"{self.url}/{layout.record_key(uuid)}")
+
+    def find_record(self, uuid: str) -> CheckpointRecord | None:
+        """The record filed under ``uuid`` or, failing that, under the uuid ``uuid`` is an alias of.
+
+        A current anemoi-training file holds two uuids (see ``CheckpointRecord.other_uuids``);
+        either finds its record. An alias whose record was cleaned finds nothing.
+        """
+        record = self.read_record(uuid)
+        if record is not None:
+            return record
+        target = self.read_alias(uuid)
+        return self.read_record(target) if target is not None and target != uuid else None
+
+    def read_alias(self, uuid: str) -> str | None:
+        """The uuid of the record that ``uuid`` is another uuid of, or None."""
+        try:
+            data, _ = self.storage.get(layout.alias_key(uuid))
+        except ObjectNotFoundError:
+            return None
+        return read_document(Alias, "alias", data, f"{self.url}/{layout.alias_key(uuid)}").uuid
+
+    def create_alias(self, alias: str, uuid: str) -> None:
+        """File ``alias`` as another uuid of the record ``uuid`` (create-only; the same pair again is fine).
+
+        Raises:
+            UuidClashError: ``alias`` already names another record.
+        """
+        from anemoi_ckpt_nb.errors import UuidClashError
+
+        try:
+            self.storage.put(layout.alias_key(alias), layout.dump(Alias(alias=alias, uuid=uuid)), if_absent=True)
+        except ConflictError:
+            existing = self.read_alias(alias)
+            if existing != uuid:
+                raise UuidClashError(
+                    alias,
+                    f"{self.url}: uuid {alias} is already another uuid of {existing}, not of {uuid}",
+                    hint=f"compare them with `anemoi-ckpt show {existing}` and `anemoi-ckpt show {uuid}`",
+                ) from None
 
     def create_record(self, record: CheckpointRecord) -> None:
         """Write a record create-only.
