@@ -5,7 +5,8 @@ with the Hydra overrides a run plan prints. Like anemoi-training it finds the
 checkpoint to start from (``system.input.warm_start``, or
 ``<hardware.paths.checkpoints>/<fork_run_id or run_id>/<hardware.files.warm_start>``),
 reads its metadata, and writes the new session's checkpoints with
-``parent_uuid`` set to that checkpoint's uuid: a resume keeps the run id and
+``parent_uuid`` set to that checkpoint's pickled uuid (none when it loads only
+the weights, as anemoi-training 0.17 does): a resume keeps the run id and
 continues the epochs, a fork takes ``training.run_id`` (or a fresh one) and
 records ``fork_run_id``. It writes ``DIR/standin.json`` describing what it did.
 """
@@ -61,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"Warm start checkpoint not found: {start}")
     with zipfile.ZipFile(start) as zf:
         metadata = read_embedded(zf).metadata
+    from anemoi_ckpt_nb.core.reader import open_checkpoint
+
+    with open_checkpoint(start) as ck:
+        lineage_uuid = ck.uuid  # hyper_parameters["metadata"]["uuid"], what ParentUUIDCallback reads
+    # A weights-only start (load_from_checkpoint) never runs ParentUUIDCallback: no parent_uuid.
+    weights_only = overrides.get("training.load_weights_only") == "true"
     parent = types.SimpleNamespace(
-        uuid=metadata["uuid"], run_id=metadata["run_id"], epoch=metadata["training"]["epoch"]
+        uuid=None if weights_only else lineage_uuid, run_id=metadata["run_id"], epoch=metadata["training"]["epoch"]
     )
     relation = "fork" if fork_run_id else "resume"
     written = examples.write_run(
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "relation": relation,
         "started_from": str(start),
         "parent_uuid": parent.uuid,
+        "started_from_uuid": lineage_uuid,
         "run_id": written[0].run_id,
         "uuids": [c.uuid for c in written],
         "paths": [str(c.path) for c in written],

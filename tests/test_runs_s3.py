@@ -109,7 +109,8 @@ def test_fork_on_a_site_whose_compute_nodes_are_offline(seaweed_factory, monkeyp
     assert not log.exists(), log.read_text()
     assert "sha256" in done.stdout and "verified" in done.stdout
     report = json.loads((out / "standin.json").read_text())
-    assert report["offline"] == "1" and report["parent_uuid"] == parent.uuid
+    assert report["offline"] == "1" and report["started_from_uuid"] == parent.uuid
+    assert report["parent_uuid"] is None  # a weights-only fork: linked by the manifest's run id
     assert report["run_id"] == manifest.run_id and report["started_from"] == manifest.checkpoint.path
 
     # Back online: register the new run's checkpoints; the lineage shows the fork.

@@ -27,9 +27,13 @@ id is chosen by anemoi-training (or MLflow), not by us::
     fork:   training.fork_run_id=<parent run> hardware.paths.checkpoints=<dir>
             hardware.files.warm_start=<name> training.load_weights_only=true
 
-Either way anemoi-training records the loaded checkpoint's uuid as
-``parent_uuid`` in every checkpoint the run saves, which is what links them
-to their parent when they are registered.
+A resume and a fork that loads the whole state (``load_weights_only=false``)
+make anemoi-training record the loaded checkpoint's uuid as ``parent_uuid``
+in every checkpoint the run saves. A weights-only fork records none: its
+checkpoints are linked to their parent by the new run id this manifest names
+(:mod:`anemoi_ckpt_nb.core.catalogue.register`). A resume overwrites
+``last.ckpt`` in the run folder, so :func:`start_run` first makes sure the
+catalogue holds a copy of the checkpoint resumed from.
 """
 
 from __future__ import annotations
@@ -432,10 +436,43 @@ def start_run(
     if require_clean is None:
         require_clean = policy_requires_clean(store)
     manifest = plan_run(store.storage, record, mode=mode, cache=cache, require_clean=require_clean, **options)
+    if mode == "resume":
+        keep_resumed_from(store, record, progress=progress)
     record_manifest(store.storage, manifest, cache=cache)
     if prefetch:
         run_cache.prefetch(store.storage, record, cache=cache, progress=progress, store=store)
     return manifest
+
+
+def keep_resumed_from(store: Any, record: Any, *, progress: Any = None) -> None:
+    """Make sure the catalogue holds a copy of the checkpoint a run resumes from.
+
+    A resume writes into the run's own folder and overwrites ``last.ckpt`` and
+    ``inference-last.ckpt`` there: a checkpoint registered without its bytes would be
+    gone. When no site holds a copy, the registered file (still on this machine) is
+    uploaded to the catalogue, verified, before the run is planned.
+
+    Raises:
+        RunPlanError: no copy anywhere and the registered file is not on this machine.
+    """
+    from anemoi_ckpt_nb.core import locations
+    from anemoi_ckpt_nb.core.errors import NoReachableCopyError
+    from anemoi_ckpt_nb.core.site_transfer import replicate
+    from anemoi_ckpt_nb.core.sites import catalogue_site_name
+
+    if any(location.ok for location in locations.list_locations(store, record)):
+        return
+    site = catalogue_site_name(store)
+    try:
+        replicate(store, record, site, progress=progress)
+    except NoReachableCopyError:
+        raise RunPlanError(
+            record.uuid,
+            "cannot resume: no site holds a copy of this checkpoint (it was registered without its bytes), "
+            f"and resuming overwrites {record.filename} in the run folder",
+            hint=f"on {record.source.host}, where {record.source.path} is: "
+            f"`anemoi-ckpt replicate {record.uuid} --to {site}`, then resume again",
+        ) from None
 
 
 # --- storing and reading -------------------------------------------------------------------
