@@ -11,7 +11,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write a copy of a checkpoint with its metadata migrated to the current version",
         description="Write OUT: IN with its Anemoi metadata migrated to the current version and embedded as "
         "anemoi-utils lays it out (anemoi.json and supporting arrays), the steps recorded in the metadata. "
-        "Weights and every other entry are copied unchanged. IN is never modified.",
+        "Weights and every other entry are copied unchanged. IN is never modified; when its metadata is "
+        "already current nothing is written.",
     )
     parser.add_argument("source", metavar="IN", help="the checkpoint to upgrade")
     parser.add_argument("destination", metavar="OUT", help="the file to write")
@@ -33,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.destination}: metadata {result.from_version} -> {result.to_version} "
               f"({result.metadata_source}); steps: {', '.join(steps)}")
     else:
-        print(f"{result.destination}: metadata already at {result.to_version}; copied unchanged")
+        print(f"{result.source}: metadata already at {result.to_version} ({result.metadata_source}); "
+              f"nothing to upgrade, {result.destination} not written")
     return 0

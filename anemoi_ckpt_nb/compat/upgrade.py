@@ -63,6 +63,8 @@ class UpgradeResult:
     steps_applied: list[str] = field(default_factory=list)
     container_steps: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: False when the file was already current: nothing was written and ``destination`` was not touched.
+    written: bool = True
 
     @property
     def changed(self) -> bool:
@@ -80,6 +82,7 @@ class UpgradeResult:
             "steps_applied": list(self.steps_applied),
             "container_steps": list(self.container_steps),
             "changed": self.changed,
+            "written": self.written,
         }
 
 
@@ -92,7 +95,9 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
         overwrite: replace ``destination`` if it exists.
 
     Returns:
-        What was migrated and written.
+        What was migrated and written. A file whose metadata is already current (embedded
+        as ``anemoi.json``, at the current version) is left alone: nothing is written and
+        ``written`` is False.
 
     Raises:
         CkptError: ``destination`` is ``source``, or exists and ``overwrite`` is false.
@@ -106,7 +111,7 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
     from anemoi_ckpt_nb.compat.migrate import migrate
 
     source, destination = Path(source), Path(destination)
-    _check_paths(source, destination, overwrite=overwrite)
+    _check_paths(source, destination, overwrite=True)
     try:
         with zipfile.ZipFile(source) as zf:
             top = top_directory(zf.namelist())
@@ -143,20 +148,24 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
     else:
         new_arrays = _nest_per_dataset(arrays, list(document["dataset"]))
 
-    if result.steps_applied or container:
-        record = dict(document.get(RECORD_KEY) or {})
-        record["upgrades"] = [*record.get("upgrades", []), {
-            "tool": f"anemoi-ckpt-nb {__version__}",
-            "from_version": result.from_version,
-            "to_version": result.to_version,
-            "steps": [*result.steps_applied, *container],
-            "source_sha256": sha256_of(source),
-        }]
-        document[RECORD_KEY] = record
+    if not (result.steps_applied or container):
+        # Already current, as anemoi-utils lays it out: a copy would only differ in its zip entries.
+        return UpgradeResult(source, destination, origin, str(result.from_version), str(result.to_version),
+                             [], [], document, written=False)
+    record = dict(document.get(RECORD_KEY) or {})
+    record["upgrades"] = [*record.get("upgrades", []), {
+        "tool": f"anemoi-ckpt-nb {__version__}",
+        "from_version": result.from_version,
+        "to_version": result.to_version,
+        "steps": [*result.steps_applied, *container],
+        "source_sha256": sha256_of(source),
+    }]
+    document[RECORD_KEY] = record
 
-    written = _write_copy(source, destination, top, document, new_arrays, skip_json=embedded.entry if embedded else None)
+    _check_paths(source, destination, overwrite=overwrite)
+    stored = _write_copy(source, destination, top, document, new_arrays, skip_json=embedded.entry if embedded else None)
     return UpgradeResult(source, destination, origin, str(result.from_version), str(result.to_version),
-                         list(result.steps_applied), container, written)
+                         list(result.steps_applied), container, stored)
 
 
 def _check_paths(source: Path, destination: Path, *, overwrite: bool) -> None:
