@@ -17,10 +17,16 @@ pickle, absent from the reader's environment.
 The metadata is also embedded as ``anemoi-metadata/anemoi.json`` with its
 supporting arrays, as anemoi-training does through anemoi-utils.
 
-Conventions followed (from anemoi-training): every saved checkpoint gets a
-fresh ``uuid``; a session started from a checkpoint sets ``parent_uuid`` to
-that checkpoint's uuid in every checkpoint it writes; a resume keeps the
-``run_id``, a fork gets a new one and records ``fork_run_id``.
+Conventions followed (from anemoi-training 0.17 with torch >= 2.6): every
+saved checkpoint gets a fresh ``uuid`` (U1) in ``hyper_parameters["metadata"]``
+and the inference file saved beside it carries U1 too; the training file's
+embedded anemoi.json then gets a second fresh uuid (U2, ``embedded_uuid``). A
+session started from a checkpoint sets ``parent_uuid`` to that checkpoint's U1
+in every checkpoint it writes; a resume keeps the ``run_id``, a fork gets a
+new one and records ``fork_run_id``. A pickled inference model keeps what
+torch-geometric's message passing keeps: type annotations
+(``types.GenericAlias``, ``typing.Union``), ``inspect._empty`` and its
+``Inspector`` objects.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class ExampleCheckpoint:
     """What was written, for tests to compare against."""
 
     path: Path
+    #: The uuid of the pickled metadata (U1): what children and the inference file name.
     uuid: str
     run_id: str
     parent_uuid: str | None
@@ -76,6 +83,13 @@ class ExampleCheckpoint:
     weights_bytes: int = 0
     seed: int = 0
     dtype: str = "float32"
+    #: The uuid of the embedded anemoi.json when it differs from ``uuid`` (U2 of a training file).
+    embedded_uuid: str | None = None
+
+    @property
+    def uuids(self) -> list[str]:
+        """Every uuid the file holds, ``uuid`` first."""
+        return [u for u in (self.uuid, self.embedded_uuid) if u]
 
 
 # --- throw-away modules ---------------------------------------------------------
@@ -141,6 +155,18 @@ def _make_classes() -> dict[str, dict[str, type]]:
     class AnemoiModelInterface(torch.nn.Module):
         pass
 
+    class Parameter:  # torch_geometric.inspector.Parameter: one argument of message()
+        def __init__(self, name: str, type: Any, type_repr: str, default: Any) -> None:
+            self.name, self.type, self.type_repr, self.default = name, type, type_repr, default
+
+    class Signature:
+        def __init__(self, param_dict: dict[str, Any], return_type: Any, return_type_repr: str) -> None:
+            self.param_dict, self.return_type, self.return_type_repr = param_dict, return_type, return_type_repr
+
+    class Inspector:
+        def __init__(self, signatures: dict[str, Any]) -> None:
+            self._signature_dict = signatures
+
     return {
         "anemoi.models.data_indices.index": {"BaseIndex": BaseIndex},
         "anemoi.models.data_indices.tensor": {"InputTensorIndex": InputTensorIndex},
@@ -155,6 +181,7 @@ def _make_classes() -> dict[str, dict[str, type]]:
         "anemoi.models.layers.block": {"Block": Block},
         "anemoi.models.models.encoder_processor_decoder": {"AnemoiModelEncProcDec": AnemoiModelEncProcDec},
         "anemoi.models.interface": {"AnemoiModelInterface": AnemoiModelInterface},
+        "torch_geometric.inspector": {"Inspector": Inspector, "Parameter": Parameter, "Signature": Signature},
     }
 
 
@@ -485,6 +512,8 @@ def write_training_checkpoint(
     global_step: int = 100,
     seed: int = 0,
     embedded: str | None = "anemoi.json",
+    embedded_uuid: str | None = None,
+    two_uuids: bool = True,
     grid_points: int = 64,
     dtype: str = "float32",
     config_type: Literal["omegaconf", "pydantic"] = "omegaconf",
@@ -500,6 +529,9 @@ def write_training_checkpoint(
         fork_run_id: the run this one was forked from.
         embedded: ``"anemoi.json"``, the older ``"ai-models.json"``, or ``None``
             for a file whose metadata is only in ``hyper_parameters``.
+        embedded_uuid: the uuid of the embedded metadata (default: a fresh one, U2).
+        two_uuids: embed a second uuid, as anemoi-training >= 0.6 does with torch >= 2.6;
+            False for one uuid in both places (older releases, or torch < 2.6).
         grid_points: length of the supporting arrays (latitudes, longitudes, ...).
         dtype: dtype of the weights (``float32``, ``bfloat16``, ...).
         config_type: ``hyper_parameters["config"]`` as an omegaconf DictConfig or a pydantic schema.
@@ -534,10 +566,17 @@ def write_training_checkpoint(
             classes, weights, metadata, arrays, epoch=epoch, global_step=global_step, seed=seed, config_type=config_type
         )
         torch.save(checkpoint, path)
-    written = _embed(path, metadata, arrays, embedded) if embedded else metadata
+    if embedded and two_uuids:
+        # AnemoiCheckpoint._save_checkpoint draws a new uuid after torch.save, then embeds the metadata.
+        embedded_uuid = embedded_uuid or str(_uuid.uuid4())
+        written = _embed(path, {**metadata, "uuid": embedded_uuid}, arrays, embedded)
+    else:
+        embedded_uuid = None
+        written = _embed(path, metadata, arrays, embedded) if embedded else metadata
     return ExampleCheckpoint(
         path=path,
         uuid=uuid,
+        embedded_uuid=embedded_uuid,
         run_id=run_id,
         parent_uuid=parent_uuid,
         kind="training",
@@ -598,7 +637,9 @@ def write_inference_checkpoint(
     weights = _make_weights(weights_bytes, dtype, seed)
     parameter_count = sum(t.numel() for t in weights.values())
     if source is not None:
+        # The inference file is saved before the training file's second uuid is drawn: it carries U1.
         metadata = {k: v for k, v in source.metadata.items() if k != "supporting_arrays_paths"}
+        metadata["uuid"] = source.uuid
         arrays = source.supporting_arrays
         uuid, run_id, parent_uuid = source.uuid, source.run_id, source.parent_uuid
         epoch, global_step = source.epoch, source.global_step
@@ -611,6 +652,20 @@ def write_inference_checkpoint(
         # Like anemoi-models, the model keeps a function as an attribute and a layer without parameters.
         model.model.activation = torch.nn.functional.gelu
         model.model.add_module("activation_layer", torch.nn.GELU())
+        # torch-geometric >= 2.5 keeps message() annotations: tuple[Tensor, Tensor] pickles as types.GenericAlias.
+        import inspect
+        import typing
+
+        model.model.inspector = classes.Inspector({
+            "message": classes.Signature(
+                {
+                    "x_j": classes.Parameter("x_j", torch.Tensor, "Tensor", inspect.Parameter.empty),
+                    "edge_attr": classes.Parameter("edge_attr", typing.Optional[torch.Tensor], "Optional[Tensor]", None),
+                },
+                tuple[torch.Tensor, torch.Tensor],
+                "tuple[Tensor, Tensor]",
+            ),
+        })
         model.metadata = metadata
         model.supporting_arrays = arrays
         model.data_indices = classes.IndexCollection(metadata["data_indices"]["name_to_index"], FORCINGS)
