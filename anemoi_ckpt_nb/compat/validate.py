@@ -86,6 +86,8 @@ class ValidationReport:
     packages: list[PackageCheck] = field(default_factory=list)
     can_convert: bool = False
     can_load_for_inference: bool = False
+    #: What the file is and what runs it, in words (see :func:`describe_kind`).
+    what: str | None = None
     findings: list[Finding] = field(default_factory=list)
 
     def add(self, severity: Severity, code: str, message: str, hint: str | None = None) -> None:
@@ -132,7 +134,7 @@ def validate_metadata(
         format: ``training`` or ``inference``, if known.
         all_packages: see :func:`validate_checkpoint`.
     """
-    report = ValidationReport(path=label, format=format, metadata_source="catalogue")
+    report = ValidationReport(path=label, format=format, metadata_source="catalogue", what=describe_kind(format))
     report.add("info", "metadata-only", "checked the catalogue's copy of the metadata; pickled classes were not checked",
                "download the file and validate it for a full check")
     check_metadata(report, metadata, all_packages=all_packages)
@@ -162,6 +164,7 @@ def validate_checkpoint(path: str | Path, *, all_packages: bool = False) -> Vali
         return report
     with ck:
         report.format = ck.kind
+        report.what = describe_kind(ck.kind, ck.label, path=str(path))
         report.metadata_source = _metadata_source(Path(path), ck)
         _check_classes(report, ck)
         metadata = ck.metadata
@@ -171,6 +174,23 @@ def validate_checkpoint(path: str | Path, *, all_packages: bool = False) -> Vali
         return report
     check_metadata(report, metadata, all_packages=all_packages)
     return report
+
+
+def describe_kind(kind: str | None, label: str | None = None, *, path: str = "FILE") -> str | None:
+    """What a file of ``kind`` is and what runs it, for people.
+
+    anemoi-inference runs inference files (``torch.load`` of the pickled model, metadata from
+    its anemoi.json); a training file is what anemoi-training resumes or forks from.
+    """
+    if kind == "training":
+        return (f"a training checkpoint: anemoi-training resumes or forks from it; anemoi-inference runs "
+                f"inference files, which `anemoi-ckpt convert {path} -o DIR` makes from it")
+    if kind == "inference":
+        return "an inference checkpoint (the pickled model): anemoi-inference runs it"
+    if kind in ("state-dict", "safetensors"):
+        return (f"{label or kind}: the weights alone; anemoi-inference runs the inference file, "
+                "which needs the model code to rebuild")
+    return None
 
 
 def check_metadata(report: ValidationReport, metadata: Any, *, all_packages: bool = False) -> None:
@@ -429,6 +449,8 @@ def render_text(report: ValidationReport, *, strict: bool = False) -> str:
 
     version = report.metadata_version or "-"
     lines = [report.path]
+    if report.what:
+        lines.append(f"  what: {report.what}")
     lines.append(f"  format: {report.format or '-'}; metadata: {report.metadata_source or '-'}, "
                  f"version {version} (current {report.current_version})")
     lines.append(f"  migrations that would run: {listed(report.migrations)}")

@@ -101,6 +101,8 @@ class _Lineage(Permissive):
     """Identity and lineage keys, common to the 1.x and 2.0 layouts."""
 
     seed: int | None = None
+    #: The seed every rank derives its own from (anemoi-training >= 0.6, ``ANEMOI_BASE_SEED``).
+    base_seed: int | None = None
     run_id: str | None = None
     uuid: str | None = None
     parent_uuid: str | None = None

@@ -54,6 +54,7 @@ class MetadataInference(Permissive):
 
     dataset_names: list[str] = Field(min_length=1)
     seed: int | None = None
+    base_seed: int | None = None
     run_id: str | None = None
     task: Any = None
 
@@ -72,6 +73,8 @@ class MetadataV2(_Lineage):
 
     version: str = Field(pattern=r"^2(\.\d+)*$")
     config: dict[str, Any]
+    #: The training task's name (``"forecaster"``), written by anemoi-training's task.
+    task: str | None = None
     dataset: dict[str, DatasetMetadata] = Field(min_length=1)
     data_indices: dict[str, DataIndices] = Field(min_length=1)
     metadata_inference: MetadataInference
