@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         raise FileNotFoundError(f"Warm start checkpoint not found: {start}")
     with zipfile.ZipFile(start) as zf:
         metadata = read_embedded(zf).metadata
-    from anemoi_ckpt_nb.core.reader import open_checkpoint
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     with open_checkpoint(start) as ck:
         lineage_uuid = ck.uuid  # hyper_parameters["metadata"]["uuid"], what ParentUUIDCallback reads

@@ -31,7 +31,7 @@ A resume and a fork that loads the whole state (``load_weights_only=false``)
 make anemoi-training record the loaded checkpoint's uuid as ``parent_uuid``
 in every checkpoint the run saves. A weights-only fork records none: its
 checkpoints are linked to their parent by the new run id this manifest names
-(:mod:`anemoi_ckpt_nb.core.catalogue.register`). A resume overwrites
+(:mod:`anemoi_ckpt_nb.catalogue.register`). A resume overwrites
 ``last.ckpt`` in the run folder, so :func:`start_run` first makes sure the
 catalogue holds a copy of the checkpoint resumed from.
 """
@@ -455,10 +455,10 @@ def keep_resumed_from(store: Any, record: Any, *, progress: Any = None) -> None:
     Raises:
         RunPlanError: no copy anywhere and the registered file is not on this machine.
     """
-    from anemoi_ckpt_nb.core import locations
-    from anemoi_ckpt_nb.core.errors import NoReachableCopyError
-    from anemoi_ckpt_nb.core.site_transfer import replicate
-    from anemoi_ckpt_nb.core.sites import catalogue_site_name
+    from anemoi_ckpt_nb.catalogue.store import catalogue_site_name
+    from anemoi_ckpt_nb.errors import NoReachableCopyError
+    from anemoi_ckpt_nb.sites import locations
+    from anemoi_ckpt_nb.sites.transfer import replicate
 
     if any(location.ok for location in locations.list_locations(store, record)):
         return
