@@ -25,6 +25,11 @@ MOVED: dict[str, tuple[str, ...]] = {
     "anemoi_ckpt_nb.core.errors": ("anemoi_ckpt_nb.errors",),
     "anemoi_ckpt_nb.core.hashing": ("anemoi_ckpt_nb.storage.hashing",),
     "anemoi_ckpt_nb.core.catalogue": ("anemoi_ckpt_nb.catalogue",),
+    "anemoi_ckpt_nb.core.catalogue.index": (
+        "anemoi_ckpt_nb.catalogue.index",
+        "anemoi_ckpt_nb.catalogue.events",
+        "anemoi_ckpt_nb.catalogue.reindex",
+    ),
     "anemoi_ckpt_nb.core.json_documents": ("anemoi_ckpt_nb.catalogue.documents",),
     "anemoi_ckpt_nb.core.schema": ("anemoi_ckpt_nb.catalogue.schema",),
     "anemoi_ckpt_nb.core.policy": ("anemoi_ckpt_nb.catalogue.policy",),

@@ -31,7 +31,6 @@ OVER_THE_BOUND: dict[str, str] = {
     "anemoi_ckpt_nb/catalogue/register.py": "file registration and record import in one file",
     "anemoi_ckpt_nb/storage/local.py": "the local backend and its create-only rename helpers in one file",
     "anemoi_ckpt_nb/read/torchfile.py": "zip and legacy torch formats in one file",
-    "anemoi_ckpt_nb/catalogue/index.py": "events, snapshot and rebuild in one file",
     "anemoi_ckpt_nb/runs/plans.py": "plan, manifest and start of a run in one file",
     "anemoi_ckpt_nb/conversion/writers.py": "the torch zip and safetensors writers in one file",
     "anemoi_ckpt_nb/examples.py": "example checkpoints of every format in one file",
@@ -160,7 +159,8 @@ OLD_PATHS = [
     ("anemoi_ckpt_nb.core.unpickler", "loads", "anemoi_ckpt_nb.read.torchfile"),
     ("anemoi_ckpt_nb.core.convert", "convert_many", "anemoi_ckpt_nb.conversion.batch"),
     ("anemoi_ckpt_nb.core.errors", "CkptError", "anemoi_ckpt_nb.errors"),
-    ("anemoi_ckpt_nb.core.catalogue.index", "rebuild", "anemoi_ckpt_nb.catalogue.index"),
+    ("anemoi_ckpt_nb.core.catalogue.index", "rebuild", "anemoi_ckpt_nb.catalogue.reindex"),
+    ("anemoi_ckpt_nb.core.catalogue.index", "put_event", "anemoi_ckpt_nb.catalogue.events"),
     ("anemoi_ckpt_nb.core.sites", "fetch", "anemoi_ckpt_nb.sites.fetch"),
     ("anemoi_ckpt_nb.core.migrate.modules", "resolve_class", "anemoi_ckpt_nb.read.renames"),
     ("anemoi_ckpt_nb.batch_convert", "convert_many", "anemoi_ckpt_nb.api.batch"),
@@ -191,7 +191,7 @@ def test_old_import_paths_still_work_with_a_deprecation_warning(old, name, new):
 def test_an_old_module_moved_whole_is_the_new_module_itself():
     code = (
         "import warnings; warnings.simplefilter('ignore');"
-        "import anemoi_ckpt_nb.core.catalogue.index as old, anemoi_ckpt_nb.catalogue.index as new;"
+        "import anemoi_ckpt_nb.core.catalogue.store as old, anemoi_ckpt_nb.catalogue.store as new;"
         "assert old is new"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from anemoi_ckpt_nb.catalogue import lineage
-from anemoi_ckpt_nb.catalogue.index import Index, delete_event, tags_event
+from anemoi_ckpt_nb.catalogue.events import delete_event, tags_event
+from anemoi_ckpt_nb.catalogue.index import Index
 from anemoi_ckpt_nb.errors import CatalogueError, NotRegisteredError
 from anemoi_ckpt_nb.catalogue.policy import plan_clean
 from anemoi_ckpt_nb.catalogue.schema import RetentionPolicy, TagState

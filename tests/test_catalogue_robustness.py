@@ -21,7 +21,8 @@ from anemoi_ckpt_nb import examples
 from anemoi_ckpt_nb.api import Catalogue
 from anemoi_ckpt_nb.catalogue import lineage
 from anemoi_ckpt_nb.catalogue import layout
-from anemoi_ckpt_nb.catalogue.index import compact, publish, put_event
+from anemoi_ckpt_nb.catalogue.events import put_event
+from anemoi_ckpt_nb.catalogue.index import compact, publish
 from anemoi_ckpt_nb.catalogue.records import inspect_file, make_record
 from anemoi_ckpt_nb.catalogue.register import _order
 from anemoi_ckpt_nb.catalogue.search import search

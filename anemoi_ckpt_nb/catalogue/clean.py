@@ -22,6 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from anemoi_ckpt_nb.catalogue import events as _events
 from anemoi_ckpt_nb.catalogue import index as _index
 from anemoi_ckpt_nb.catalogue import layout
 from anemoi_ckpt_nb.catalogue.policy import CleanPlan, Decision, plan_clean
@@ -83,7 +84,7 @@ def clean(
             plan.keep.append(Decision(decision.uuid, False, reason, decision.size, decision.label))
             continue
         store.storage.delete(layout.record_key(record.uuid))
-        store.publish([_index.delete_event(record.uuid, _index.generation_of(record))])
+        store.publish([_events.delete_event(record.uuid, _events.generation_of(record))])
         store.storage.delete(layout.tags_key(record.uuid))
         # Copies at other sites and locations/<uuid>.json (anemoi_ckpt_nb.sites.drop).
         for note in forget_copies(store, record):

@@ -61,92 +61,38 @@ import gc
 import gzip
 import logging
 import time
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
 
 import pydantic_core
 
 from anemoi_ckpt_nb.catalogue import layout
-from anemoi_ckpt_nb.catalogue.schema import (
-    CheckpointRecord,
-    IndexDelta,
-    IndexEntry,
-    TagState,
-    utcnow,
-)
+from anemoi_ckpt_nb.catalogue.events import Entry, Event
+from anemoi_ckpt_nb.catalogue.schema import IndexDelta, utcnow
 from anemoi_ckpt_nb.errors import (
     CatalogueError,
     CkptError,
     ConflictError,
     ObjectNotFoundError,
     SchemaError,
-    StorageError,
 )
 from anemoi_ckpt_nb.storage.base import Storage
 
 LOG = logging.getLogger(__name__)
 
+
 #: Waiting deltas that make a writer compact.
 COMPACT_EVERY = 64
+
+
 #: Snapshot layout version this module reads and writes.
 SNAPSHOT_VERSION = 1
+
+
 _READ_ATTEMPTS = 8
+
+
 _FETCH_THREADS = 8
-
-Entry = dict[str, Any]
-Event = dict[str, Any]
-
-
-def entry_of(record: CheckpointRecord, tags: TagState | None = None) -> Entry:
-    """The index entry of a record (with its tags, if known), as plain JSON data."""
-    entry = IndexEntry(
-        uuid=record.uuid,
-        name=record.name,
-        kind=record.kind,
-        format=record.format,
-        run_id=record.run_id,
-        parents=record.parents,
-        epoch=record.epoch,
-        global_step=record.global_step,
-        sha256=record.sha256,
-        size=record.size,
-        blob=record.blob,
-        metadata_blob=record.metadata_blob,
-        filename=record.filename,
-        dataset=record.dataset,
-        registered_at=generation_of(record),
-        registered_by=str(record.registered_by),
-    ).model_dump(mode="json")
-    if tags is not None and tags.generation == entry["registered_at"]:
-        entry["tags"] = list(tags.tags)
-        entry["tags_revision"] = tags.revision
-    return entry
-
-
-def generation_of(record: CheckpointRecord) -> str:
-    """The text that tells apart two registrations of the same uuid."""
-    return record.registered_at.isoformat()
-
-
-def put_event(record: CheckpointRecord, tags: TagState | None = None) -> Event:
-    return {"op": "put", "entry": entry_of(record, tags)}
-
-
-def tags_event(state: TagState) -> Event:
-    return {
-        "op": "tags",
-        "uuid": state.uuid,
-        "generation": state.generation,
-        "revision": state.revision,
-        "tags": list(state.tags),
-    }
-
-
-def delete_event(uuid: str, generation: str) -> Event:
-    return {"op": "delete", "uuid": uuid, "generation": generation}
 
 
 class Index:
@@ -270,9 +216,6 @@ class Index:
         return gzip.compress(pydantic_core.to_json(document), compresslevel=1)
 
 
-# --- reading ------------------------------------------------------------------------------
-
-
 def _fetch_deltas(storage: Storage, keys: list[str]) -> list[list[Event]]:
     """The events of each delta, in the order of ``keys``; raises ObjectNotFoundError."""
 
@@ -348,9 +291,6 @@ def load(storage: Storage, cached: Index | None = None) -> Index:
     )
 
 
-# --- writing ------------------------------------------------------------------------------
-
-
 def publish(storage: Storage, events: Iterable[Event], *, compact_every: int | None = None) -> str:
     """Record changes as one create-only delta, then compact if enough deltas wait.
 
@@ -413,138 +353,6 @@ def compact(storage: Storage, *, min_deltas: int = 1) -> bool:
     for key in keys:
         storage.delete(key)
     return True
-
-
-def _record_events(storage: Storage, key: str, tag_keys: set[str], location_keys: set[str]) -> list[Event]:
-    """The events that index one record: its put (with its tags) and its locations, read from the truth."""
-    from anemoi_ckpt_nb.catalogue.copies import locations_event, parse_state
-    from anemoi_ckpt_nb.catalogue.documents import read_document
-
-    try:
-        record = read_document(CheckpointRecord, "record", storage.get(key)[0], key)
-    except ObjectNotFoundError:
-        return []  # cleaned since the listing
-    tags = None
-    if (tags_key := layout.tags_key(record.uuid)) in tag_keys:
-        try:
-            tags = read_document(TagState, "tags", storage.get(tags_key)[0], tags_key)
-        except ObjectNotFoundError:
-            pass
-    events = [put_event(record, tags)]
-    if (locations_key := layout.locations_key(record.uuid)) in location_keys:
-        try:
-            state = parse_state(storage.get(locations_key)[0], locations_key)
-        except (ObjectNotFoundError, SchemaError):
-            state = None
-        if state is not None and state.generation == generation_of(record):
-            events.append(locations_event(state))
-    return events
-
-
-def _rebuild_base(storage: Storage) -> tuple[list[str], str | None, set[tuple[str, str]]]:
-    """What a rebuild starts from: the delta keys it will replace, the etag of the
-    snapshot it will swap, and the tombstones of the current index.
-
-    Read *before* the records, so that a compaction during the scan (which may merge
-    a delete the scan missed) makes the final compare-and-swap fail instead of being
-    overwritten. Tombstones are kept because a writer whose view predates a deletion
-    may still publish a ``put`` of the deleted record (a re-registration repairing
-    what it thought was a lost entry); without them that put would revive it.
-    """
-    try:
-        current = load(storage)
-    except StorageError:
-        raise
-    except (SchemaError, ValueError, EOFError, gzip.BadGzipFile, zlib.error) as error:
-        # A snapshot or delta this release cannot read: exactly what a rebuild replaces,
-        # at the cost of its tombstones (put events older than the rebuild may revive).
-        LOG.warning("index rebuild: the current index is unreadable (%s); starting without its tombstones", error)
-        keys = _delta_keys(storage)
-        try:
-            etag: str | None = storage.stat(layout.SNAPSHOT).etag
-        except ObjectNotFoundError:
-            etag = None
-        return keys, etag, set()
-    return sorted(current.applied), current.snapshot_etag, set(current.deleted)
-
-
-def rebuild(storage: Storage) -> Index:
-    """Recreate the snapshot from ``records/``, ``tags/`` and ``locations/`` (the truth).
-
-    Use after a crash between a record and its delta (``anemoi-ckpt reindex``), or
-    to drop an index written by a newer release. Deltas present at the start are
-    merged and removed; deltas written during the rebuild are kept and applied on
-    top, so a record deleted meanwhile stays deleted. Tombstones of the current
-    index carry over, except for a generation whose record exists (the records win).
-
-    Returns:
-        The rebuilt index.
-
-    Raises:
-        CatalogueError: other writers compacted the index during every attempt.
-    """
-    for _ in range(_READ_ATTEMPTS):
-        keys, etag, tombstones = _rebuild_base(storage)
-        record_keys = _json_keys(storage, layout.RECORDS)
-        tag_keys = set(_json_keys(storage, layout.TAGS))
-        location_keys = set(_json_keys(storage, layout.LOCATIONS))
-        with ThreadPoolExecutor(max_workers=_FETCH_THREADS) as pool:
-            found = list(pool.map(lambda key: _record_events(storage, key, tag_keys, location_keys), record_keys))
-        live = {(events[0]["entry"]["uuid"], events[0]["entry"]["registered_at"]) for events in found if events}
-        index = Index()
-        index.deleted = tombstones - live
-        for events in found:
-            for event in events:
-                index.apply(event)
-        try:
-            if etag is None:
-                storage.put(layout.SNAPSHOT, index.to_snapshot(), if_absent=True)
-            else:
-                storage.replace(layout.SNAPSHOT, index.to_snapshot(), etag=etag)
-        except ConflictError:
-            continue  # compacted or rebuilt by someone else meanwhile: scan again
-        for key in keys:
-            storage.delete(key)
-        return load(storage)
-    raise CatalogueError(
-        f"{storage.url}: the index kept changing during the rebuild ({_READ_ATTEMPTS} attempts)",
-        hint=f"retry `anemoi-ckpt reindex --catalogue {storage.url}` when fewer writers are busy",
-    )
-
-
-@dataclass(frozen=True)
-class IndexCheck:
-    """How the index differs from ``records/`` (see :func:`check`)."""
-
-    #: Records that have no index entry (a writer died before its delta).
-    missing: list[str] = field(default_factory=list)
-    #: Index entries whose record is gone (a clean died before its delta).
-    stale: list[str] = field(default_factory=list)
-    #: Records listed.
-    records: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.stale
-
-
-def check(storage: Storage, index: Index | None = None) -> IndexCheck:
-    """Compare the index with the uuids under ``records/`` (one LIST, no GET per record).
-
-    Args:
-        storage: The catalogue's storage.
-        index: The index to check (default: read it now).
-
-    Returns:
-        The uuids missing from the index and the index entries without a record.
-    """
-    index = index if index is not None else load(storage)
-    uuids = {layout.uuid_of_key(key) for key in _json_keys(storage, layout.RECORDS)}
-    return IndexCheck(
-        missing=sorted(uuids.difference(index.entries)),
-        stale=sorted(set(index.entries).difference(uuids)),
-        records=len(uuids),
-    )
 
 
 def reindex_hint(url: str) -> str:

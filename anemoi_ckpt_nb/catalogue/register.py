@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from anemoi_ckpt_nb.catalogue import index as _index
+from anemoi_ckpt_nb.catalogue import events as _events
 from anemoi_ckpt_nb.catalogue import layout
 from anemoi_ckpt_nb.catalogue.records import (
     FileFacts,
@@ -444,7 +444,7 @@ def _register_one(
             if existing is None:  # pragma: no cover - the record vanished between two reads
                 raise
         else:
-            store.publish([_index.put_event(record)])
+            store.publish([_events.put_event(record)])
     if existing is not None:
         record = existing
         # A record filed by an older release under another of the file's uuids: link the rest to it.
@@ -454,9 +454,9 @@ def _register_one(
         _restore_blobs(store, record, facts, upload=upload, progress=progress)
         # Re-publish the entry if a crashed writer left it out of the index.
         entry = store.index(refresh=False).entries.get(record.uuid)
-        if entry is None or entry["registered_at"] != _index.generation_of(record):
+        if entry is None or entry["registered_at"] != _events.generation_of(record):
             state, _ = store.read_tags(record.uuid)
-            store.publish([_index.put_event(record, state)])
+            store.publish([_events.put_event(record, state)])
     if tags:
         change_tags(store, record.uuid, add=tags)
     return Registration(path=facts.path, record=record, created=existing is None)
@@ -604,7 +604,7 @@ def import_records(store: CatalogueStore, records: Iterable[CheckpointRecord]) -
             store.create_record(record)
         except ConflictError:
             continue
-        events.append(_index.put_event(record))
+        events.append(_events.put_event(record))
     if events:
         store.publish(events)
     return len(events)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 
+from anemoi_ckpt_nb.catalogue import events as _events
 from anemoi_ckpt_nb.catalogue import index as _index
 from anemoi_ckpt_nb.catalogue import layout
+from anemoi_ckpt_nb.catalogue import reindex as _reindex
 from anemoi_ckpt_nb.catalogue.copies import CATALOGUE_SITE_KEY, DEFAULT_CATALOGUE_SITE
 from anemoi_ckpt_nb.catalogue.documents import read_document
 from anemoi_ckpt_nb.catalogue.schema import (
@@ -191,7 +193,7 @@ class CatalogueStore:
                 self._index = _index.load(self.storage, self._index)
             return self._index
 
-    def publish(self, events: list[_index.Event]) -> None:
+    def publish(self, events: list[_events.Event]) -> None:
         """Record index events (one delta) and apply them to the cached index."""
         key = _index.publish(self.storage, events)
         with self._index_lock:
@@ -205,14 +207,14 @@ class CatalogueStore:
         return self._index
 
     def rebuild_index(self) -> _index.Index:
-        """Recreate the index snapshot from the records (see :func:`.index.rebuild`)."""
+        """Recreate the index snapshot from the records (see :func:`.reindex.rebuild`)."""
         with self._index_lock:
-            self._index = _index.rebuild(self.storage)
+            self._index = _reindex.rebuild(self.storage)
             return self._index
 
-    def check_index(self) -> _index.IndexCheck:
-        """Compare the current index with ``records/`` (see :func:`.index.check`)."""
-        return _index.check(self.storage, self.index())
+    def check_index(self) -> _reindex.IndexCheck:
+        """Compare the current index with ``records/`` (see :func:`.reindex.check`)."""
+        return _reindex.check(self.storage, self.index())
 
 
 def catalogue_site_name(store: CatalogueStore) -> str:

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from anemoi_ckpt_nb.catalogue import index as _index
+from anemoi_ckpt_nb.catalogue import events as _events
 from anemoi_ckpt_nb.catalogue import layout
 from anemoi_ckpt_nb.catalogue.schema import (
     TagEvent,
@@ -71,7 +71,7 @@ def change_tags(
     record = store.read_record(uuid)
     if record is None:
         raise NotRegisteredError(uuid, hint="list the catalogue with `anemoi-ckpt ls`")
-    generation = _index.generation_of(record)
+    generation = _events.generation_of(record)
     who = by or layout.whoami()
     for attempt in range(max_attempts):
         state, etag = store.read_tags(uuid)
@@ -101,7 +101,7 @@ def change_tags(
         except ConflictError:
             time.sleep(random.uniform(0.002, 0.02) * min(attempt + 1, 10))
             continue
-        store.publish([_index.tags_event(new)])
+        store.publish([_events.tags_event(new)])
         return new
     raise CatalogueError(
         f"{store.url}: tags of {uuid} kept changing; gave up after {max_attempts} attempts",
@@ -115,6 +115,6 @@ def read_tags(store: CatalogueStore, uuid: str) -> TagState | None:
     if record is None:
         raise NotRegisteredError(uuid, hint="list the catalogue with `anemoi-ckpt ls`")
     state, _ = store.read_tags(uuid)
-    if state is None or state.generation != _index.generation_of(record):
+    if state is None or state.generation != _events.generation_of(record):
         return None
     return state
