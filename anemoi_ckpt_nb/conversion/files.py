@@ -51,19 +51,15 @@ class SourceFile:
 
     def span(self, name: str) -> tuple[int, int] | None:
         """``(offset, nbytes)`` of the tensor ``name`` in the file, or ``None`` to read it from memory."""
-        import torch
-
         span = self._checkpoint.tensor_span(name)
         if span is None or span[1] == 0:
             return span
-        # A cheap check that the file read now is the one the reader opened (not replaced since).
-        # tensor() itself refuses a file changed on disk (CheckpointChangedError) before the
-        # probe reads through the memory map, where a truncated file would kill the process.
+        # A cheap check that the file read now is the one the reader opened (not replaced since):
+        # the reader reads the file it opened; read_bytes() refuses a file changed on disk.
         offset, nbytes = span
         probe = min(64, nbytes)
-        tensor = self._checkpoint.tensor(name)
-        memory = tensor.reshape(-1).view(torch.uint8)[:probe].numpy().tobytes()
-        if os.pread(self._file.fileno(), probe, offset) != memory:
+        opened = self._checkpoint.opened_bytes(name, probe)
+        if os.pread(self._file.fileno(), probe, offset) != opened:
             raise ValueError(f"the bytes of {name} changed on disk since the file was opened")
         return span
 
@@ -72,17 +68,12 @@ class SourceFile:
         from anemoi_ckpt_nb.conversion.writers import CHUNK
 
         def chunks() -> Iterator[Any]:
-            import torch
-
             span = self.span(name)
             if span is not None:
                 if span[1]:
                     yield from self.pool.read(self._file.fileno(), *span)
                 return
-            tensor = self._checkpoint.tensor(name).detach()
-            if not tensor.is_contiguous():
-                tensor = tensor.contiguous()  # one tensor's copy: within the memory bound
-            data = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+            data = memoryview(self._checkpoint.read_bytes(name))  # one tensor's copy: within the memory bound
             for start in range(0, data.nbytes, CHUNK):
                 yield data[start : start + CHUNK]
 

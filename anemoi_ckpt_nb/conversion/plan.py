@@ -186,7 +186,7 @@ def _check_not_broadcast(checkpoint: Any, name: str, info: Any, source: Path, ta
     """
     if info.nbytes <= MAX_BROADCAST_BYTES or checkpoint.tensor_span(name) is not None:
         return  # small, or a plain run of the file's bytes
-    stored = checkpoint.tensor(name).untyped_storage().nbytes()
+    stored = checkpoint.storage_nbytes(name)
     if info.nbytes > stored:
         from anemoi_ckpt_nb.read.summary import format_bytes
 

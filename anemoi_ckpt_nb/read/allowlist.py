@@ -8,6 +8,7 @@ placeholder attributes). Everything not here goes through the deny-list and plac
 from __future__ import annotations
 
 import pickle
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -69,7 +70,7 @@ def _instantiate_allowed(cls: Any, args: tuple, kwargs: dict) -> Any:
     """``cls.__new__(cls, *args)`` for placeholders and allow-listed classes only."""
     if is_placeholder_class(cls):
         return new_placeholder(cls, args, kwargs)
-    if _classes_by_id().get(id(cls)) is cls:
+    if _is_allowed_class(cls):
         import torch
 
         _check_plain_args(cls, args, kwargs)
@@ -130,13 +131,13 @@ def _safe_frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> Any:
 
 @lru_cache(maxsize=1)
 def _safe_globals() -> dict[tuple[str, str], Any]:
-    """``(module, name) -> object`` of every global the reader gives back for real."""
-    import collections
-    import datetime
-    import decimal
-    import fractions
-    import uuid
+    """``(module, name) -> object`` of every global the reader gives back for real, reading with torch."""
+    return {**_torch_globals(), **_plain_globals()}
 
+
+@lru_cache(maxsize=1)
+def _torch_globals() -> dict[tuple[str, str], Any]:
+    """The torch part of :func:`_safe_globals`: rebuild functions, tensor classes, dtypes."""
     import torch
 
     safe: dict[tuple[str, str], Any] = {}
@@ -156,7 +157,19 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
             module, _, name = str(value).rpartition(".")
             if module == "torch":
                 safe[("torch", name)] = value
+    return safe
 
+
+@lru_cache(maxsize=1)
+def _plain_globals() -> dict[tuple[str, str], Any]:
+    """The part of :func:`_safe_globals` that needs no torch: containers, data types, numpy."""
+    import collections
+    import datetime
+    import decimal
+    import fractions
+    import uuid
+
+    safe: dict[tuple[str, str], Any] = {}
     for name in ("OrderedDict", "Counter", "deque"):
         safe[("collections", name)] = getattr(collections, name)
     safe[("collections", "defaultdict")] = _safe_defaultdict
@@ -201,22 +214,33 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
     return safe
 
 
-@lru_cache(maxsize=1)
+def _torch_loaded() -> bool:
+    # Without torch imported no torch object can be on the pickle's stack: its checks can be skipped.
+    return "torch" in sys.modules
+
+
+@lru_cache(maxsize=4)
+def _by_id(part: str, classes: bool) -> dict[int, Any]:
+    # The allow-listed objects live as long as the process (cached), so their ids are stable.
+    table = _torch_globals() if part == "torch" else _plain_globals()
+    return {id(v): v for v in table.values() if (isinstance(v, type) if classes else callable(v))}
+
+
+def _allowed(obj: Any, classes: bool) -> bool:
+    if _by_id("plain", classes).get(id(obj)) is obj:
+        return True
+    return _torch_loaded() and _by_id("torch", classes).get(id(obj)) is obj
+
+
 def _newobj_classes() -> tuple:
     """Allow-listed classes that pickle may instantiate with ``cls.__new__(cls, *args)``."""
-    return tuple(v for v in _safe_globals().values() if isinstance(v, type))
+    parts = ("plain", "torch") if _torch_loaded() else ("plain",)
+    return tuple(c for part in parts for c in _by_id(part, True).values())
 
 
-@lru_cache(maxsize=1)
-def _callables_by_id() -> dict[int, Any]:
-    # The allow-listed objects live as long as the process (cached), so their ids are stable.
-    return {id(v): v for v in _safe_globals().values() if callable(v)}
-
-
-@lru_cache(maxsize=1)
-def _classes_by_id() -> dict[int, Any]:
-    return {id(v): v for v in _newobj_classes()}
+def _is_allowed_class(cls: Any) -> bool:
+    return _allowed(cls, True)
 
 
 def _is_allowed_callable(func: Any) -> bool:
-    return _callables_by_id().get(id(func)) is func
+    return _allowed(func, False)

@@ -127,12 +127,12 @@ def _check_no_allocation(func: Any, args: tuple, kwargs: dict | None = None) -> 
     bytes in the file; neither ever calls ``torch.Tensor(n)`` or ``numpy.ndarray(shape)``.
     """
     kwargs = kwargs or {}
-    import torch
+    torch = sys.modules.get("torch")  # not imported: no torch class can be on the pickle's stack
 
-    if func is torch.nn.Parameter:
+    if torch is not None and func is torch.nn.Parameter:
         _check_parameter_args(args, kwargs)
         return
-    if _is_tensor_class(func):
+    if torch is not None and _is_tensor_class(func):
         if args or kwargs:
             raise RefusedPickle(
                 f"{_call_text(func, args)} is refused: torch.save never calls a tensor constructor with arguments, "
@@ -256,21 +256,22 @@ def _check_array_state(inst: Any, state: Any) -> None:
         )
 
 
-@lru_cache(maxsize=1)
-def _data_constructors() -> frozenset:
+@lru_cache(maxsize=2)
+def _data_constructors(with_torch: bool = False) -> frozenset:
     import collections
 
-    import torch
+    plain = {list, tuple, set, frozenset, dict, str, int, float, bool, complex, slice, _safe_bytes, _safe_bytearray}
+    plain |= {collections.OrderedDict, collections.Counter, collections.deque}
+    if with_torch:
+        import torch
 
-    return frozenset(
-        {list, tuple, set, frozenset, dict, str, int, float, bool, complex, slice, torch.Size, _safe_bytes, _safe_bytearray}
-        | {collections.OrderedDict, collections.Counter, collections.deque}
-    )
+        plain.add(torch.Size)
+    return frozenset(plain)
 
 
 def _check_plain_args(func: Any, args: tuple, kwargs: dict | None = None) -> None:
     # list(tensor), tuple(array)...: these would expand a (possibly stride-0, huge) tensor element by element.
-    if func in _data_constructors() and any(_is_heavy(arg) for arg in args):
+    if func in _data_constructors("torch" in sys.modules) and any(_is_heavy(arg) for arg in args):
         raise pickle.UnpicklingError(f"{getattr(func, '__name__', func)}() called on a tensor, array or opaque object")
     # str(data, encoding), bytes(text, encoding), bytearray(text, encoding) look the codec up by name.
     if func in (str, _safe_bytes, _safe_bytearray):

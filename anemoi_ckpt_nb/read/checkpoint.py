@@ -87,8 +87,13 @@ class CheckpointFile:
         self.run_id: str | None = None
         self.parent_uuid: str | None = None
         self.opaque_classes: list[tuple[str, str]] = []
-        self.raw: Any = None
+        #: The ``__metadata__`` of a safetensors file's header (strings), else empty.
+        self.safetensors_metadata: dict[str, str] = {}
+        self._raw: Any = None
+        self._raw_with_torch: Any = None  # a file read without torch: reads it again with torch for ``raw``
         self._tensors: dict[str, Any] = {}
+        self._refs: dict[str, Any] = {}  # name -> TensorRef, for a file read without torch
+        self._read: Any = None  # (offset, nbytes) -> bytes of the file opened, for a file read without torch
         self._make_tensor: Any = None  # safetensors: name -> tensor, made on demand
         self._span: Any = None  # name -> (offset, nbytes) | None, set by the opener
         self._crc: Any = None  # name -> the archive's CRC-32 of its bytes | None, set by the opener
@@ -96,6 +101,29 @@ class CheckpointFile:
         self.opened_stat: os.stat_result | None = None
         self._closers: list[Any] = []
         self._closed = False
+
+    @property
+    def raw(self) -> Any:
+        """The unpickled top-level object: plain data, inert placeholders and torch tensors.
+
+        A file opened without torch (every ``torch.save`` zip archive of dense tensors) is read
+        again, with torch, the first time this is asked for, so that its tensors are torch's.
+
+        Raises:
+            CheckpointChangedError: the file changed on disk since it was opened.
+        """
+        if self._raw_with_torch is not None:
+            self._refuse_changed()
+            load, self._raw_with_torch = self._raw_with_torch, None
+            loaded = load()
+            self._closers.append(loaded.close)
+            self._raw = loaded.raw
+        return self._raw
+
+    @raw.setter
+    def raw(self, value: Any) -> None:
+        self._raw = value
+        self._raw_with_torch = None
 
     # -- tensors
     def tensor(self, name: str) -> Any:
@@ -108,12 +136,7 @@ class CheckpointFile:
                 memory map past a truncated end would kill the process instead).
         """
         self._check(name)
-        if self.changed_on_disk():
-            raise CheckpointChangedError(
-                self.path,
-                "it changed on disk since it was opened (rewritten, replaced or truncated)",
-                hint="open it again once the program writing it has finished",
-            )
+        self._refuse_changed()
         if name in self._tensors:
             return self._tensors[name].detach()
         return self._make_tensor(name)
@@ -159,6 +182,71 @@ class CheckpointFile:
         """
         self._check(name)
         return self._crc(name) if self._crc is not None else None
+
+    def storage_nbytes(self, name: str) -> int:
+        """How many bytes the file stores for the storage of the weight ``name`` (a view may cover
+        fewer, or repeat them: an expanded tensor).
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+        """
+        self._check(name)
+        if name in self._refs:
+            return self._refs[name].storage.nbytes
+        return self.tensor(name).untyped_storage().nbytes()
+
+    def opened_bytes(self, name: str, count: int) -> bytes:
+        """The first ``count`` bytes of the weight ``name`` (one run of the file: :meth:`tensor_span`),
+        as the file opened holds them, even if it was replaced on disk since.
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed, or the weight is not one run of the file.
+            CheckpointChangedError: the file was rewritten or truncated since it was opened.
+        """
+        span = self.tensor_span(name)
+        if span is None:
+            raise ValueError(f"{self.path}: the weight {name} is not one run of the file's bytes")
+        count = min(count, span[1])
+        self._refuse_changed()
+        if self._read is not None:
+            return self._read(span[0], count)
+        import torch
+
+        return self.tensor(name).reshape(-1).view(torch.uint8)[:count].numpy().tobytes()
+
+    def read_bytes(self, name: str) -> Any:
+        """The weight ``name``'s elements as C-contiguous bytes (a numpy ``uint8`` array) in this
+        machine's byte order, read from the file opened; without torch for a file read without it.
+
+        For a weight that is not one run of the file's bytes (:meth:`tensor_span` is ``None``): a
+        strided view, a compressed or byte-swapped storage. Holds one tensor's worth of memory.
+
+        Raises:
+            KeyError: no weight of that name.
+            ValueError: the checkpoint was closed.
+            CheckpointChangedError: the file changed on disk since it was opened.
+        """
+        self._check(name)
+        ref = self._refs.get(name)
+        if ref is None:
+            import torch
+
+            tensor = self.tensor(name).contiguous()
+            return tensor.reshape(-1).view(torch.uint8).numpy()
+        from anemoi_ckpt_nb.read.tensorrefs import dense_bytes
+
+        self._refuse_changed()
+        return dense_bytes(ref, ref.storage.buffer())
+
+    def _refuse_changed(self) -> None:
+        if self.changed_on_disk():
+            raise CheckpointChangedError(
+                self.path,
+                "it changed on disk since it was opened (rewritten, replaced or truncated)",
+                hint="open it again once the program writing it has finished",
+            )
 
     def changed_on_disk(self) -> bool:
         """Whether the file at :attr:`path` is no longer the one opened, or was rewritten since
@@ -248,6 +336,8 @@ class CheckpointFile:
             close()
         self._closers.clear()
         self._tensors.clear()
+        self._refs = {}
+        self._read = None
         self._make_tensor = None
         self._span = None
         self.raw = None

@@ -33,6 +33,7 @@ from anemoi_ckpt_nb.read.placeholders import (
     is_placeholder_class,
     is_reference,
 )
+from anemoi_ckpt_nb.read.tensorrefs import Dtype, TensorRef
 
 Translator = Callable[[Placeholder, Callable[[Any], Any]], Any]
 
@@ -172,6 +173,10 @@ class _Plain:
         return result
 
     def _scalar(self, obj: Any) -> Any:
+        if isinstance(obj, TensorRef):
+            return self._described(obj)
+        if isinstance(obj, Dtype):
+            return obj.name
         module = type(obj).__module__
         if module.startswith("torch"):
             return self._torch(obj)
@@ -207,6 +212,14 @@ class _Plain:
         if isinstance(obj, torch.dtype):
             return dtype_name(obj)
         return str(obj)
+
+    def _described(self, obj: TensorRef) -> Any:
+        """A tensor read without torch: its values from the file, as for a torch tensor."""
+        if self.tensors == "keep":
+            return obj.numpy()  # supporting arrays: numpy arrays, as anemoi-utils gives them
+        if obj.numel > MAX_LIST_ELEMENTS:
+            return {"shape": list(obj.shape), "dtype": obj.dtype.name}
+        return obj.numpy().tolist()
 
     def _numpy(self, obj: Any) -> Any:
         import numpy as np

@@ -82,10 +82,16 @@ def open_checkpoint(path: str | os.PathLike, *, max_pickle_bytes: int | None = N
 
 
 def _open_torch(path: Path, size: int, max_pickle_bytes: int) -> CheckpointFile:
+    from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch
     from anemoi_ckpt_nb.read.torchfile import load_torch_file
 
     try:
-        loaded = load_torch_file(path, max_pickle_bytes=max_pickle_bytes)
+        # Without torch first (tensors described: a fraction of the time and memory); a file
+        # that needs torch's own rebuilding (sparse, quantized, legacy format...) is read with it.
+        try:
+            loaded = load_torch_file(path, max_pickle_bytes=max_pickle_bytes, describe=True)
+        except NeedsTorch:
+            loaded = load_torch_file(path, max_pickle_bytes=max_pickle_bytes)
     except PermissionError:
         raise CheckpointReadError(path, "permission denied") from None
     try:
@@ -96,55 +102,41 @@ def _open_torch(path: Path, size: int, max_pickle_bytes: int) -> CheckpointFile:
 
 
 def _build(loaded: Any, size: int) -> CheckpointFile:
-    import torch
-
     from anemoi_ckpt_nb.read.classmap import to_plain
+    from anemoi_ckpt_nb.read.tensorviews import DescribedTensors, TorchTensors
 
     path = loaded.path
     raw = loaded.raw
-    kind, tensors, extras = _classify(raw, path)
+    view = DescribedTensors(loaded) if loaded.described else TorchTensors(loaded)
+    kind, tensors, extras = _classify(raw, path, view.is_tensor)
     ck = CheckpointFile(path, kind, loaded.format)
     ck.raw = raw
     ck.opaque_classes = loaded.globals.opaque
     ck.total_bytes = size
-    ck._tensors = tensors
     ck._closers.append(loaded.close)
-
-    def storage_key(tensor: Any) -> Any:
-        storage = tensor.untyped_storage()
-        ptr = storage.data_ptr()
-        key = loaded.storage_by_ptr.get(ptr)
-        return key if key is not None else ("memory", ptr, storage.nbytes())
-
-    def storage_bytes(key: Any) -> int:
-        if isinstance(key, tuple):
-            return key[2]
-        return loaded.storages[key].nbytes
+    view.attach(ck, tensors)
 
     weight_storages: set = set()
     seen_views: set = set()
     for name, tensor in tensors.items():
-        parts = _dense_parts(tensor, path, name)
-        ck.weights[name] = _info(name, tensor, parts)
+        parts = view.parts(tensor, name)
+        ck.weights[name] = view.info(name, tensor, parts)
         for part in parts:
-            key = storage_key(part)
-            weight_storages.add(key)
+            weight_storages.add(view.storage_key(part))
         # A sparse tensor's parameters are the values it stores.
         counted = parts[-1]
-        view = (storage_key(counted), counted.storage_offset(), tuple(counted.shape), tuple(counted.stride()))
-        if view not in seen_views:
-            seen_views.add(view)
-            ck.parameter_count += counted.numel()
-    ck.weights_bytes = sum(storage_bytes(k) for k in weight_storages)
-    ck._span = lambda name: _torch_span(tensors[name], loaded)
-    ck._crc = lambda name: _torch_crc32(tensors[name], loaded)
+        place = view.place(counted)
+        if place not in seen_views:
+            seen_views.add(place)
+            ck.parameter_count += view.numel(counted)
+    ck.weights_bytes = sum(view.storage_bytes(k) for k in weight_storages)
     if kind == "training":
         optimizer_storages = {
-            storage_key(part)
-            for t in _walk_tensors(_as_mapping(raw).get("optimizer_states"), torch)
-            for part in _dense_parts(t, path, "optimizer state")
+            view.storage_key(part)
+            for t in _walk_tensors(_as_mapping(raw).get("optimizer_states"), view.is_tensor)
+            for part in view.parts(t, "optimizer state")
         }
-        ck.optimizer_bytes = sum(storage_bytes(k) for k in optimizer_storages - weight_storages)
+        ck.optimizer_bytes = sum(view.storage_bytes(k) for k in optimizer_storages - weight_storages)
     ck.other_bytes = max(0, size - ck.weights_bytes - ck.optimizer_bytes)
 
     embedded = _read_embedded(loaded)
@@ -173,39 +165,8 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
     return ck
 
 
-def _torch_span(tensor: Any, loaded: Any) -> tuple[int, int] | None:
-    """``(offset, nbytes)`` of a tensor's bytes in a torch file (see :meth:`CheckpointFile.tensor_span`)."""
-    import torch
-
-    if tensor.layout is not torch.strided or not tensor.is_contiguous():
-        return None
-    storage = tensor.untyped_storage()
-    key = loaded.storage_by_ptr.get(storage.data_ptr())
-    record = loaded.storages.get(key) if key is not None else None
-    if record is None or record.offset is None or record.swapped:
-        return None
-    start = tensor.storage_offset() * tensor.element_size()
-    nbytes = tensor.numel() * tensor.element_size()
-    if start < 0 or start + nbytes > record.nbytes:
-        return None
-    return record.offset + start, nbytes
-
-
-def _torch_crc32(tensor: Any, loaded: Any) -> int | None:
-    """The zip CRC-32 of the entry holding exactly ``tensor``'s bytes (see :meth:`CheckpointFile.tensor_crc32`)."""
-    span = _torch_span(tensor, loaded)
-    if span is None:
-        return None
-    record = loaded.storages.get(loaded.storage_by_ptr.get(tensor.untyped_storage().data_ptr()))
-    if record is None or record.crc32 is None or span != (record.offset, record.nbytes):
-        return None
-    return record.crc32
-
-
-def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """``(kind, weights by name, extras)`` for an unpickled torch file."""
-    import torch
-
+def _classify(raw: Any, path: Path, is_tensor: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(kind, weights by name, extras)`` for an unpickled torch file (``is_tensor`` tells its tensors)."""
     from anemoi_ckpt_nb.read.classmap import state_dict
     from anemoi_ckpt_nb.read.placeholders import is_placeholder, is_reference
 
@@ -219,15 +180,15 @@ def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]
                 "supporting_arrays": hyper.get("supporting_arrays"),
                 "source": "hyper_parameters",
             }
-            return "training", _tensors_of(state, torch), extras
-        if mapping and all(isinstance(v, torch.Tensor) for v in mapping.values()):
-            return "state-dict", _tensors_of(mapping, torch), {}
+            return "training", _tensors_of(state, is_tensor), extras
+        if mapping and all(is_tensor(v) for v in mapping.values()):
+            return "state-dict", _tensors_of(mapping, is_tensor), {}
         if not mapping:
             return "state-dict", {}, {}
         for key in ("state_dict", "model"):
             inner = _as_mapping(mapping.get(key))
-            if inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return "state-dict", _tensors_of(inner, torch), {}
+            if inner and all(is_tensor(v) for v in inner.values()):
+                return "state-dict", _tensors_of(inner, is_tensor), {}
         raise NotACheckpointError(
             path, f"a pickled dict with keys {sorted(map(str, mapping))[:8]}, but no state_dict of tensors"
         )
@@ -235,7 +196,7 @@ def _classify(raw: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, Any]
         state = state_dict(raw) or {}
         if "_modules" in state and "_parameters" in state:
             extras = {"metadata": state.get("metadata"), "supporting_arrays": state.get("supporting_arrays"), "source": "model"}
-            return "inference", _module_tensors(raw, torch), extras
+            return "inference", _module_tensors(raw, is_tensor), extras
         raise NotACheckpointError(path, f"a pickled {raw.ph_path} object, not a model or a checkpoint")
     if is_reference(raw):
         raise NotACheckpointError(path, f"a pickled reference to the function {raw.ph_path}, not a checkpoint")
@@ -256,11 +217,11 @@ def _as_mapping(obj: Any) -> dict | None:
     return None
 
 
-def _tensors_of(mapping: dict, torch: Any) -> dict[str, Any]:
-    return {str(name): value for name, value in mapping.items() if isinstance(value, torch.Tensor)}
+def _tensors_of(mapping: dict, is_tensor: Any) -> dict[str, Any]:
+    return {str(name): value for name, value in mapping.items() if is_tensor(value)}
 
 
-def _module_tensors(root: Any, torch: Any) -> dict[str, Any]:
+def _module_tensors(root: Any, is_tensor: Any) -> dict[str, Any]:
     """``module.state_dict()`` of a pickled module tree: parameters, persistent buffers, children."""
     from anemoi_ckpt_nb.read.classmap import state_dict
     from anemoi_ckpt_nb.read.placeholders import is_placeholder
@@ -277,7 +238,7 @@ def _module_tensors(root: Any, torch: Any) -> dict[str, Any]:
         skip = set(skip) if isinstance(skip, (set, frozenset, list)) else set()
         for group in ("_parameters", "_buffers"):
             for name, value in (_as_mapping(state.get(group)) or {}).items():
-                if isinstance(value, torch.Tensor) and not (group == "_buffers" and name in skip):
+                if is_tensor(value) and not (group == "_buffers" and name in skip):
                     found[f"{prefix}{name}"] = value
         for name, child in (_as_mapping(state.get("_modules")) or {}).items():
             visit(child, f"{prefix}{name}.", depth + 1)
@@ -287,7 +248,7 @@ def _module_tensors(root: Any, torch: Any) -> dict[str, Any]:
     return found
 
 
-def _walk_tensors(obj: Any, torch: Any) -> Iterator[Any]:
+def _walk_tensors(obj: Any, is_tensor: Any) -> Iterator[Any]:
     """Every tensor reachable from ``obj`` (iterative: pickles can nest deeply)."""
     from anemoi_ckpt_nb.read.placeholders import iter_children
 
@@ -298,39 +259,10 @@ def _walk_tensors(obj: Any, torch: Any) -> Iterator[Any]:
         if item is None or isinstance(item, (str, bytes, int, float, bool)) or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, torch.Tensor):
+        if is_tensor(item):
             yield item
         else:
             stack.extend(iter_children(item))
-
-
-def _info(name: str, tensor: Any, parts: list[Any]) -> TensorInfo:
-    from anemoi_ckpt_nb.read.classmap import dtype_name
-
-    shape = tuple(int(n) for n in tensor.shape)
-    nbytes = sum(part.numel() * part.element_size() for part in parts)
-    layout = str(tensor.layout).removeprefix("torch.")
-    return TensorInfo(name, shape, dtype_name(tensor.dtype), nbytes, layout)
-
-
-def _dense_parts(tensor: Any, path: Path, name: str) -> list[Any]:
-    """The dense tensors that hold a tensor's bytes: itself, or a sparse tensor's indices and values (last).
-
-    Raises:
-        CorruptCheckpointError: a layout whose bytes cannot be told (none that torch.save writes today).
-    """
-    import torch
-
-    layout = tensor.layout
-    if layout is torch.strided:
-        return [tensor]
-    if layout is torch.sparse_coo:
-        return [tensor._indices(), tensor._values()]
-    if layout in (torch.sparse_csr, torch.sparse_bsr):
-        return [tensor.crow_indices(), tensor.col_indices(), tensor.values()]
-    if layout in (torch.sparse_csc, torch.sparse_bsc):
-        return [tensor.ccol_indices(), tensor.row_indices(), tensor.values()]
-    raise CorruptCheckpointError(path, f"{name}: a tensor of layout {layout} that this reader cannot size")
 
 
 def _read_embedded(loaded: Any) -> Any:

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from anemoi_ckpt_nb.errors import UnsafePickleError
-from anemoi_ckpt_nb.read.allowlist import _safe_globals
+from anemoi_ckpt_nb.read.allowlist import _plain_globals, _safe_globals
 from anemoi_ckpt_nb.read.placeholders import (
     Placeholder,
     Reference,
@@ -26,6 +26,7 @@ from anemoi_ckpt_nb.read.placeholders import (
     is_reference,
     placeholder_class,
 )
+from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, globals_table, storage_dtype
 
 #: Modules (and their submodules) that exist to run code, reach the system,
 #: files or the network, or unpickle further. Any global from them is refused,
@@ -85,6 +86,12 @@ OP_NAMESPACES: dict[tuple[str, str], tuple[str, str]] = {
     ("torch._C", "_TensorBase"): ("torch", "Tensor"),
 }
 
+
+#: torch globals that reading with torch allows from a denied module (checked before the denial).
+TORCH_ONLY_SAFE = frozenset({("torch.serialization", "_get_layout")})
+#: Module prefixes whose capitalised globals are classes (``torch.nn.modules.linear.Linear``):
+#: placeholders when read without torch, as with it.
+DESCRIBED_CLASS_MODULES = ("torch.nn.modules.",)
 
 #: Classes from denied modules that are plain data holders: placeholders, not refusals.
 PLACEHOLDER_EXCEPTIONS = frozenset(
@@ -158,10 +165,14 @@ class Globals:
 
     Args:
         source: the file, for error messages.
+        describe: resolve torch's globals to the stand-ins of :mod:`.tensorrefs`, which describe
+            tensors without importing torch; a torch global they do not cover raises
+            :class:`~.tensorrefs.NeedsTorch`, so that the caller reads the file with torch instead.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, describe: bool = False) -> None:
         self.source = source
+        self.describe = describe
         self._placeholders: dict[tuple[str, str], type[Placeholder]] = {}
         from anemoi_ckpt_nb.read.classmap import current_name
 
@@ -170,6 +181,8 @@ class Globals:
         self._rename = current_name
         #: Extra stand-ins for this file (``torch.storage._load_from_bytes``), set by the loader.
         self.extra: dict[tuple[str, str], Any] = {("builtins", "getattr"): self._getattr}
+        if describe:
+            self.extra.update(globals_table())
 
     @property
     def opaque(self) -> list[tuple[str, str]]:
@@ -207,9 +220,11 @@ class Globals:
 
         if (module, name) in self.extra:
             return self.extra[(module, name)]
-        safe = _safe_globals()
+        safe = _plain_globals() if self.describe else _safe_globals()
         if (module, name) in safe:
             return safe[(module, name)]
+        if self.describe and module.split(".")[0] == "torch" and (module, name) not in OP_NAMESPACES:
+            return self._describe_torch(module, name, original)
         if module.split(".")[0] == "torch" and name.endswith("Storage") and "." not in name:
             return self._storage(module, name)
         if (module, name) in PLACEHOLDER_EXCEPTIONS:
@@ -230,6 +245,24 @@ class Globals:
         if _denied(new_module):
             raise self.refuse(module, name)
         return self._placeholder(new_module, new_name, original)
+
+    def _describe_torch(self, module: str, name: str, original: tuple[str, str]) -> Any:
+        """A torch global without torch: a storage type, a module class, an operator, a refusal, or
+        :class:`NeedsTorch` where only torch's own namespace can tell (tests/test_tensorrefs.py
+        checks every name of torch's namespaces against the answer with torch)."""
+        if name.endswith("Storage") and "." not in name:
+            return StorageMarker(name, storage_dtype(name))
+        if name.startswith("_rebuild") or (module, name) in TORCH_ONLY_SAFE:
+            raise NeedsTorch(f"{module}.{name}")
+        parts = name.split(".")
+        if any(_denied_name(part) for part in parts) or (_denied(module) and module not in OP_MODULES):
+            raise self.refuse(module, name)
+        if module in OP_MODULES and not parts[-1][:1].isupper() and len(parts) == 1:
+            return self._reference(module, name, original)
+        # Capitalised (``Linear``, ``GELU``), not ``F``: torch.nn.functional imported under that name.
+        if module.startswith(DESCRIBED_CLASS_MODULES) and len(parts) == 1 and name[:1].isupper() and len(name) > 1:
+            return self._placeholder(module, name, original)
+        raise NeedsTorch(f"{module}.{name}")
 
     def _introspect(self, module: str, name: str, original: tuple[str, str]) -> Any:
         """A global of torch, numpy, math or operator: a placeholder class, a reference, or a refusal."""

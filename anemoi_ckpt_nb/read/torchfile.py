@@ -37,6 +37,7 @@ from anemoi_ckpt_nb.errors import (
 )
 from anemoi_ckpt_nb.read.placeholders import StorageMarker
 from anemoi_ckpt_nb.read.resolver import Globals
+from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, StorageRecord
 from anemoi_ckpt_nb.read.unpickler import DEFAULT_MAX_PICKLE_BYTES, restricted_load
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -46,22 +47,6 @@ EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 PICKLE_PROTO = 0x80
 #: First bytes of protocol 0 and 1 pickles (MARK, GLOBAL, empty list/dict/tuple): worth a careful try.
 PROTOCOL_0_STARTS = (b"(", b"c", b"]", b"}", b")")
-
-
-@dataclass
-class StorageRecord:
-    """One storage of the file: where its bytes are and what they are."""
-
-    key: str
-    dtype: Any
-    nbytes: int
-    #: Byte offset of the data in the file (``None`` for storages held in memory).
-    offset: int | None
-    location: str
-    #: The file holds the other byte order: the storage is a swapped copy, not the file's bytes.
-    swapped: bool = False
-    #: The CRC-32 the zip archive records for the storage's bytes (``None`` outside zip archives).
-    crc32: int | None = None
 
 
 @dataclass
@@ -79,6 +64,10 @@ class TorchFile:
     zip: zipfile.ZipFile | None = None
     #: Top-level folder of the archive (zip format only).
     top: str | None = None
+    #: Read without torch: tensors are :class:`~.tensorrefs.TensorRef` descriptions of ``storages``.
+    described: bool = False
+    #: The bound the file was read with (to read it again the same way).
+    max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES
 
     def close(self) -> None:
         if self.zip is not None:
@@ -110,20 +99,27 @@ def sniff(path: Path) -> str:
 _LOAD_LOCK = threading.RLock()
 
 
-def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES) -> TorchFile:
+def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES, describe: bool = False) -> TorchFile:
     """Read a ``torch.save`` file (zip, legacy or plain pickle) safely.
 
     Args:
         path: the file.
         max_pickle_bytes: refuse pickles larger than this (they are read into memory).
+        describe: read a zip archive without torch, tensors described (:mod:`.tensorrefs`).
 
     Raises:
+        NeedsTorch: with ``describe``, the file needs torch to be read (another format, a
+            sparse or quantized tensor, ...); nothing was kept open.
         NotACheckpointError: not a torch file (or a TorchScript or tar archive).
         CorruptCheckpointError: truncated or damaged.
         UnsafePickleError: the pickle reached for a refused global; nothing ran.
         CheckpointReadError: the pickle is larger than ``max_pickle_bytes``.
     """
     kind = sniff(path)
+    if describe:
+        if kind != "zip":
+            raise NeedsTorch(f"a {kind} file")
+        return _load_zip(path, max_pickle_bytes=max_pickle_bytes, describe=True)
     if kind in ("zip", "pickle", "pickle?"):
         # torch collects the sparse tensors it rebuilds in one list for the whole process
         # (torch._utils._sparse_tensors_to_validate), checked and emptied after a load: two
@@ -148,6 +144,41 @@ def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BY
 
 
 # --- storages -----------------------------------------------------------------
+
+
+class _Described:
+    """Records the storages of one file without torch: where each one's bytes lie, checked to be in the file."""
+
+    def __init__(self, source: str, path: Path, *, swap: bool, fd: int) -> None:
+        self.source = source
+        self.records: dict[str, StorageRecord] = {}
+        self.by_ptr: dict[int, str] = {}
+        self.size = os.fstat(fd).st_size
+        self.swap = swap
+        # The file as opened, even if it is replaced on disk meanwhile (open while the archive is).
+        self.read = lambda offset, nbytes: os.pread(fd, nbytes, offset)
+
+    def typed(self, key: str, dtype: Any, nbytes: int, offset: int, location: str, *, crc32: int | None = None) -> Any:
+        record = self.records.get(key)
+        if record is not None:
+            return record
+        if offset < 0 or offset + nbytes > self.size:
+            raise CorruptCheckpointError(
+                self.source,
+                f"storage {key} needs bytes {offset}..{offset + nbytes} but the file has {self.size}: it is truncated",
+            )
+        record = self.records[key] = StorageRecord(
+            key, dtype, nbytes, offset, location, swapped=self.swap, crc32=crc32, read=self.read
+        )
+        return record
+
+    def from_bytes(self, key: str, dtype: Any, data: bytes, location: str) -> Any:
+        record = self.records[key] = StorageRecord(key, dtype, len(data), None, location, swapped=self.swap, data=data)
+        return record
+
+
+def _nested_needs_torch(data: Any) -> Any:
+    raise NeedsTorch("a torch file pickled inside the pickle")
 
 
 class _Storages:
@@ -225,7 +256,7 @@ def _storage_id(pid: Any, source: str) -> tuple[StorageMarker, str, str, int, An
 # --- zip ------------------------------------------------------------------------
 
 
-def _load_zip(path: Path, *, max_pickle_bytes: int) -> TorchFile:
+def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False) -> TorchFile:
     source = str(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -252,11 +283,14 @@ def _load_zip(path: Path, *, max_pickle_bytes: int) -> TorchFile:
             if order not in (b"little", b"big"):
                 raise CorruptCheckpointError(path, f"unknown byte order {order[:20]!r}")
             swap = order.decode() != sys.byteorder
-        storages = _Storages(source, path=path, swap=swap)
-        globals_ = Globals(source)
-        globals_.extra[("torch.storage", "_load_from_bytes")] = nested_loader(globals_, max_pickle_bytes)
+        storages = _Described(source, path, swap=swap, fd=zf.fp.fileno()) if describe else _Storages(source, path=path, swap=swap)
+        globals_ = Globals(source, describe=describe)
+        globals_.extra[("torch.storage", "_load_from_bytes")] = _nested_needs_torch if describe else nested_loader(
+            globals_, max_pickle_bytes
+        )
         raw = restricted_load(io.BytesIO(data), globals_, persistent_load=_zip_persistent_load(zf, top, storages))
-        _validate_sparse(path)
+        if not describe:
+            _validate_sparse(path)
     except BaseException:
         zf.close()
         raise
@@ -269,6 +303,8 @@ def _load_zip(path: Path, *, max_pickle_bytes: int) -> TorchFile:
         storage_by_ptr=storages.by_ptr,
         zip=zf,
         top=top,
+        described=describe,
+        max_pickle_bytes=max_pickle_bytes,
     )
 
 
@@ -291,14 +327,12 @@ def _read_entry(zf: zipfile.ZipFile, name: str, limit: int, source: str) -> byte
     return data
 
 
-def _zip_persistent_load(zf: zipfile.ZipFile, top: str, storages: _Storages):
-    import torch
-
+def _zip_persistent_load(zf: zipfile.ZipFile, top: str, storages: Any):
     source = storages.source
 
     def persistent_load(pid: Any) -> Any:
         marker, key, location, numel, _ = _storage_id(pid, source)
-        nbytes = numel * torch._utils._element_size(marker.dtype)
+        nbytes = numel * marker.dtype.itemsize
         name = f"{top}/data/{key}"
         try:
             info = zf.getinfo(name)

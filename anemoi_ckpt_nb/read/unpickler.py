@@ -56,19 +56,22 @@ from anemoi_ckpt_nb.read.placeholders import (
 )
 from anemoi_ckpt_nb.read.rebuilders import _build_parameter, _set_attributes
 from anemoi_ckpt_nb.read.resolver import Globals
+from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, is_tensor_ref
 
 #: The largest pickle read into memory; anemoi's are a few MB, a model pickle tens of MB.
 DEFAULT_MAX_PICKLE_BYTES = 512 * 1024 * 1024
 
 
-@lru_cache(maxsize=1)
-def _build_setstate_types() -> tuple:
+@lru_cache(maxsize=2)
+def _build_setstate_types(with_torch: bool = False) -> tuple:
     """Types whose own ``__setstate__`` may receive pickle ``BUILD`` state (C or data-only)."""
     import uuid
 
-    import torch
+    types_: list[type] = [uuid.UUID]
+    if with_torch:
+        import torch
 
-    types_: list[type] = [torch.nn.Parameter, uuid.UUID]
+        types_.append(torch.nn.Parameter)
     try:
         import numpy as np
 
@@ -179,10 +182,12 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
 
     # -- state and items
     def load_build(self) -> None:
-        import torch
+        torch = sys.modules.get("torch")  # not imported: no tensor can be on the pickle's stack
 
         state = self.stack.pop()
         inst = self.stack[-1]
+        if is_tensor_ref(inst):
+            raise NeedsTorch("state given to a tensor")
         if is_reference(inst):  # a real function would get __dict__ entries or a __setstate__ call
             raise self._globals.refuse(inst.ph_module, inst.ph_name)
         if is_placeholder(inst):
@@ -191,10 +196,10 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
             else:
                 inst.ph_state = state
             return
-        if type(inst) is torch.Tensor and isinstance(state, tuple) and len(state) == 4:
+        if torch is not None and type(inst) is torch.Tensor and isinstance(state, tuple) and len(state) == 4:
             inst.set_(*state)  # legacy tensors, as torch's weights-only unpickler does
             return
-        if isinstance(inst, torch.nn.Parameter):
+        if torch is not None and isinstance(inst, torch.nn.Parameter):
             _build_parameter(inst, state)
             return
         np = sys.modules.get("numpy")
@@ -202,7 +207,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
             _check_dtype_state(inst, state)
         elif np is not None and isinstance(inst, np.ndarray):
             _check_array_state(inst, state)
-        if isinstance(inst, _build_setstate_types()):
+        if isinstance(inst, _build_setstate_types(torch is not None)):
             inst.__setstate__(state)
             return
         if type(inst) in _dict_types() and hasattr(inst, "__dict__") and isinstance(state, dict):
@@ -292,7 +297,7 @@ def restricted_load(
         if error.path != globals_.source:  # raised by a stand-in that does not know the file
             raise globals_.refuse(error.module, error.name) from None
         raise
-    except CorruptCheckpointError:
+    except (CorruptCheckpointError, NeedsTorch):
         raise
     except RefusedPickle as error:
         raise CorruptCheckpointError(
