@@ -146,3 +146,24 @@ def test_register_ls_show_without_torch(files, tmp_path):
     assert training.uuid in listed
     shown = json.loads(_run(tmp_path, "show", "torchfree", "--json", "--catalogue", catalogue).stdout)
     assert shown["uuid"] == training.uuid
+
+
+REAL = Path(os.environ.get("ANEMOI_CKPT_REAL_FIXTURES", Path(__file__).parent / "data" / "real"))
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="the real anemoi fixtures are not here")
+def test_real_anemoi_files_without_torch(tmp_path):
+    """Files written by anemoi-training itself (current and early-2025): inspected and converted without torch."""
+    import torch
+
+    training = sorted(REAL.glob("*/gnn/run/*/last.ckpt")) + sorted(REAL.glob("current/graphtransformer/run/*/last.ckpt"))
+    inference = [path.with_name("inference-last.ckpt") for path in training]
+    assert training and all(path.exists() for path in inference)
+    done = _run(tmp_path, "inspect", *training, *inference, "--json")
+    kinds = [json.loads(line)["kind"] for line in done.stdout.splitlines()]
+    assert kinds == ["training"] * len(training) + ["inference"] * len(inference)
+    for number, source in enumerate(training):
+        out = tmp_path / f"out-{number}"
+        result = json.loads(_run(tmp_path, "convert", source, "-o", out, "--json").stdout.splitlines()[0])
+        loaded = torch.load(result["destination"], weights_only=True, mmap=True)
+        assert loaded and all(isinstance(tensor, torch.Tensor) for tensor in loaded.values())
