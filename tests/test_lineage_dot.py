@@ -96,7 +96,7 @@ def test_missing_parent_is_drawn_dashed():
     records = [{"uuid": "child", "kind": "training", "parents": [{"uuid": "gone", "relation": "resumed-from"}]}]
     model = lineage_model(records, "child")
     assert model.node("gone").kind == "missing"
-    assert 'style="rounded,dashed"' in lineage_dot(records, "child")
+    assert 'style="rounded,dashed,filled"' in lineage_dot(records, "child")
 
 
 def test_focus_highlighted_and_nodes_show_kind_tags_step(family):
@@ -154,10 +154,13 @@ def test_graph_object_source_text_and_repr(family):
     assert text.splitlines()[-1].endswith("<==")  # the focus is marked
     assert repr(graph) == "<LineageGraph of fork-01: 5 nodes, 4 edges>"
     bundle = graph._repr_mimebundle_()
-    assert set(bundle) == {"image/svg+xml", "text/plain"}
+    assert set(bundle) == {"text/html", "image/svg+xml", "text/plain"}
     assert bundle["image/svg+xml"].startswith("<svg")
+    # The HTML holds the same drawing inline (so the page's theme reaches it) and the text form.
+    assert bundle["image/svg+xml"] in bundle["text/html"] and "ackpt-lineage-view" in bundle["text/html"]
+    assert "└── fork 0 | training · step 100" in bundle["text/html"]
     assert set(graph._repr_mimebundle_(include=["text/plain"])) == {"text/plain"}
-    assert set(graph._repr_mimebundle_(exclude=["image/svg+xml"])) == {"text/plain"}
+    assert set(graph._repr_mimebundle_(exclude=["image/svg+xml", "text/html"])) == {"text/plain"}
 
 
 
@@ -167,7 +170,7 @@ def test_text_only_display_draws_nothing(family):
     with pytest.raises(RenderError):
         graph.svg()
     assert graph._repr_mimebundle_(include=["text/plain"]) == {"text/plain": graph.text()}
-    assert graph._repr_mimebundle_(exclude=["image/svg+xml"]) == {"text/plain": graph.text()}
+    assert graph._repr_mimebundle_(exclude=["image/svg+xml", "text/html"]) == {"text/plain": graph.text()}
 
 def test_dag_with_two_parents_is_drawn_once_and_text_marks_repeats():
     records = [

@@ -87,7 +87,8 @@ def test_tag_editor_refuses_protected_tags_without_confirmation(catalogue, examp
     editor.add_button.click()
     assert catalogue.get(checkpoint.uuid).tags == ["production-ready"]
     assert editor.confirm.value is False  # one confirmation, one change
-    assert editor.remove_buttons["production-ready"].button_style == "warning"
+    # A protected chip stands out through the stylesheet's theme colours, not ipywidgets' orange.
+    assert {"ackpt-chip", "ackpt-protected"} <= set(editor.remove_buttons["production-ready"]._dom_classes)
 
     editor.remove_buttons["production-ready"].click()
     assert "tick the confirmation box to remove it" in status(editor)
@@ -234,3 +235,17 @@ def test_browser_refresh_picks_up_new_tags(catalogue, example_project):
     assert "fresh-tag" not in browser.tag.options
     browser.refresh_button.click()
     assert "fresh-tag" in browser.tag.options
+
+
+def test_widget_messages_and_chips_take_their_colours_from_the_theme(catalogue, example_project):
+    checkpoint = catalogue.get(example_project["base"][0].uuid)
+    editor = TagEditor(checkpoint)
+    editor.add_button.click()  # nothing typed: an error message
+    assert "ackpt-status ackpt-error" in status(editor) and "var(--ackpt-error" in status(editor)
+    # The stylesheet that defines those colours per theme travels with the widget.
+    assert any("body[data-jp-theme-light=\"false\"]" in str(getattr(child, "value", "")) for child in editor.children)
+    editor.new_tag.value = "themed"
+    editor.add_button.click()
+    chip = editor.remove_buttons["themed"]
+    assert chip.button_style == "" and "ackpt-chip" in chip._dom_classes
+    editor.remove_buttons["themed"].click()

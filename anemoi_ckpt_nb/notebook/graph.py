@@ -19,6 +19,10 @@ from anemoi_ckpt_nb.catalogue.lineage import text_tree
 from anemoi_ckpt_nb.notebook import text as _text
 from anemoi_ckpt_nb.notebook.model import (
     COLOURS,
+    FOCUS_LINE,
+    INK,
+    LABEL,
+    LINE,
     Direction,
     LineageModel,
     lineage_model,
@@ -42,19 +46,20 @@ def model_dot(model: LineageModel) -> str:
     """DOT source of a :class:`LineageModel` (parents above children)."""
     out = [
         "digraph lineage {",
-        '  graph [rankdir=TB, nodesep=0.3, ranksep=0.45, fontname="Helvetica"];',
+        # A transparent background: the page's own shows through, in light and dark themes.
+        '  graph [rankdir=TB, nodesep=0.3, ranksep=0.45, fontname="Helvetica", bgcolor="transparent"];',
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, '
-        f'fillcolor="{COLOURS["other"]}", color="#607d8b"];',
-        '  edge [fontname="Helvetica", fontsize=9, color="#607d8b", fontcolor="#455a64"];',
+        f'fillcolor="{COLOURS["other"]}", color="{LINE}", fontcolor="{INK}"];',
+        f'  edge [fontname="Helvetica", fontsize=9, color="{LINE}", fontcolor="{LABEL}"];',
     ]
     for node in model.nodes:
         attrs = [f"label={_dot_label(node.lines)}"]
         if node.focus:
-            attrs += [f'fillcolor="{COLOURS["focus"]}"', "penwidth=2.5", 'color="#ff8f00"']
+            attrs += [f'fillcolor="{COLOURS["focus"]}"', "penwidth=2.5", f'color="{FOCUS_LINE}"']
         elif node.kind == "missing":
-            attrs += ['style="rounded,dashed"', 'fontcolor="#78909c"']
+            attrs += ['style="rounded,dashed,filled"']
         elif node.kind == "collapsed":
-            attrs += ['shape=note', 'style="dashed"', 'fontcolor="#546e7a"']
+            attrs += ['shape=note', 'style="dashed,filled"']
         elif node.kind in COLOURS:
             attrs.append(f'fillcolor="{COLOURS[node.kind]}"')
         out.append(f"  {dot_string(node.id)} [{', '.join(attrs)}];")
@@ -152,9 +157,16 @@ class LineageGraph:
         """The drawing as an indented text tree."""
         return model_text(self.model)
 
+    def html(self) -> str:
+        """The drawing inline in HTML, so that its colours follow the notebook's theme."""
+        from anemoi_ckpt_nb.notebook.html import lineage_view
+
+        return lineage_view(self.svg(), self.text())
+
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, str]:
-        # Only what is asked for: no drawing when the front end wants text.
-        makers = {"image/svg+xml": self.svg, "text/plain": self.text}
+        # Only what is asked for: no drawing when the front end wants text. Front ends that show
+        # HTML (JupyterLab, VS Code) draw it inline and themed; the SVG image serves the others.
+        makers = {"text/html": self.html, "image/svg+xml": self.svg, "text/plain": self.text}
         return {
             mime: make() for mime, make in makers.items() if (not include or mime in include) and mime not in (exclude or ())
         }

@@ -26,6 +26,11 @@ def _load_static_files() -> tuple[str, str]:
     return (static / "icons.svg").read_text(encoding="utf-8"), (static / "style.css").read_text(encoding="utf-8")
 
 
+def stylesheet() -> str:
+    """The cards' and widgets' stylesheet as a ``<style>`` element (for widgets, which hold no card)."""
+    return f"<style>{_load_static_files()[1]}</style>"
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -36,14 +41,29 @@ def _unique_id(prefix: str) -> str:
     return f"ackpt-{prefix}-{_uuid.uuid4()}"
 
 
-def _wrap(body: str, fallback: str) -> str:
+def _wrap(body: str, fallback: str, *, wide: bool = False) -> str:
     icons, css = _load_static_files()
+    classes = "ackpt-wrap ackpt-wide-view" if wide else "ackpt-wrap"
     return (
         f"<div>{icons}<style>{css}</style>"
         f"<pre class='ackpt-text-fallback'>{_e(fallback)}</pre>"
         # Hidden unless the stylesheet applies: then the CSS shows it and hides the <pre>.
-        f"<div class='ackpt-wrap' style='display:none'>{body}</div></div>"
+        f"<div class='{classes}' style='display:none'>{body}</div></div>"
     )
+
+
+def lineage_view(svg: str, fallback: str) -> str:
+    """A lineage drawing inline in the page, where its ink follows the theme (as an image it cannot).
+
+    Args:
+        svg: The drawing, as :meth:`~anemoi_ckpt_nb.notebook.graph.LineageGraph.svg` returns it
+            (built from escaped labels).
+        fallback: Its text form, shown where the stylesheet does not apply.
+
+    Returns:
+        Self-contained HTML (stylesheet, icons, text fallback).
+    """
+    return _wrap(f"<div class='ackpt-lineage-view'>{svg}</div>", fallback, wide=True)
 
 
 def tag_chips(tags: Iterable[str], *, protected: Iterable[str] = ()) -> str:

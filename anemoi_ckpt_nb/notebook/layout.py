@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from anemoi_ckpt_nb.notebook.model import COLOURS, LineageModel, Node
+from anemoi_ckpt_nb.notebook.model import COLOURS, FOCUS_LINE, INK, LABEL, LINE, LineageModel, Node
 
 CHAR_WIDTH = 7.0  # px per character at FONT_SIZE, generous so text never overflows its box
 FONT_SIZE = 11
@@ -112,13 +112,13 @@ def layout_svg(model: LineageModel) -> str:
     height = max((top[n] + size[n][1] for n in nodes), default=0) + MARGIN
 
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="ackpt-lineage" width="{width:.0f}pt" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}pt" '
         f'height="{height:.0f}pt" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'font-family="Helvetica, Arial, sans-serif" font-size="{FONT_SIZE}">',
         "<title>lineage</title>",
         '<defs><marker id="ackpt-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#607d8b"/></marker></defs>',
-        f'<rect width="{width:.0f}" height="{height:.0f}" fill="white"/>',
+        'markerHeight="7" orient="auto-start-reverse">'
+        f'<path d="M0,0 L10,5 L0,10 z" fill="{LINE}" stroke="{LINE}"/></marker></defs>',
     ]
     for edge in model.edges:
         x1, y1 = centre[edge.parent], top[edge.parent] + size[edge.parent][1]
@@ -126,15 +126,15 @@ def layout_svg(model: LineageModel) -> str:
         middle = (y1 + y2) / 2
         out.append(
             f'<g class="edge"><path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{middle:.1f} {x2:.1f},{middle:.1f} '
-            f'{x2:.1f},{y2:.1f}" fill="none" stroke="#607d8b" marker-end="url(#ackpt-arrow)"/>'
-            f'<text x="{(x1 + x2) / 2 + 5:.1f}" y="{middle + 3:.1f}" font-size="9" fill="#455a64">'
+            f'{x2:.1f},{y2:.1f}" fill="none" stroke="{LINE}" marker-end="url(#ackpt-arrow)"/>'
+            f'<text x="{(x1 + x2) / 2 + 5:.1f}" y="{middle + 3:.1f}" font-size="9" fill="{LABEL}">'
             f"{html.escape(edge.relation)}</text></g>"
         )
     for node_id, node in nodes.items():
         w, h = size[node_id]
         x, y = centre[node_id] - w / 2, top[node_id]
-        fill = COLOURS["focus"] if node.focus else COLOURS.get(node.kind, "white" if node.kind in ("missing", "collapsed") else COLOURS["other"])
-        stroke = "#ff8f00" if node.focus else "#607d8b"
+        fill = COLOURS["focus"] if node.focus else COLOURS.get(node.kind, COLOURS["other"])
+        stroke = FOCUS_LINE if node.focus else LINE
         dash = ' stroke-dasharray="4,3"' if node.kind in ("missing", "collapsed") else ""
         out.append(
             f'<g class="node{" focus" if node.focus else ""}"><title>{html.escape(node.id)}</title>'
@@ -145,7 +145,7 @@ def layout_svg(model: LineageModel) -> str:
             weight = ' font-weight="bold"' if i == 0 else ""
             out.append(
                 f'<text x="{centre[node_id]:.1f}" y="{y + PAD_Y + (i + 1) * LINE_HEIGHT - 3:.1f}" '
-                f'text-anchor="middle"{weight}>{html.escape(line)}</text>'
+                f'text-anchor="middle" fill="{INK}"{weight}>{html.escape(line)}</text>'
             )
         out.append("</g>")
     out.append("</svg>")

@@ -31,6 +31,10 @@ MAX_TAGS = 3
 
 #: Fill colours by kind; the focus gets its own.
 COLOURS = {"training": "#e8f5e9", "inference": "#ede7f6", "focus": "#ffe082", "other": "#f5f5f5"}
+#: Text in the boxes, box outlines and edges, the focus's outline, edge labels (on the page).
+#: These and COLOURS are tokens: every renderer writes them as they are, and ``static/lineage.css``
+#: repaints each one from the page's theme (a light drawing with dark ink where the SVG is an image).
+INK, LINE, FOCUS_LINE, LABEL = "#212121", "#607d8b", "#e65100", "#37474f"
 
 
 @dataclass(frozen=True)

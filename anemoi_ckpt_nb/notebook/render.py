@@ -14,6 +14,7 @@ In order of preference (``renderer=None`` or ``"auto"``):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -63,6 +64,32 @@ def _svg_only(svg: str) -> str:
     # Drop the XML prolog and DOCTYPE, which have no place inside an HTML page or a
     # notebook; keep the generator comment, which says which program drew it.
     return re.sub(r"^\s*<\?xml[^>]*>\s*(<!DOCTYPE[^>]*>\s*)?", "", svg)
+
+
+@functools.lru_cache(maxsize=None)
+def _lineage_css() -> str:
+    from importlib.resources import files
+
+    css = (files("anemoi_ckpt_nb.notebook") / "static" / "lineage.css").read_text(encoding="utf-8")
+    # Inside an SVG image the style is XML text: no comments, nothing that could read as markup.
+    return " ".join(re.sub(r"/\*.*?\*/", "", css, flags=re.S).split())
+
+
+def themed(svg: str) -> str:
+    """``svg`` with the class and the stylesheet that make it follow the page's theme.
+
+    Whichever program drew it, the root ``<svg>`` gets ``class="ackpt-lineage"`` and a ``<style>``
+    that repaints the token colours of :mod:`~anemoi_ckpt_nb.notebook.model` from the theme.
+    """
+    match = re.search(r"<svg\b[^>]*>", svg)
+    if match is None:
+        raise RenderError("svg", "the renderer wrote no <svg> element")
+    tag = match.group(0)
+    if re.search(r"\sclass=", tag):
+        tag = re.sub(r'\sclass="([^"]*)"', r' class="\1 ackpt-lineage"', tag, count=1)
+    else:
+        tag = tag[:4] + ' class="ackpt-lineage"' + tag[4:]
+    return svg[: match.start()] + tag + f"<style>{_lineage_css()}</style>" + svg[match.end() :]
 
 
 def _run_program(name: str, source: str) -> str:
@@ -122,11 +149,11 @@ def render_svg(source: str, *, model: LineageModel | None = None, renderer: str 
                 continue
             from anemoi_ckpt_nb.notebook.layout import layout_svg
 
-            return layout_svg(model)
+            return themed(layout_svg(model))
         if choice == "auto" and find_program(name) is None:
             continue
         try:
-            return _svg_only(_run_program(name, source))
+            return themed(_svg_only(_run_program(name, source)))
         except RenderError as error:
             if choice != "auto":
                 raise

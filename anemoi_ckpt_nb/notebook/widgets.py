@@ -30,11 +30,18 @@ _FONT = "var(--jp-ui-font-family, -apple-system, Helvetica, Arial, sans-serif)"
 
 
 def _message(kind: str, text: str) -> str:
-    colours = {"ok": "#1b5e20", "error": "#b71c1c", "conflict": "#e65100", "info": "#455a64"}
+    # Coloured by the stylesheet (:func:`_styles`), per theme; the inline colour is the light
+    # theme's, for a front end where the stylesheet did not load.
+    light = {"ok": "#1b5e20", "error": "#b71c1c", "conflict": "#b23c00", "info": "#37474f"}
     return (
-        f"<span class='ackpt-status ackpt-{kind}' style='color:{colours[kind]}; font-family:{_FONT}'>"
+        f"<span class='ackpt-status ackpt-{kind}' style='color:var(--ackpt-{kind}, {light[kind]}); font-family:{_FONT}'>"
         f"{html.escape(text)}</span>"
     )
+
+
+def _styles() -> widgets.HTML:
+    """The stylesheet (theme colours, chips) for a widget shown without any card on the page."""
+    return widgets.HTML(_html.stylesheet(), layout=widgets.Layout(display="none"))
 
 
 def _error_text(error: BaseException) -> str:
@@ -89,6 +96,7 @@ class TagEditor(widgets.VBox):
                 widgets.HBox([self.new_tag, self.add_button, self.refresh_button]),
                 self.confirm,
                 self.status,
+                _styles(),
             ]
         )
         self._shown = self._read()
@@ -109,13 +117,14 @@ class TagEditor(widgets.VBox):
     def _show(self, tags: Sequence[str]) -> None:
         self.remove_buttons = {}
         for tag in tags:
+            # Chips coloured by the stylesheet: ipywidgets' "warning"/"info" styles put white text
+            # on orange and teal (2.7:1, 3.5:1).
             button = widgets.Button(
-                description=tag,
-                icon="times",
-                tooltip=f"remove {tag}",
-                button_style="warning" if tag in self.protected else "info",
-                layout=widgets.Layout(width="auto"),
+                description=tag, icon="times", tooltip=f"remove {tag}", layout=widgets.Layout(width="auto")
             )
+            button.add_class("ackpt-chip")
+            if tag in self.protected:
+                button.add_class("ackpt-protected")
             button.on_click(lambda _, tag=tag: self.remove(tag))
             self.remove_buttons[tag] = button
         self.chips.children = list(self.remove_buttons.values()) or [widgets.HTML("<i>no tags</i>")]
@@ -219,7 +228,7 @@ class ConvertPanel(widgets.VBox):
         if checkpoint.kind != "training":
             self.button.disabled = True
             self.status.value = _message("info", f"only training checkpoints convert; this one is {checkpoint.kind}")
-        super().__init__([widgets.HBox([self.button, self.progress]), self.status, self.result])
+        super().__init__([widgets.HBox([self.button, self.progress]), self.status, self.result, _styles()])
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.value = done / total if total else 1.0
@@ -273,6 +282,7 @@ class CatalogueBrowser(widgets.VBox):
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.count = widgets.HTML("")
         self.rows = widgets.Select(options=[], rows=10, layout=widgets.Layout(width="100%"))
+        self.rows.add_class("ackpt-rows")  # monospace, so that the labels' columns line up
         self.detail = widgets.HTML("")
         for control in (self.tag, self.kind, self.run):
             control.observe(lambda _: self.update(), names="value")
@@ -285,6 +295,7 @@ class CatalogueBrowser(widgets.VBox):
                 self.count,
                 self.rows,
                 self.detail,
+                _styles(),
             ]
         )
         self.update(reload_tags=True)
