@@ -153,3 +153,26 @@ def test_missing_program_asked_for_by_name(graph, hide_programs):
     # DOT text alone cannot be laid out by the built-in renderer.
     with pytest.raises(RenderError, match="needs the graph model"):
         render.render_svg(graph.source)
+
+
+@pytest.mark.parametrize("renderer", render.RENDERERS)
+def test_every_renderer_draws_transparent_with_theme_tokens_only(graph, renderer):
+    from anemoi_ckpt_nb.notebook import model
+
+    if renderer != "builtin" and render.find_program(renderer) is None:
+        pytest.skip(f"needs {renderer} ({render.INSTALL_HINT})")
+    svg = graph.svg(renderer=renderer)
+    root = check_svg(svg)
+    assert "ackpt-lineage" in root.get("class", "")
+    # Every colour drawn is a token the stylesheet inside repaints from the theme: no white
+    # background rectangle, no colour of the renderer's own.
+    tokens = {*model.COLOURS.values(), model.INK, model.LINE, model.FOCUS_LINE, model.LABEL}
+    painted = {
+        element.get(attribute).lower()
+        for element in root.iter()
+        for attribute in ("fill", "stroke")
+        if element.get(attribute) not in (None, "none", "transparent")
+    }
+    assert painted <= tokens, painted - tokens
+    style = "".join(element.text or "" for element in root.iter() if element.tag.endswith("style"))
+    assert all(f'"{token}" i]' in style for token in tokens)
