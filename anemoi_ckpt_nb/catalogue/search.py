@@ -54,7 +54,7 @@ def resolve(store: CatalogueStore, ref: str) -> CheckpointRecord:
     """
     ref = ref.strip()
     if layout.is_uuid(ref):
-        record = store.read_record(ref.lower())
+        record = store.find_record(ref.lower())  # either uuid of a file that holds two
         cached = store.cached_index()  # only what is in memory: a uuid lookup stays one GET
         if record is None:
             if cached is not None and ref.lower() in cached.entries:
