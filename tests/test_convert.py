@@ -643,10 +643,9 @@ def test_bad_destinations(lightning, tmp_path):
     with pytest.raises(ConvertError, match="does not exist") as raised:
         convert(path, tmp_path / "missing" / "x.ckpt")
     assert "mkdir" in raised.value.hint
-    with pytest.raises(ConvertError, match="folder .*missing-folder does not exist"):
-        convert(path, f"{tmp_path}/missing-folder/")
-    with pytest.raises(ConvertError, match="folder .*missing-folder does not exist"):
-        convert(path, tmp_path / "missing-folder")
+    # A missing folder (a trailing slash, or no suffix) is created, as `anemoi-ckpt convert -o` does.
+    assert convert(path, f"{tmp_path}/missing-folder/").destination.parent == tmp_path / "missing-folder"
+    assert convert(path, tmp_path / "other-folder").destination.parent == tmp_path / "other-folder"
     with pytest.raises(ConvertError, match="unknown format"):
         convert(path, tmp_path, format="onnx")
     with pytest.raises(ConvertError, match="safetensors"):
@@ -814,14 +813,15 @@ def test_interrupting_a_batch_leaves_only_complete_outputs(tmp_path, jobs):
     assert len(names) < 6
 
 
-def test_convert_many_expands_globs_and_refuses_clashing_names(tmp_path):
+def test_convert_many_expands_globs_and_keeps_run_folders_apart(tmp_path):
     a = examples.write_training_checkpoint(tmp_path / "run1" / "last.ckpt")
     b = examples.write_training_checkpoint(tmp_path / "run2" / "last.ckpt")
     outcomes = convert_many([str(tmp_path / "run*" / "*.ckpt"), a.path], tmp_path / "out", format="safetensors")
 
     assert [o.source for o in outcomes] == [a.path, b.path]  # the repeated file is converted once
-    assert outcomes[0].ok and outcomes[0].result.destination.name == "inference-last.safetensors"
-    assert not outcomes[1].ok and "same output name" in str(outcomes[1].error)
+    # The same file name in two run folders: each output keeps its run folder.
+    assert [o.result.destination for o in outcomes] == [
+        tmp_path / "out" / "run1" / "inference-last.safetensors", tmp_path / "out" / "run2" / "inference-last.safetensors"]
 
 
 def test_convert_many_checks_its_options(tmp_path):

@@ -21,7 +21,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 def registered(tmp_path, training_checkpoint):
     """A local catalogue with the session's training checkpoint registered as ``mine``."""
     catalogue = Catalogue.create(tmp_path / "catalogue")
-    checkpoint = catalogue.register(training_checkpoint.path, name="mine", upload=False)
+    checkpoint = catalogue.register(training_checkpoint.path, name="mine")
     return catalogue, checkpoint
 
 
@@ -45,3 +45,147 @@ def test_site_ls_shows_the_description_it_promises(capsys, tmp_path, registered)
     assert code == 0
     lumi = next(line for line in out.splitlines() if line.startswith("lumi"))
     assert "LUMI scratch, purged after 90 days" in lumi
+
+
+# --- where things go: folders, names -----------------------------------------------------------
+
+
+def test_a_trailing_slash_means_a_folder_for_download_and_fetch(capsys, tmp_path, registered, monkeypatch):
+    catalogue, checkpoint = registered
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run_cli(capsys, "download", "mine", "here/", "--catalogue", catalogue.url)
+    assert code == 0
+    assert (tmp_path / "here").is_dir() and (tmp_path / "here" / checkpoint.filename).is_file()
+    result = catalogue.get("mine").fetch("here2/")
+    assert result.path.resolve() == tmp_path / "here2" / checkpoint.filename and result.path.is_file()
+    # Without the slash, a missing name is the file's new name, as with cp.
+    code, _, _ = run_cli(capsys, "download", "mine", "copy.ckpt", "--catalogue", catalogue.url)
+    assert code == 0 and (tmp_path / "copy.ckpt").is_file()
+
+
+def test_inputs_from_several_run_folders_keep_their_run_folder(capsys, tmp_path, example_project, monkeypatch):
+    # anemoi-training's layout: <run id>/anemoi-by_epoch-...ckpt, the same names in every run folder.
+    root = example_project["base"][0].path.parent.parent
+    runs = {c.path.parent.name for group in example_project.values() for c in group}
+    assert len(runs) == 2
+    code, out, err = run_cli(capsys, "convert", str(root / "*" / "*epoch_001*.ckpt"), "-o", str(tmp_path / "inference"))
+    assert code == 0, err
+    written = sorted(p.relative_to(tmp_path / "inference").as_posix() for p in (tmp_path / "inference").rglob("*.ckpt"))
+    assert written == sorted(f"{run}/inference-anemoi-by_epoch-epoch_001-step_000100.ckpt" for run in runs)
+    # Inputs from one folder stay flat.
+    one_run = example_project["forked"][0].path.parent
+    code, _, err = run_cli(capsys, "convert", str(one_run / "*.ckpt"), "-o", str(tmp_path / "flat"))
+    assert code == 0, err
+    assert {p.parent for p in (tmp_path / "flat").rglob("*.ckpt")} == {tmp_path / "flat"}
+
+
+def test_python_convert_creates_a_missing_output_folder_as_the_command_does(tmp_path, training_checkpoint):
+    from anemoi_ckpt_nb import convert
+
+    result = convert(training_checkpoint.path, f"{tmp_path}/inference/")
+    assert result.destination.parent == tmp_path / "inference" and result.destination.is_file()
+
+
+def test_upgrade_into_an_existing_folder_writes_inside_it(capsys, tmp_path, training_checkpoint):
+    out = tmp_path / "upgraded"
+    out.mkdir()
+    code, _, err = run_cli(capsys, "upgrade", str(training_checkpoint.path), f"{out}/")
+    assert code == 0, err
+    assert (out / training_checkpoint.path.name).is_file()
+
+
+def test_validate_of_a_registered_checkpoint_suggests_commands_that_work(capsys, tmp_path, registered, monkeypatch):
+    import re
+    import shlex
+
+    catalogue, checkpoint = registered
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "validate", "mine", "--catalogue", catalogue.url)
+    # The upgrade advice names the registered checkpoint: those commands must run as written.
+    suggested = [c for c in re.findall(r"`(anemoi-ckpt [^`]+)`", out) if c.split()[1] in ("download", "upgrade")]
+    assert any(" upgrade " in command for command in suggested), out
+    for command in suggested:
+        words = [w.replace("OUT", str(tmp_path / "upgraded.ckpt")) for w in shlex.split(command)[1:]]
+        code, _, err = run_cli(capsys, *words, *(["--catalogue", catalogue.url] if words[0] == "download" else []))
+        assert code == 0, (command, err)
+
+
+# --- what the commands say ----------------------------------------------------------------------
+
+
+def test_a_prefix_shorter_than_four_characters_is_explained(capsys, registered):
+    catalogue, checkpoint = registered
+    code, _, err = run_cli(capsys, "show", checkpoint.uuid[:3], "--catalogue", catalogue.url)
+    assert code == 2 and "4" in err and "characters" in err
+
+
+def test_registering_again_under_another_name_says_the_name_did_not_change(capsys, registered, training_checkpoint):
+    catalogue, checkpoint = registered
+    code, out, err = run_cli(capsys, "register", str(training_checkpoint.path), "--name", "other",
+                             "--catalogue", catalogue.url)
+    assert "mine" in out + err and "other" in err
+    assert not out.startswith("registered:")
+    assert catalogue.get(checkpoint.uuid).name == "mine"
+
+
+def test_removing_a_tag_that_is_not_there_says_so(capsys, registered):
+    catalogue, checkpoint = registered
+    code, out, err = run_cli(capsys, "tag", "--catalogue", catalogue.url, "mine", "-missing", "+new")
+    assert code == 0 and "new" in out
+    assert "missing" in err and "not" in err
+
+
+def test_a_second_prefetch_says_it_was_already_cached(capsys, tmp_path, registered):
+    catalogue, checkpoint = registered
+    args = ["prefetch", "mine", "--cache", str(tmp_path / "cache"), "--catalogue", catalogue.url]
+    code, first, _ = run_cli(capsys, *args)
+    assert code == 0
+    code, second, _ = run_cli(capsys, *args)
+    assert code == 0 and "already" in second and "fetched" not in second
+
+
+# --- one place that says where things are -----------------------------------------------------
+
+
+def test_info_says_where_each_setting_comes_from(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("ANEMOI_CKPT_CATALOGUE")
+    monkeypatch.delenv("ANEMOI_CKPT_CACHE", raising=False)
+    code, out, _ = run_cli(capsys, "info", "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["catalogue"]["source"] == "default"
+    assert info["catalogue"]["value"] == str(tmp_path / "xdg-data" / "anemoi-ckpt-nb" / "catalogue")
+    assert info["catalogue"]["exists"] is False
+    assert info["cache"]["source"] == "default" and info["cache"]["value"].startswith(str(tmp_path / "xdg-cache"))
+    assert info["site"] == {"value": None, "source": "default"}
+    assert info["offline"] == {"value": False, "source": "default"}
+
+    monkeypatch.setenv("ANEMOI_CKPT_CATALOGUE", str(tmp_path / "from-env"))
+    monkeypatch.setenv("ANEMOI_CKPT_OFFLINE", "1")
+    monkeypatch.setenv("ANEMOI_CKPT_SITE", "lumi")
+    info = json.loads(run_cli(capsys, "info", "--json")[1])
+    assert info["catalogue"] == {"value": str(tmp_path / "from-env"), "source": "environment (ANEMOI_CKPT_CATALOGUE)",
+                                 "exists": False}
+    assert info["offline"] == {"value": True, "source": "environment (ANEMOI_CKPT_OFFLINE)"}
+    assert info["site"] == {"value": "lumi", "source": "environment (ANEMOI_CKPT_SITE)"}
+
+    Catalogue.create(tmp_path / "given")
+    code, out, _ = run_cli(capsys, "--catalogue", str(tmp_path / "given"), "info", "--cache", str(tmp_path / "c"))
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert str(tmp_path / "given") in lines["catalogue"] and "option --catalogue" in lines["catalogue"]
+    assert str(tmp_path / "c") in lines["cache"] and "option --cache" in lines["cache"]
+
+
+def test_the_default_catalogue_is_created_by_the_first_write_and_says_where(capsys, tmp_path, monkeypatch,
+                                                                            training_checkpoint):
+    monkeypatch.delenv("ANEMOI_CKPT_CATALOGUE")
+    default = tmp_path / "xdg-data" / "anemoi-ckpt-nb" / "catalogue"
+    code, out, err = run_cli(capsys, "ls")
+    assert code == 0 and not default.exists(), "a read-only command must not create the catalogue"
+    assert str(default) in out + err
+    code, out, err = run_cli(capsys, "register", str(training_checkpoint.path))
+    assert code == 0 and (default / "catalogue.json").is_file()
+    assert f"created the default catalogue at {default}" in err
+    code, out, err = run_cli(capsys, "register", str(training_checkpoint.path))
+    assert "created" not in err  # said once, on first use

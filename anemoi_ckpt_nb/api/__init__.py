@@ -4,7 +4,8 @@ May import: every package below it (``notebook`` to display, ``runs``, ``sites``
 """
 
 from anemoi_ckpt_nb.api.batch import ConvertReport, convert_many
-from anemoi_ckpt_nb.api.catalogue import ENV_CATALOGUE, Catalogue, default_url
+from anemoi_ckpt_nb.api.catalogue import Catalogue
 from anemoi_ckpt_nb.api.checkpoint import Checkpoint, checkpoint_line
+from anemoi_ckpt_nb.api.opening import ENV_CATALOGUE, default_url
 
 __all__ = ["ENV_CATALOGUE", "Catalogue", "Checkpoint", "ConvertReport", "checkpoint_line", "convert_many", "default_url"]

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anemoi_ckpt_nb.api.checkpoint import Checkpoint, checkpoint_line
+from anemoi_ckpt_nb.api.opening import open_store
 from anemoi_ckpt_nb.api.registering import Registering
 from anemoi_ckpt_nb.catalogue import search as _search
 from anemoi_ckpt_nb.catalogue import tags as _tags
 from anemoi_ckpt_nb.catalogue.schema import RetentionPolicy
 from anemoi_ckpt_nb.catalogue.store import CatalogueStore
-from anemoi_ckpt_nb.errors import CatalogueNotFoundError, NotRegisteredError
+from anemoi_ckpt_nb.errors import NotRegisteredError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -33,51 +34,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.storage.base import Storage
 
 
-#: Environment variable naming the default catalogue.
-ENV_CATALOGUE = "ANEMOI_CKPT_CATALOGUE"
-
-
-def default_url() -> str:
-    """The catalogue used when none is named: ``$ANEMOI_CKPT_CATALOGUE``, else ``<user data dir>/anemoi-ckpt-nb/catalogue``."""
-    url = os.environ.get(ENV_CATALOGUE)
-    if url:
-        return url
-    import platformdirs
-
-    return str(Path(platformdirs.user_data_dir("anemoi-ckpt-nb")) / "catalogue")
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
-
 class Catalogue(Registering):
     """A catalogue of checkpoints on S3, a folder, or in memory.
 
     Args:
         url: ``s3://bucket/prefix``, ``file:///path``, a folder path or
-            ``memory://name``. Default: :func:`default_url`; that default, when
-            it is a local folder, is created on first use.
+            ``memory://name``. Default: :func:`~anemoi_ckpt_nb.api.opening.default_url`; that default, when
+            it is a local folder, is created on first use (``created`` tells).
         storage: An already opened storage (instead of ``url``).
+        create_default: Create the default catalogue if it does not exist yet; False
+            for read-only use, which then raises ``CatalogueNotFoundError`` instead.
+
+    Attributes:
+        created: True when this object created the (default) catalogue, on first use.
 
     Raises:
         CatalogueNotFoundError: no catalogue at ``url`` (create it with
             :meth:`Catalogue.create` or ``anemoi-ckpt init URL``).
     """
 
-    def __init__(self, url: str | os.PathLike | None = None, *, storage: Storage | None = None) -> None:
-        from anemoi_ckpt_nb.storage import open_storage
-
-        implicit = url is None and storage is None
-        if storage is None:
-            url = default_url() if url is None else os.fspath(url)
-            storage = open_storage(url)
-        try:
-            self._store = CatalogueStore.open(storage)
-        except CatalogueNotFoundError:
-            if not (implicit and _is_local(str(url))):
-                raise
-            self._store = CatalogueStore.create(storage, exist_ok=True)
+    def __init__(
+        self, url: str | os.PathLike | None = None, *, storage: Storage | None = None, create_default: bool = True
+    ) -> None:
+        self._store, self.created = open_store(url, storage, create_default=create_default)
 
     @classmethod
     def create(
@@ -249,10 +228,15 @@ class Catalogue(Registering):
         """Remove tags from a checkpoint; returns its tags afterwards."""
         return self.retag(ref, remove=tags)
 
-    def retag(self, ref: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> list[str]:
-        """Add and remove tags in one compare-and-swap; returns the tags afterwards."""
+    def retag(
+        self, ref: str, *, add: Sequence[str] = (), remove: Sequence[str] = (),
+        on_unchanged: Callable[[list[str]], None] | None = None,
+    ) -> list[str]:
+        """Add and remove tags in one compare-and-swap; returns the tags afterwards.
+        ``on_unchanged`` is called with the changes that had nothing to do (``+tag`` it had,
+        ``-tag`` it had not)."""
         record = _search.resolve(self._store, ref)
-        return list(_tags.change_tags(self._store, record.uuid, add=add, remove=remove).tags)
+        return list(_tags.change_tags(self._store, record.uuid, add=add, remove=remove, on_unchanged=on_unchanged).tags)
 
     def download(
         self, ref: str, dest: str | os.PathLike, *, progress: Callable[[int], None] | None = None

@@ -166,7 +166,8 @@ class Checkpoint:
         from anemoi_ckpt_nb.compat.validate import validate_metadata
 
         return validate_metadata(
-            self.metadata(), label=f"{self.uuid} ({self.filename})", format=self.kind, all_packages=all_packages
+            self.metadata(), label=f"{self.uuid} ({self.filename})", format=self.kind, all_packages=all_packages,
+            registered=(self.uuid, self.filename),
         )
 
     # --- acting ---------------------------------------------------------------------------------
@@ -256,13 +257,8 @@ class Checkpoint:
         original = Path(record.source.path)
         if record.source.host == socket.gethostname() and original.is_file() and original.stat().st_size == record.size:
             return original, False
-        if cache_dir is None:
-            import platformdirs
-
-            cache_dir = Path(platformdirs.user_cache_dir("anemoi-ckpt-nb")) / "checkpoints"
-        target = Path(cache_dir) / record.sha256 / record.filename
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return self.download(target), True
+        # The same cache as prefetch, fork and resume (one folder, one layout, verify-cache works on it).
+        return Path(self.prefetch(cache=cache_dir).path), True
 
     def convert(
         self,

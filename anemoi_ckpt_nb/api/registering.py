@@ -33,6 +33,7 @@ class Registering:
         allow_missing_parents: bool = False,
         progress: Callable[[int], None] | None = None,
         code_checkout: str | os.PathLike | None = None,
+        on_registered: Callable[[_register.Registration], None] | None = None,
     ) -> Checkpoint:
         """Register one checkpoint file (see :func:`~anemoi_ckpt_nb.catalogue.register.register_paths`).
 
@@ -49,6 +50,7 @@ class Registering:
             progress: Called with byte counts while hashing and uploading.
             code_checkout: A git checkout of the training code; its commit and dirty state
                 are stored in the record's ``registered_with`` with the Python and package versions.
+            on_registered: Called with the ``Registration`` (``created`` False when it was registered before).
 
         Returns:
             The registered checkpoint.
@@ -58,6 +60,7 @@ class Registering:
             UuidClashError: the uuid is registered for a file with other bytes.
             CheckpointReadError: the file is not a readable checkpoint.
             CodeCheckoutError: ``code_checkout`` is not a readable git checkout.
+            CatalogueError: the file is registered already under another name (or none).
         """
         (result,) = _register.register_paths(
             self._store,
@@ -69,6 +72,7 @@ class Registering:
             allow_missing_parents=allow_missing_parents,
             progress=progress,
             code_checkout=code_checkout,
+            on_registered=on_registered,
         )
         return Checkpoint(self, result.record)
 

@@ -549,6 +549,15 @@ def register_paths(
     ordered = _order(list(batch.values()))
     # Refuse a uuid clash before uploading anything; a record created meanwhile is a conflict later.
     existing = [_existing(store, facts) for facts in ordered]
+    for record in existing:
+        if record is not None and name is not None and record.name != name:
+            # A record is created once and never rewritten: its name cannot change afterwards.
+            was = f"as {record.name!r}" if record.name else "without a name"
+            raise CatalogueError(
+                f"{record.filename} is already registered {was} ({record.uuid}); a record's name cannot change, "
+                f"so it is not named {name!r}",
+                hint=f"refer to it by {'its name or ' if record.name else ''}its uuid; nothing was changed",
+            )
     results = []
     for facts, record in zip(ordered, existing):
         registration = _register_one(

@@ -86,6 +86,11 @@ def resolve(store: CatalogueStore, ref: str) -> CheckpointRecord:
             stale = stale or matches[0]["uuid"]
     if stale is not None:
         raise _stale_entry(store, stale, ref=ref)
+    if 0 < len(ref) < MIN_PREFIX and all(c in "0123456789abcdefABCDEF" for c in ref):
+        raise NotRegisteredError(
+            ref, f"no checkpoint is named {ref!r}, and a uuid prefix needs at least {MIN_PREFIX} characters",
+            hint=f"give {MIN_PREFIX} or more characters of the uuid (`anemoi-ckpt ls` shows 8)",
+        )
     raise NotRegisteredError(ref, hint="list the catalogue with `anemoi-ckpt ls`, or give a uuid")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from anemoi_ckpt_nb.catalogue import events as _events
 from anemoi_ckpt_nb.catalogue import layout
@@ -40,6 +40,7 @@ def change_tags(
     remove: Sequence[str] = (),
     by: Who | None = None,
     max_attempts: int = MAX_ATTEMPTS,
+    on_unchanged: Callable[[list[str]], None] | None = None,
 ) -> TagState:
     """Add and remove tags of a registered checkpoint, recording who did what and when.
 
@@ -53,6 +54,8 @@ def change_tags(
         remove: Tags to remove.
         by: Who to record; default the current user and host.
         max_attempts: Compare-and-swap attempts before giving up.
+        on_unchanged: Called, when some changes had nothing to do, with them as
+            ``+tag`` (it had it already) and ``-tag`` (it did not have it).
 
     Returns:
         The tag state after the change.
@@ -83,7 +86,10 @@ def change_tags(
         now = utcnow()
         events = [TagEvent(action="add", tag=tag, by=who, at=now) for tag in add if tag not in new.tags]
         events += [TagEvent(action="remove", tag=tag, by=who, at=now) for tag in remove if tag in new.tags]
+        unchanged = [f"+{tag}" for tag in add if tag in new.tags] + [f"-{tag}" for tag in remove if tag not in new.tags]
         if not events:
+            if unchanged and on_unchanged is not None:
+                on_unchanged(unchanged)
             return new  # nothing to change, nothing to record
         for event in events:
             if event.action == "add":
@@ -102,6 +108,8 @@ def change_tags(
             time.sleep(random.uniform(0.002, 0.02) * min(attempt + 1, 10))
             continue
         store.publish([_events.tags_event(new)])
+        if unchanged and on_unchanged is not None:
+            on_unchanged(unchanged)
         return new
     raise CatalogueError(
         f"{store.url}: tags of {uuid} kept changing; gave up after {max_attempts} attempts",

@@ -19,6 +19,7 @@ from anemoi_ckpt_nb._version import __version__
 
 #: Subcommand name -> module under anemoi_ckpt_nb.cli (one line per command).
 COMMANDS: dict[str, str] = {
+    "info": "info_cmd",
     "inspect": "inspect_cmd",
     "convert": "convert_cmd",
     "prefetch": "prefetch_cmd",

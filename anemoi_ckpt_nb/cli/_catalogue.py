@@ -48,10 +48,21 @@ def catalogue_url(args: argparse.Namespace) -> str | None:
     return getattr(args, "catalogue", None) or getattr(args, "global_catalogue", None)
 
 
-def open_catalogue(args: argparse.Namespace):
+def open_catalogue(args: argparse.Namespace, *, read_only: bool = False):
+    """The catalogue a command names, or the default one; a read-only command does not create
+    the default, a writing one does and says where, once."""
+    import sys
+
+    from anemoi_ckpt_nb import settings
     from anemoi_ckpt_nb.api import Catalogue
 
-    return Catalogue(catalogue_url(args))
+    catalogue = Catalogue(catalogue_url(args), create_default=not read_only)
+    if catalogue.created:
+        chosen = settings.catalogue()
+        print(f"anemoi-ckpt: created the {'default ' if chosen.is_default else ''}catalogue at {chosen.value} "
+              f"({'first use' if chosen.is_default else 'from ' + settings.ENV_CATALOGUE}; "
+              "`anemoi-ckpt info` shows where things are)", file=sys.stderr)
+    return catalogue
 
 
 def short(uuid: str | None) -> str:

@@ -19,7 +19,7 @@ def add_cache_option(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         default=None,
         help="cache folder on a file system the compute nodes see "
-        "(default: $ANEMOI_CKPT_CACHE or ~/.cache/anemoi-ckpt/checkpoints)",
+        "(default: $ANEMOI_CKPT_CACHE or ~/.cache/anemoi-ckpt-nb/checkpoints)",
     )
 
 

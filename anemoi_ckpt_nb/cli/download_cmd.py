@@ -15,14 +15,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "The sha256 is verified; an interrupted download resumes.",
     )
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name")
-    parser.add_argument("dest", metavar="DEST", help="file or existing folder")
+    parser.add_argument("dest", metavar="DEST", help="a file name, or a folder: an existing one or one ending with / (created)")
     add_catalogue_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    result = open_catalogue(args).fetch(args.ref, args.dest)
+    result = open_catalogue(args, read_only=True).fetch(args.ref, args.dest)
     print(result.path)
     print(f"anemoi-ckpt: {result.describe()}", file=sys.stderr)  # which copy (site) was used
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, entries_table, open_catalogue
+from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, catalogue_url, entries_table, open_catalogue
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    catalogue = open_catalogue(args)
+    from anemoi_ckpt_nb.errors import CatalogueNotFoundError
+
+    try:
+        catalogue = open_catalogue(args, read_only=True)
+    except CatalogueNotFoundError as error:
+        if catalogue_url(args):  # a catalogue named on the command line must exist
+            raise
+        # The default (or $ANEMOI_CKPT_CATALOGUE) before the first register: empty, and not created by looking.
+        print("[]" if args.json else f"nothing registered yet: {error.url} does not exist "
+              "(the first `anemoi-ckpt register` creates it; `anemoi-ckpt info` shows where things are)")
+        return 0
     entries = catalogue.entries(tags=args.tag, kind=args.kind, run_id=args.run, text=args.text, site=args.site)
     if args.json:
         print(json.dumps(entries, indent=2))

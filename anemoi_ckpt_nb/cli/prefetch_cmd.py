@@ -23,10 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = open_catalogue(args).get(args.ref)
+    checkpoint = open_catalogue(args, read_only=True).get(args.ref)
     with common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8]) as update:
         entry = checkpoint.prefetch(cache=args.cache, margin=args.margin, progress=update)
     print(f"{entry.path}: {entry.size:,} bytes, sha256 {entry.sha256} verified")
-    if (entry.model_extra or {}).get("site"):  # which copy was used (anemoi_ckpt_nb.sites.fetch)
+    if entry.already_cached:
+        print(f"already cached since {entry.fetched_at.isoformat(timespec='seconds')}; nothing downloaded")
+    elif (entry.model_extra or {}).get("site"):  # which copy was used (anemoi_ckpt_nb.sites.fetch)
         print(f"fetched from site {entry.model_extra['site']} ({entry.model_extra.get('source_url')})")
     return 0

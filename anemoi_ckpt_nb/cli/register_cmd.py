@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.name:
         if len(args.paths) != 1:
             raise CatalogueError("--name names a single checkpoint", hint="register the files one by one")
-        checkpoint = catalogue.register(args.paths[0], name=args.name, **options)
-        print(f"registered: {checkpoint_line(checkpoint.record)}")
+        catalogue.register(args.paths[0], name=args.name, on_registered=show, **options)
     else:
         folders = [p for p in args.paths if Path(p).is_dir()]
         if folders:

@@ -20,6 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from anemoi_ckpt_nb.errors import CatalogueError
 
     add, remove = [], []
@@ -34,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
         raise CatalogueError("no tag changes given", hint="e.g. `anemoi-ckpt tag ID +candidate -old`")
     catalogue = open_catalogue(args)
     checkpoint = catalogue.get(args.ref)
-    tags = catalogue.retag(checkpoint.uuid, add=add, remove=remove)
+    def say_unchanged(changes: list[str]) -> None:
+        had = [c[1:] for c in changes if c.startswith("+")]
+        had_not = [c[1:] for c in changes if c.startswith("-")]
+        parts = ([f"already tagged {', '.join(had)}"] if had else []) + ([f"not tagged {', '.join(had_not)}"] if had_not else [])
+        print(f"anemoi-ckpt: {checkpoint.uuid[:8]} was {' and '.join(parts)}: nothing to do for those", file=sys.stderr)
+
+    tags = catalogue.retag(checkpoint.uuid, add=add, remove=remove, on_unchanged=say_unchanged)
     print(f"{checkpoint.uuid}: tags {', '.join(tags) or '(none)'}")
     return 0

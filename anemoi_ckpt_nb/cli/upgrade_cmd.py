@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "already current nothing is written.",
     )
     parser.add_argument("source", metavar="IN", help="the checkpoint to upgrade")
-    parser.add_argument("destination", metavar="OUT", help="the file to write")
+    parser.add_argument("destination", metavar="OUT", help="the file to write, or a folder (existing, or ending with /) to write IN's name into")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--json", action="store_true", help="print what was done as JSON")
 

@@ -91,7 +91,8 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
 
     Args:
         source: a torch zip checkpoint (training or inference); never modified.
-        destination: the file to write.
+        destination: the file to write, or a folder (existing, or ending with ``/``:
+            created) to write a file of the source's name into.
         overwrite: replace ``destination`` if it exists.
 
     Returns:
@@ -110,7 +111,11 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
     from anemoi_ckpt_nb.storage.hashing import sha256_of
     from anemoi_ckpt_nb.compat.migrate import migrate
 
-    source, destination = Path(source), Path(destination)
+    from anemoi_ckpt_nb.storage.disk import file_in, names_a_folder
+
+    if names_a_folder(destination):
+        Path(destination).mkdir(parents=True, exist_ok=True)
+    source, destination = Path(source), file_in(destination, Path(source).name)
     _check_paths(source, destination, overwrite=True)
     try:
         with zipfile.ZipFile(source) as zf:
@@ -174,10 +179,10 @@ def _check_paths(source: Path, destination: Path, *, overwrite: bool) -> None:
     if destination.exists() and destination.resolve() == source.resolve():
         raise CkptError(f"{destination}: is the input file; upgrade never modifies its input",
                         hint="give another OUT path")
+    if destination.is_dir():  # a folder inside the folder given, named as the source
+        raise CkptError(f"{destination}: is a folder", hint="give another OUT path")
     if destination.exists() and not overwrite:
         raise CkptError(f"{destination}: already exists", hint="add --overwrite to replace it")
-    if destination.exists() and destination.is_dir():
-        raise CkptError(f"{destination}: is a folder", hint="give a file path for OUT")
 
 
 def _hyper_parameters_metadata(source: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -89,6 +89,9 @@ class ValidationReport:
     #: What the file is and what runs it, in words (see :func:`describe_kind`).
     what: str | None = None
     findings: list[Finding] = field(default_factory=list)
+    #: For a catalogue's copy of the metadata: the registered checkpoint's uuid and file name, so
+    #: that advice names commands that work on it (the file must be downloaded to be upgraded).
+    registered: tuple[str, str] | None = None
 
     def add(self, severity: Severity, code: str, message: str, hint: str | None = None) -> None:
         self.findings.append(Finding(severity, code, message, hint))
@@ -109,6 +112,7 @@ class ValidationReport:
     def to_dict(self, *, strict: bool = False) -> dict[str, Any]:
         """JSON-able form, as ``validate --json`` prints it."""
         data = asdict(self)
+        del data["registered"]  # part of the advice already, and not a finding
         data["verdict"] = "incompatible" if strict and self.verdict == "warnings" else self.verdict
         data["exit_code"] = self.exit_code(strict=strict)
         data["strict"] = strict
@@ -122,7 +126,8 @@ def looks_like_path(target: str) -> bool:
 
 
 def validate_metadata(
-    metadata: Any, *, label: str, format: str | None = None, all_packages: bool = False
+    metadata: Any, *, label: str, format: str | None = None, all_packages: bool = False,
+    registered: tuple[str, str] | None = None,
 ) -> ValidationReport:
     """Validate metadata without its file (e.g. a catalogue's copy of a registered checkpoint's).
 
@@ -133,8 +138,10 @@ def validate_metadata(
         label: what to call it in the report (a uuid and file name).
         format: ``training`` or ``inference``, if known.
         all_packages: see :func:`validate_checkpoint`.
+        registered: ``(uuid, file name)`` of the registered checkpoint the metadata belongs to.
     """
-    report = ValidationReport(path=label, format=format, metadata_source="catalogue", what=describe_kind(format))
+    report = ValidationReport(path=label, format=format, metadata_source="catalogue", what=describe_kind(format),
+                              registered=registered)
     report.add("info", "metadata-only", "checked the catalogue's copy of the metadata; pickled classes were not checked",
                "download the file and validate it for a full check")
     check_metadata(report, metadata, all_packages=all_packages)
@@ -229,14 +236,14 @@ def check_metadata(report: ValidationReport, metadata: Any, *, all_packages: boo
         report.add("warning", "migrations-pending",
                    f"metadata {version} is older than {CURRENT_VERSION}: {len(result.steps_applied)} migration step(s) would run "
                    f"({', '.join(result.steps_applied)})",
-                   f"write an upgraded copy with `anemoi-ckpt upgrade {report.path} OUT`")
+                   f"write an upgraded copy with {_upgrade_command(report)}")
     source = report.metadata_source
     if source == "ai-models.json":
         report.add("warning", "deprecated-name", "the metadata is embedded as ai-models.json, a name anemoi-utils only reads with a deprecation warning",
-                   f"`anemoi-ckpt upgrade {report.path} OUT` writes it as anemoi.json")
+                   f"{_upgrade_command(report)} writes it as anemoi.json")
     elif source == "hyper_parameters" and report.format == "inference":
         report.add("warning", "not-embedded", "the metadata is not embedded as anemoi.json, where anemoi-inference reads it",
-                   f"`anemoi-ckpt upgrade {report.path} OUT` embeds it")
+                   f"{_upgrade_command(report)} embeds it")
     elif source == "hyper_parameters":
         report.add("info", "not-embedded", "the metadata is only in hyper_parameters; conversion embeds it in the inference file")
     valid = not any(f.severity == "error" for f in report.findings)
@@ -248,6 +255,17 @@ def check_metadata(report: ValidationReport, metadata: Any, *, all_packages: boo
 
 
 # --- pieces ----------------------------------------------------------------------------
+
+
+def _upgrade_command(report: ValidationReport) -> str:
+    """The command(s) that upgrade the file the report is about, as a user types them."""
+    import shlex
+
+    if report.registered is not None:
+        uuid, filename = report.registered
+        name = shlex.quote(Path(filename).name)
+        return f"`anemoi-ckpt download {uuid} ./{name}` then `anemoi-ckpt upgrade {name} OUT`"
+    return f"`anemoi-ckpt upgrade {shlex.quote(report.path)} OUT`"
 
 
 def _metadata_source(path: Path, ck: Any) -> str | None:

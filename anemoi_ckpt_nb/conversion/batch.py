@@ -7,6 +7,7 @@ and a displayable report is :func:`anemoi_ckpt_nb.api.batch.convert_many`.
 from __future__ import annotations
 
 import glob
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -62,7 +63,10 @@ def convert_many(
         sources: paths or glob patterns (``run/*.ckpt``); a pattern that matches
             nothing is an error outcome; the same file given twice is converted once.
         out_dir: the folder for the outputs (created if missing); each is named
-            ``inference-<stem>.ckpt`` (``.safetensors``).
+            ``inference-<stem>.ckpt`` (``.safetensors``). Inputs from several folders
+            keep their folders below the one they share: ``runs/<run id>/x.ckpt`` goes to
+            ``<out_dir>/<run id>/inference-x.ckpt`` (anemoi-training names the files
+            of every run alike); inputs from one folder go straight into ``out_dir``.
         format: ``"anemoi"`` or ``"safetensors"``.
         jobs: conversions running at once (threads: the work is I/O, hashing
             and copying, which release the GIL).
@@ -91,7 +95,10 @@ def convert_many(
     planned: list[tuple[int, Path, Path]] = []
     seen_sources: set[Path] = set()
     seen_targets: dict[Path, Path] = {}
-    for pattern, path in _expand(sources):
+    expanded = list(_expand(sources))
+    folders = {path.resolve().parent for _, path in expanded if path is not None}
+    shared = Path(os.path.commonpath(folders)) if len(folders) > 1 else None
+    for pattern, path in expanded:
         if path is None:
             error = ConvertError(pattern, out, "no file matches", hint="check the path or the glob pattern")
             outcomes.append(ConvertOutcome(Path(pattern), error=error))
@@ -100,7 +107,8 @@ def convert_many(
         if key in seen_sources:
             continue
         seen_sources.add(key)
-        target = out / default_name(path, format)
+        below = path.resolve().parent.relative_to(shared) if shared is not None else Path()
+        target = out / below / default_name(path, format)
         if target in seen_targets:
             error = ConvertError(
                 path,
@@ -160,6 +168,7 @@ def convert_many(
                 progress(copied_all, total_all)
 
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)  # <out_dir>/<run id>/ for inputs of several runs
             checkpoint = _open(path, target)
             try:
                 result = _convert_open(checkpoint, path, target, format=format, overwrite=overwrite, progress=on_progress)

@@ -77,8 +77,9 @@ def convert(
     Args:
         source: a Lightning training checkpoint (an Anemoi inference checkpoint
             with a pickled model is accepted too and keeps its names).
-        destination: the file to write, or an existing folder to write
-            ``inference-<stem>.ckpt`` (``.safetensors``) into.
+        destination: the file to write, or a folder to write ``inference-<stem>.ckpt``
+            (``.safetensors``) into: an existing one, or a name ending with ``/`` or
+            without a suffix, created if missing (as ``anemoi-ckpt convert -o`` does).
         format: ``"anemoi"`` (torch zip with embedded metadata) or ``"safetensors"``.
         overwrite: replace an existing destination (and its sidecar).
         progress: called as ``progress(done, total)`` with bytes of tensors copied.

@@ -8,13 +8,13 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointReadError, CkptError, ConvertError
+from anemoi_ckpt_nb.storage.disk import names_a_folder
 
 FORMATS = ("anemoi", "safetensors")
 
@@ -116,11 +116,13 @@ def _check_format(format: str, source: object, destination: object) -> None:
 def _destination(source: Path, destination: str | Path, format: str) -> Path:
     _check_format(format, source, destination)
     target = Path(destination)
-    if target.is_dir():
+    # "out/", or "out" with no suffix, is a folder (created, as `convert -o out` does); "out.ckpt" a file.
+    if names_a_folder(destination) or not target.suffix:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _os_error(source, target, error) from error
         return target / default_name(source, format)
-    # "out/" or "out" that does not exist is a folder someone forgot to create, not a file name.
-    if str(destination).endswith(("/", os.sep)) or not target.suffix:
-        raise ConvertError(source, target, f"the folder {target} does not exist", hint=f"create it: mkdir -p {target}")
     if not target.parent.is_dir():
         raise ConvertError(
             source, target, f"the folder {target.parent} does not exist", hint=f"create it: mkdir -p {target.parent}"

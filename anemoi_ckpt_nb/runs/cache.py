@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from anemoi_ckpt_nb.errors import CacheError, SchemaError
 from anemoi_ckpt_nb.storage.disk import (  # noqa: F401
@@ -59,16 +59,26 @@ class CacheEntry(BaseModel):
     blob: str
     fetched_at: dt.datetime
     fetched_by: str
+    #: Not stored: True when this call found the file already cached and fetched nothing.
+    _already_cached: bool = PrivateAttr(default=False)
+
+    @property
+    def already_cached(self) -> bool:
+        return self._already_cached
+
+    def __eq__(self, other: object) -> bool:
+        # Entries are equal when they store the same thing, however this call found them.
+        return isinstance(other, CacheEntry) and self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  (mutable, as pydantic models are)
 
 
 def default_cache_dir() -> Path:
-    """``$ANEMOI_CKPT_CACHE``, else the user's cache folder (``~/.cache/anemoi-ckpt/checkpoints``)."""
-    explicit = os.environ.get("ANEMOI_CKPT_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    from platformdirs import user_cache_dir
+    """``$ANEMOI_CKPT_CACHE``, else the user's cache folder (``~/.cache/anemoi-ckpt-nb/checkpoints``);
+    see :func:`anemoi_ckpt_nb.settings.cache`."""
+    from anemoi_ckpt_nb import settings
 
-    return Path(user_cache_dir("anemoi-ckpt")) / "checkpoints"
+    return settings.cache().value
 
 
 def entry_dir(cache: str | Path, uuid: str) -> Path:
@@ -235,10 +245,11 @@ def prefetch(
     if dest.exists():
         if is_whole(dest, sha256=record.sha256, size=record.size, progress=progress):
             existing = read_entry(cache, record.uuid)
-            if existing is not None:
-                return existing
-            _write_entry(folder, entry)
-            return entry
+            if existing is None:
+                _write_entry(folder, entry)
+                existing = entry
+            existing._already_cached = True
+            return existing
         # A damaged or tampered copy: fetch it again rather than keep bad bytes.
         dest.unlink()
     part = dest.with_name(dest.name + ".part")

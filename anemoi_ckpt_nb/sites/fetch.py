@@ -154,7 +154,8 @@ def fetch(
     Args:
         store: The catalogue.
         record: The checkpoint.
-        dest: A file path, or an existing folder to put ``record.filename`` in.
+        dest: A file path, or a folder to put ``record.filename`` in: an existing one, or
+            one ending with ``/`` (created).
             Written through ``<dest>.part`` (resumed if an earlier attempt was
             interrupted) and renamed into place once verified.
         progress: Called with byte counts.
@@ -166,9 +167,9 @@ def fetch(
     Raises:
         NoReachableCopyError: every copy failed (or there is none); names each one and why.
     """
-    dest = Path(dest)
-    if dest.is_dir():
-        dest = dest / Path(record.filename).name
+    from anemoi_ckpt_nb.storage.disk import file_in
+
+    dest = file_in(dest, record.filename)
     dest.parent.mkdir(parents=True, exist_ok=True)
     attempts: list[tuple[str, str]] = []
     for location in order(store, _loc.list_locations(store, record), site=site):

@@ -97,7 +97,9 @@ def validate_site_name(name: str) -> str:
 
 def local_site() -> str | None:
     """The site this machine belongs to (``$ANEMOI_CKPT_SITE``), or None."""
-    return os.environ.get(ENV_SITE, "").strip() or None
+    from anemoi_ckpt_nb import settings
+
+    return settings.site().value
 
 
 def refresh(store: CatalogueStore) -> None:

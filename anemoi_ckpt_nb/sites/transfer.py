@@ -123,9 +123,9 @@ def holds(storage: Storage, key: str, record: CheckpointRecord) -> bool:
 def _staging_dir(staging: str | os.PathLike | None) -> Path:
     if staging is not None:
         return Path(staging).expanduser()
-    from platformdirs import user_cache_dir
+    from anemoi_ckpt_nb import settings
 
-    return Path(user_cache_dir("anemoi-ckpt")) / "staging"
+    return settings.staging_dir()
 
 
 def _copy_from(

@@ -5,8 +5,6 @@ Imported only by :mod:`.s3`, so botocore is already loaded when this runs.
 
 from __future__ import annotations
 
-import os
-
 import botocore.exceptions as bx
 
 from anemoi_ckpt_nb.errors import (
@@ -41,7 +39,9 @@ _MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
 
 def offline() -> bool:
     """True when ``ANEMOI_CKPT_OFFLINE`` asks us not to use the network."""
-    return os.environ.get("ANEMOI_CKPT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    from anemoi_ckpt_nb import settings
+
+    return settings.is_offline()
 
 
 def refuse_offline(url: str, key: str | None) -> None:
