@@ -311,11 +311,11 @@ class Catalogue(Registering):
             CatalogueError: no rule given and none in the catalogue's policy.
         """
         from anemoi_ckpt_nb.catalogue.clean import clean
-        from anemoi_ckpt_nb.sites.drop import forget
+        from anemoi_ckpt_nb.sites.drop import forget, planned
 
         if policy is None and (keep_last is not None or older_than_days is not None):
             policy = RetentionPolicy(keep_last=keep_last, older_than_days=older_than_days)
-        return clean(self._store, policy, dry_run=dry_run, forget_copies=forget)
+        return clean(self._store, policy, dry_run=dry_run, forget_copies=forget, planned_copies=planned)
 
     def rebuild_index(self) -> int:
         """Recreate the index from the records; returns the number of entries."""

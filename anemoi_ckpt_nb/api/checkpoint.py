@@ -6,6 +6,7 @@ the package that owns the decision (``catalogue``, ``sites``, ``runs``, ``conver
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -253,10 +254,12 @@ class Checkpoint:
 
     def _local_copy(self, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
         """``(path, verified)``: verified is True when the bytes were checked against the sha256."""
-        record = self.record
-        original = Path(record.source.path)
+        from anemoi_ckpt_nb.storage.hashing import sha256_of
+        record, original = self.record, Path(self.record.source.path)
         if record.source.host == socket.gethostname() and original.is_file() and original.stat().st_size == record.size:
-            return original, False
+            with contextlib.suppress(OSError):  # same-size rewrites (last.ckpt): only while it hashes to the record
+                if sha256_of(original) == record.sha256:
+                    return original, False
         # The same cache as prefetch, fork and resume (one folder, one layout, verify-cache works on it).
         return Path(self.prefetch(cache=cache_dir).path), True
 
@@ -288,6 +291,7 @@ class Checkpoint:
             ConvertError: the conversion failed; nothing was written.
         """
         from anemoi_ckpt_nb.conversion.convert import convert
+        from anemoi_ckpt_nb.errors import ConvertError
 
         dest = Path(dest_dir)
         if not dest.suffix:
@@ -298,6 +302,11 @@ class Checkpoint:
             source, dest, format=format, overwrite=overwrite, source_sha256=self.sha256 if verified else None,
             progress=progress,
         )
+        if result.source_sha256 != self.sha256:  # rewritten between our check and the converter's read
+            for path in filter(None, (result.destination, result.sidecar)):
+                Path(path).unlink(missing_ok=True)
+            raise ConvertError(source, result.destination, f"the source changed while it was converted: it no longer "
+                               f"holds checkpoint {self.uuid}; nothing kept", hint="convert again")
         if not register:
             return result
         # The converter hashed the output as it wrote it: registering it does not read it again.

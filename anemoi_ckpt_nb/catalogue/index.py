@@ -61,6 +61,7 @@ import gc
 import gzip
 import logging
 import time
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -87,12 +88,34 @@ COMPACT_EVERY = 64
 
 #: Snapshot layout version this module reads and writes.
 SNAPSHOT_VERSION = 1
+#: Largest inflated snapshot read (about 800,000 entries): a few MB of gzip can inflate to
+#: gigabytes, and anyone who can write to the catalogue can write the snapshot.
+MAX_SNAPSHOT_BYTES = 512 * 1024 * 1024
 
 
 _READ_ATTEMPTS = 8
 
 
 _FETCH_THREADS = 8
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """Gunzip ``data``, refusing to inflate past ``limit`` bytes.
+
+    Raises:
+        SchemaError: the document inflates past ``limit``.
+        zlib.error, EOFError: it is not whole gzip.
+    """
+    inflater = zlib.decompressobj(wbits=31)  # gzip header and trailer
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise SchemaError(
+            f"{layout.SNAPSHOT}: inflates to more than {limit:,} bytes, refused",
+            hint="rebuild the index from the records with `anemoi-ckpt reindex`",
+        )
+    if not inflater.eof:
+        raise EOFError("the gzip stream is truncated")
+    return out
 
 
 class Index:
@@ -188,7 +211,14 @@ class Index:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            document = pydantic_core.from_json(gzip.decompress(data), cache_strings="keys")
+            document = pydantic_core.from_json(inflate(data, MAX_SNAPSHOT_BYTES), cache_strings="keys")
+        except (zlib.error, EOFError, ValueError) as error:
+            if isinstance(error, SchemaError):
+                raise
+            raise SchemaError(
+                f"{layout.SNAPSHOT}: damaged ({type(error).__name__}: {error})",
+                hint="rebuild the index from the records with `anemoi-ckpt reindex`",
+            ) from None
         finally:
             if enabled:
                 gc.enable()

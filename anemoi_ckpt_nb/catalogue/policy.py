@@ -38,6 +38,8 @@ class Decision:
     reason: str
     size: int = 0
     label: str = ""
+    #: Every object ``clean`` deletes (or would delete) for it: catalogue keys, then site copies.
+    files: tuple[str, ...] = ()
 
 
 @dataclass

@@ -153,6 +153,13 @@ def inspect_file(
                 hint=f"inspect it with `anemoi-ckpt inspect {path}`; only files written by anemoi-training "
                 "or converted by anemoi-ckpt carry one",
             )
+        found_uuid = str(ck.uuid or metadata["uuid"])
+        if not layout.is_uuid(found_uuid):
+            # The uuid names the record's key: a path or a word would place it anywhere.
+            raise CatalogueError(
+                f"{path}: its metadata uuid {found_uuid!r} is not a uuid, so it cannot be registered",
+                hint="only files written by anemoi-training or converted by anemoi-ckpt carry a real uuid",
+            )
         kind, fmt = _KINDS.get(ck.kind, ("inference", "anemoi"))
         conversion = metadata.get("conversion")
         if isinstance(conversion, dict) and conversion.get("format") in ("anemoi", "safetensors"):
@@ -165,7 +172,7 @@ def inspect_file(
             kind=kind,
             format=fmt,
             metadata=metadata,
-            metadata_uuid=str(ck.uuid or metadata["uuid"]),
+            metadata_uuid=found_uuid,
             parent_uuid=ck.parent_uuid or metadata.get("parent_uuid") or None,
             run_id=ck.run_id or metadata.get("run_id"),
             fork_run_id=_fork_run_id(metadata),
@@ -179,7 +186,8 @@ def inspect_file(
                 parameter_count=ck.parameter_count,
             ),
             converted_from=_converted_from(metadata, path),
-            other_uuids=[u for u in ck.uuids if u != (ck.uuid or metadata["uuid"])],
+            # Only real uuids become aliases: each names a key (aliases/<uuid>.json).
+            other_uuids=[u for u in ck.uuids if u != (ck.uuid or metadata["uuid"]) and layout.is_uuid(u)],
         )
     if sha256:
         facts.sha256 = sha256

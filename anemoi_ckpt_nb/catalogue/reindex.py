@@ -7,6 +7,7 @@ it in by compare-and-swap, and :func:`check` says what a stale index misses or k
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from anemoi_ckpt_nb.errors import (
 )
 from anemoi_ckpt_nb.storage.base import Storage
 
+LOG = logging.getLogger(__name__)
+
 
 def _record_events(storage: Storage, key: str, tag_keys: set[str], location_keys: set[str]) -> list[Event]:
     """The events that index one record: its put (with its tags) and its locations, read from the truth."""
@@ -39,9 +42,15 @@ def _record_events(storage: Storage, key: str, tag_keys: set[str], location_keys
     from anemoi_ckpt_nb.catalogue.documents import read_document
 
     try:
-        record = read_document(CheckpointRecord, "record", storage.get(key)[0], key)
+        record = layout.check_record(
+            read_document(CheckpointRecord, "record", storage.get(key)[0], key), layout.uuid_of_key(key), key
+        )
     except ObjectNotFoundError:
         return []  # cleaned since the listing
+    except SchemaError as error:
+        # A record edited by hand is not indexed: the index must not carry keys it refused.
+        LOG.warning("index rebuild: skipped %s", error)
+        return []
     tags = None
     if (tags_key := layout.tags_key(record.uuid)) in tag_keys:
         try:

@@ -114,12 +114,20 @@ class CatalogueStore:
     # --- documents -----------------------------------------------------------------
 
     def read_record(self, uuid: str) -> CheckpointRecord | None:
-        """The record of ``uuid``, or None if it is not registered."""
+        """The record of ``uuid``, or None if it is not registered.
+
+        Raises:
+            SchemaError: the stored record is damaged or does not follow the layout
+                (:func:`.layout.check_record`: it is untrusted input).
+        """
+        if not layout.is_uuid(uuid):
+            return None  # nothing can be registered under it; never a key built from a path
         try:
             data, _ = self.storage.get(layout.record_key(uuid))
         except ObjectNotFoundError:
             return None
-        return read_document(CheckpointRecord, "record", data, f"{self.url}/{layout.record_key(uuid)}")
+        where = f"{self.url}/{layout.record_key(uuid)}"
+        return layout.check_record(read_document(CheckpointRecord, "record", data, where), uuid, where)
 
     def find_record(self, uuid: str) -> CheckpointRecord | None:
         """The record filed under ``uuid`` or, failing that, under the uuid ``uuid`` is an alias of.
@@ -135,6 +143,8 @@ class CatalogueStore:
 
     def read_alias(self, uuid: str) -> str | None:
         """The uuid of the record that ``uuid`` is another uuid of, or None."""
+        if not layout.is_uuid(uuid):
+            return None
         try:
             data, _ = self.storage.get(layout.alias_key(uuid))
         except ObjectNotFoundError:

@@ -84,10 +84,12 @@ def _run(argv: list[str] | None) -> int:
         parser.print_help()
         return 0
     from anemoi_ckpt_nb.cli._errors import report
+    from anemoi_ckpt_nb.cli._terminal import escaped_output
 
     module = importlib.import_module(f"anemoi_ckpt_nb.cli.{COMMANDS[args.command]}")
     try:
-        return int(module.run(args) or 0)
+        with escaped_output():  # names and messages come from other people's files and catalogues
+            return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("anemoi-ckpt: interrupted", file=sys.stderr)
         return 130

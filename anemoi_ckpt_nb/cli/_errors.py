@@ -21,5 +21,8 @@ def report(error: BaseException) -> int:
     """Print ``error`` as one line; with ANEMOI_CKPT_DEBUG=1 re-raise for the traceback."""
     if os.environ.get("ANEMOI_CKPT_DEBUG"):
         raise error
-    print(f"anemoi-ckpt: error: {describe(error)}", file=sys.stderr)
+    from anemoi_ckpt_nb.cli._terminal import printable
+
+    # Fully escaped, carriage returns too: the message quotes names from files and catalogues.
+    print(f"anemoi-ckpt: error: {printable(describe(error), keep='')}", file=sys.stderr)
     return EXIT_ERROR if isinstance(error, (CkptError, OSError)) else EXIT_BUG

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     verb = "deleted" if plan.applied else "would delete"
     for decision in plan.delete:
         print(f"{verb}: {decision.label}  ({decision.reason})")
+        for where in decision.files:
+            print(f"    {where}")
     for decision in plan.keep:
         print(f"kept: {decision.label}  ({decision.reason})")
     summary = f"{len(plan.delete)} checkpoint(s), {format_size(plan.freed_bytes)} {verb}"

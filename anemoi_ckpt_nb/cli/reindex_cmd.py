@@ -25,8 +25,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anemoi_ckpt_nb.errors import SchemaError
+
     catalogue = open_catalogue(args)
-    report = catalogue.check_index()
+    try:
+        report = catalogue.check_index()
+    except SchemaError as error:  # an unreadable index is what a rebuild replaces
+        if args.check:
+            raise
+        print(f"the current index is unreadable ({error.message}); rebuilding it")
+        report = None
+    if report is None:
+        entries = catalogue.rebuild_index()
+        print(f"index rebuilt from the records of {catalogue.url}: {entries} checkpoints")
+        return 0
     for uuid in report.missing:
         print(f"not in the index: {short(uuid)}  ({uuid})")
     for uuid in report.stale:

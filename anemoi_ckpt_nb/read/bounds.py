@@ -316,3 +316,52 @@ def _is_heavy(obj: Any) -> bool:
         return True
     module = type(obj).__module__
     return module.startswith("torch") or module.startswith("numpy")
+
+
+#: Most nodes plain data may hold once written out as a tree (JSON): real metadata has about
+#: 10**4. The pickle memo lets a few kB share one list 2**40 ways (docs/threat-model.md).
+MAX_TREE_NODES = 2_000_000
+#: Most nodes of a dict key that must be spelled out (``repr``) to become a plain key.
+MAX_KEY_NODES = 10_000
+
+
+class SharedExpansionError(ValueError):
+    """Plain data that is cyclic, or that shares its parts so much that writing it out explodes."""
+
+
+def tree_size(obj: Any, *, limit: int = MAX_TREE_NODES) -> int:
+    """Nodes of ``obj`` (dicts, lists, tuples, their items and keys) written out as a tree.
+
+    Counted over the shared graph, each object once, so it costs what the graph holds, not
+    what it expands to.
+
+    Raises:
+        SharedExpansionError: ``obj`` is cyclic, or expands to more than ``limit`` nodes.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(obj, False)]
+
+    def children(node: Any) -> list:
+        return [*node.keys(), *node.values()] if isinstance(node, dict) else list(node)
+
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        key = id(node)
+        if done:
+            active.discard(key)
+            size = 1 + sum(sizes.get(id(c), 1) for c in children(node))
+            if size > limit:
+                raise SharedExpansionError(f"it shares its parts so much that it expands to more than {limit:,} nodes")
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in active:
+            raise SharedExpansionError("it contains itself (a circular reference)")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node))
+    return sizes.get(id(obj), 1)

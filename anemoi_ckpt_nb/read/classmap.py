@@ -27,6 +27,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from anemoi_ckpt_nb.read.bounds import MAX_KEY_NODES, tree_size
 from anemoi_ckpt_nb.read.placeholders import (
     Placeholder,
     is_placeholder,
@@ -148,9 +149,11 @@ class _Plain:
         if isinstance(obj, (set, frozenset)):
             values = [self.convert(v) for v in obj]
             try:
-                return sorted(values)
+                values = sorted(values)
             except TypeError:
-                return values
+                pass
+            self.memo[key] = values  # sets cannot hold themselves; shared ones convert once
+            return values
         if is_placeholder(obj):
             return self._placeholder(obj)
         return self._scalar(obj)
@@ -160,6 +163,7 @@ class _Plain:
         try:
             hash(converted)
         except TypeError:
+            tree_size(converted, limit=MAX_KEY_NODES)  # repr() spells out every shared part
             return repr(converted)
         return converted
 

@@ -102,6 +102,7 @@ def _open_torch(path: Path, size: int, max_pickle_bytes: int) -> CheckpointFile:
 
 
 def _build(loaded: Any, size: int) -> CheckpointFile:
+    from anemoi_ckpt_nb.read.bounds import SharedExpansionError, tree_size
     from anemoi_ckpt_nb.read.classmap import to_plain
     from anemoi_ckpt_nb.read.tensorviews import DescribedTensors, TorchTensors
 
@@ -149,8 +150,13 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
         try:
             plain = to_plain(metadata) if metadata is not None else None
             kept = to_plain(arrays, tensors="keep") if arrays is not None else None
+            # Every user of the metadata writes it out (JSON, validation): refuse here, once,
+            # what would expand without bound there.
+            tree_size(plain)
         except RecursionError:
             raise CorruptCheckpointError(path, "the pickled metadata is nested too deeply to read") from None
+        except SharedExpansionError as error:
+            raise CorruptCheckpointError(path, f"refused the pickled metadata: {error}") from None
         if isinstance(plain, dict):
             ck.metadata, ck.metadata_source = plain, source
         if arrays is not None:

@@ -183,6 +183,31 @@ class Globals:
         self.extra: dict[tuple[str, str], Any] = {("builtins", "getattr"): self._getattr}
         if describe:
             self.extra.update(globals_table())
+        #: Bytes handed to calls so far, and how many the file may have copied: the pickle memo
+        #: lets a tiny file pass one large object to ``bytearray`` or ``_load_from_bytes`` a
+        #: thousand times, so each use is counted (set by the loader from the pickle's size).
+        self.copied = 0
+        self.copy_budget = 512 * 1024 * 1024
+
+    def charge(self, args: tuple, what: str) -> None:
+        """Count the bytes a call receives; refuse once they pass :attr:`copy_budget`.
+
+        Raises:
+            CorruptCheckpointError: the file copies more than it holds.
+        """
+        from anemoi_ckpt_nb.errors import CorruptCheckpointError
+
+        size = sum(len(a) for a in args if isinstance(a, (bytes, bytearray, str)))
+        if not size:
+            return
+        self.copied += size
+        if self.copied > self.copy_budget:
+            raise CorruptCheckpointError(
+                self.source,
+                f"refused to load: the pickle passes {self.copied:,} bytes to {what} and other calls, more than the "
+                f"{self.copy_budget:,} it may copy (one shared object used again and again); nothing from the file was run",
+                hint="the file was not written by torch.save; do not use it unless you trust its origin",
+            )
 
     @property
     def opaque(self) -> list[tuple[str, str]]:

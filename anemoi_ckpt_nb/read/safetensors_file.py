@@ -93,6 +93,8 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
     if raw_metadata is not None:
         try:
             metadata = json.loads(raw_metadata)
+        except RecursionError:
+            raise CorruptCheckpointError(path, f"the '{SAFETENSORS_METADATA_KEY}' metadata is nested too deeply to read") from None
         except ValueError as error:
             raise CorruptCheckpointError(path, f"the '{SAFETENSORS_METADATA_KEY}' metadata is not JSON ({error})") from None
         if isinstance(metadata, dict):
@@ -102,6 +104,11 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
         node = ck.supporting_arrays
         for part in keys[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        if not isinstance(node, dict) or isinstance(node.get(keys[-1]), dict):
+            # "a" and "a/b": one name is an array and a folder of arrays at once.
+            raise CorruptCheckpointError(path, f"supporting array {name} clashes with another array's name")
         node[keys[-1]] = refs[name].numpy()
     _fill_identity(ck)
     return ck

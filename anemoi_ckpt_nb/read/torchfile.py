@@ -276,6 +276,7 @@ def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False) -> T
         if len(pickles) > 1:
             raise CorruptCheckpointError(path, f"the archive holds {len(pickles)} data.pkl entries")
         top = pickles[0].split("/", 1)[0]
+        check_names(names, top, source)
         data = _read_entry(zf, pickles[0], max_pickle_bytes, source)
         swap = False
         if f"{top}/byteorder" in names:
@@ -285,6 +286,7 @@ def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False) -> T
             swap = order.decode() != sys.byteorder
         storages = _Described(source, path, swap=swap, fd=zf.fp.fileno()) if describe else _Storages(source, path=path, swap=swap)
         globals_ = Globals(source, describe=describe)
+        globals_.copy_budget = copy_budget(len(data))
         globals_.extra[("torch.storage", "_load_from_bytes")] = _nested_needs_torch if describe else nested_loader(
             globals_, max_pickle_bytes
         )
@@ -306,6 +308,38 @@ def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False) -> T
         described=describe,
         max_pickle_bytes=max_pickle_bytes,
     )
+
+
+def check_names(names: list[str], top: str, source: str) -> None:
+    """Refuse an archive that torch would read differently from us.
+
+    torch's zip reader takes the archive's folder from its first entry and compares names
+    ignoring case, taking whichever of two equal names its search meets first; we read
+    ``<top>/data.pkl`` exactly. Names equal but for case (``DATA.PKL`` beside ``data.pkl``),
+    repeated names, or a first entry outside ``top`` would make one file mean two things.
+
+    Raises:
+        CorruptCheckpointError: any of these.
+    """
+    if names and names[0].split("/", 1)[0] != top:
+        raise CorruptCheckpointError(
+            source, f"its first entry {names[0]!r} is outside the folder {top!r} of data.pkl, where torch would look"
+        )
+    seen: dict[str, str] = {}
+    for name in names:
+        folded = name.casefold()
+        if folded in seen:
+            what = "twice" if seen[folded] == name else f"as {seen[folded]!r} and {name!r}, which differ only in case"
+            raise CorruptCheckpointError(
+                source, f"the archive names one entry {what}: torch and this reader could read different ones",
+                hint="the file was not written by torch.save; do not use it unless you trust its origin",
+            )
+        seen[folded] = name
+
+
+def copy_budget(pickle_bytes: int) -> int:
+    """Bytes a pickle of ``pickle_bytes`` may hand to calls: what it holds, twice, plus 16 MiB."""
+    return 2 * pickle_bytes + 16 * 1024 * 1024
 
 
 def _read_entry(zf: zipfile.ZipFile, name: str, limit: int, source: str) -> bytes:
@@ -398,6 +432,7 @@ def _validate_sparse(path: Path | str) -> None:
 def _load_pickle_file(path: Path, *, max_pickle_bytes: int) -> TorchFile:
     source = str(path)
     globals_ = Globals(source)
+    globals_.copy_budget = copy_budget(min(path.stat().st_size, max_pickle_bytes))
     globals_.extra[("torch.storage", "_load_from_bytes")] = nested_loader(globals_, max_pickle_bytes)
     with open(path, "rb") as f:
         first = restricted_load(_Bounded(f, max_pickle_bytes, source), globals_)

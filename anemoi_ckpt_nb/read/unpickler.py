@@ -60,6 +60,9 @@ from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, is_tensor_ref
 
 #: The largest pickle read into memory; anemoi's are a few MB, a model pickle tens of MB.
 DEFAULT_MAX_PICKLE_BYTES = 512 * 1024 * 1024
+#: Most members (counted through nested tuples, each use counted) a tuple may have: the cost
+#: of hashing it, e.g. as a dict key. Real checkpoints' tuples have a handful.
+MAX_TUPLE_NODES = 1_000_000
 
 
 @lru_cache(maxsize=2)
@@ -110,6 +113,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         super().__init__(file, encoding=encoding)
         self._globals = globals_
         self._persistent = persistent_load
+        #: id -> (tree size, the tuple) of tuples holding tuples (see ``_sized_tuple``).
+        self._tuple_sizes: dict[int, tuple[int, Any]] = {}
 
     # -- globals and persistent ids
     def find_class(self, module: str, name: str) -> Any:
@@ -133,6 +138,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         if _is_allowed_callable(func) or any(func is extra for extra in self._globals.extra.values()):
             _check_plain_args(func, args)
             _check_no_allocation(func, args, kwargs)
+            self._globals.charge(args, getattr(func, "__name__", "a function"))
             return func(*args, **(kwargs or {}))
         error = _unsafe_callable(func)
         raise self._globals.refuse(error.module, error.name)
@@ -169,6 +175,28 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
 
     def _instantiate(self, klass: Any, args: list) -> None:  # INST and OBJ (protocols 0 and 1)
         self.append(self._call(klass, tuple(args)))
+
+    # -- tuples: hashing one visits every member of every nested tuple, however shared
+    def _sized_tuple(self) -> None:
+        made = self.stack[-1]
+        size = 1 + sum(self._tuple_sizes.get(id(item), (1, None))[0] for item in made)
+        if size > MAX_TUPLE_NODES:
+            raise RefusedPickle(
+                f"a tuple that shares its members so much that hashing it visits more than {MAX_TUPLE_NODES:,} of them"
+            )
+        if size > 1 + len(made):  # holds tuples: remember it (and keep it alive, so its id stays its own)
+            self._tuple_sizes[id(made)] = (size, made)
+
+    def _tuple_handler(stock: Callable[[Any], None]) -> Callable[[Any], None]:  # noqa: N805 (class-body helper)
+        def load(self: RestrictedUnpickler) -> None:
+            stock(self)
+            self._sized_tuple()
+
+        return load
+
+    for _opcode in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
+        dispatch[_opcode[0]] = _tuple_handler(pickle._Unpickler.dispatch[_opcode[0]])
+    del _opcode
 
     def load_bytearray8(self) -> None:
         # The stock handler allocates and zeroes the length the file claims before reading a byte of it.

@@ -99,10 +99,15 @@ def prefetch_command(uuid: str, cache: str | Path, catalogue: str | None = None)
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a small file whole or not at all (a temporary beside it, then a rename)."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A fresh name created exclusively: a predictable one could be a planted symlink.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
     try:
-        temporary.write_bytes(data)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)  # e.g. a full disk: leave no stray temporary behind
@@ -242,6 +247,8 @@ def prefetch(
         fetched_at=dt.datetime.now(dt.timezone.utc),
         fetched_by=str(whoami()),
     )
+    if dest.is_symlink():
+        dest.unlink()  # never follow a link out of the cache: the file is fetched again in its place
     if dest.exists():
         if is_whole(dest, sha256=record.sha256, size=record.size, progress=progress):
             existing = read_entry(cache, record.uuid)

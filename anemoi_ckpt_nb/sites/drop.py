@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from anemoi_ckpt_nb.errors import CkptError, LastCopyError, SiteError
 from anemoi_ckpt_nb.sites import locations as _loc
 from anemoi_ckpt_nb.sites.fetch import describe_error, open_location, order
-from anemoi_ckpt_nb.sites.transfer import holds
+from anemoi_ckpt_nb.sites.transfer import holds, location_url
 from anemoi_ckpt_nb.storage import copy as _copy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,7 +102,7 @@ def drop_location(
     if check:
         for other in order(store, others):
             try:
-                storage, key = open_location(store, other)
+                storage, key = open_location(store, other, record)
                 if holds(storage, key, record):
                     confirmed = other.site
                     break
@@ -143,11 +143,20 @@ def _shared_blob(store: CatalogueStore, record: CheckpointRecord, key: str) -> b
 
 
 def _delete_bytes(store: CatalogueStore, record: CheckpointRecord, location: _loc.Location) -> str | None:
-    """Delete a dropped copy's bytes; returns a note when they could not be deleted."""
+    """Delete a dropped copy's bytes; returns a note when they could not be deleted.
+
+    Only the key the layout derives for this checkpoint is ever deleted: a location edited
+    to name another key is left alone (docs/threat-model.md).
+    """
+    try:
+        _loc.check_location(record, location)
+    except SiteError as error:
+        LOG.warning("%s", error)
+        return error.message
     if location.kind == "catalogue-blob" and _shared_blob(store, record, location.key):
         return None
     try:
-        storage, key = open_location(store, location)
+        storage, key = open_location(store, location, record)
         storage.delete(key)
         _remove_empty_folder(storage, key)
     except (CkptError, OSError) as error:
@@ -161,6 +170,27 @@ def _remove_empty_folder(storage: Storage, key: str) -> None:
     if root is not None and "/" in key:
         with contextlib.suppress(OSError):
             (Path(root) / key).parent.rmdir()
+
+
+def planned(store: CatalogueStore, record: CheckpointRecord) -> list[str]:
+    """Where :func:`forget` would delete copies of ``record``: the URL of each site copy it may delete."""
+    try:
+        state, etag = _loc.read_state(store, record)
+    except CkptError:
+        return []
+    if etag is None:
+        return []
+    where = []
+    for location in state.locations:
+        if location.kind == "catalogue-blob":
+            continue
+        try:
+            # The URL of the derived key at the site as described now, not the document's own text.
+            storage, key = open_location(store, location, record)
+            where.append(location_url(storage, key))
+        except CkptError as error:
+            where.append(f"nothing at site {location.site}: {describe_error(error)}")
+    return where
 
 
 def forget(store: CatalogueStore, record: CheckpointRecord) -> list[str]:

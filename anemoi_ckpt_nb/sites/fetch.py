@@ -64,12 +64,17 @@ class FetchResult:
         return text
 
 
-def open_location(store: CatalogueStore, location: _loc.Location) -> tuple[Storage, str]:
+def open_location(
+    store: CatalogueStore, location: _loc.Location, record: CheckpointRecord | None = None
+) -> tuple[Storage, str]:
     """The storage and key of a copy (no request is made).
 
     Raises:
         UnknownSiteError: the copy's site is no longer described in ``catalogue.json``.
+        SiteError: the location's key is not the one the layout derives (:func:`.locations.check_location`).
     """
+    if record is not None:
+        _loc.check_location(record, location)
     if location.kind == "catalogue-blob":
         return store.storage, location.key
     return open_site_storage(get_site(store, location.site), store), location.key
@@ -174,7 +179,7 @@ def fetch(
     attempts: list[tuple[str, str]] = []
     for location in order(store, _loc.list_locations(store, record), site=site):
         try:
-            storage, key = open_location(store, location)
+            storage, key = open_location(store, location, record)
             path = storage.download_file(key, dest, sha256=record.sha256, progress=progress)
         except (CkptError, OSError) as error:
             attempts.append((location.site, describe_error(error)))

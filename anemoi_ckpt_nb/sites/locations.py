@@ -114,6 +114,43 @@ def read_state(store: CatalogueStore, record: CheckpointRecord) -> tuple[Locatio
     return state, etag
 
 
+def replica_key(record: CheckpointRecord) -> str:
+    """Where a site keeps a checkpoint: ``<uuid>/<file name>`` under its prefix."""
+    from pathlib import PurePosixPath
+
+    name = PurePosixPath(record.filename).name or "checkpoint"
+    if name.startswith("."):  # dotted names are reserved by the folder backend
+        name = "_" + name[1:]
+    return f"{record.uuid}/{name}"
+
+
+def layout_key(record: CheckpointRecord, location: Location) -> str:
+    """The only key a copy of ``record`` may have: its blob key, or :func:`replica_key` at a site.
+
+    A locations document is untrusted input (anyone who can write to the catalogue can edit
+    it): the key it states is used only when it equals the key derived here.
+    """
+    from anemoi_ckpt_nb.catalogue.layout import blob_key
+
+    return blob_key(record.sha256) if location.kind == "catalogue-blob" else replica_key(record)
+
+
+def check_location(record: CheckpointRecord, location: Location) -> Location:
+    """Return ``location`` if its key is the one the layout derives, else raise.
+
+    Raises:
+        SiteError: the key names anything else; the copy is neither read nor deleted.
+    """
+    expected = layout_key(record, location)
+    if location.key != expected:
+        raise SiteError(
+            f"the copy of {record.uuid} at site {location.site} is recorded under key {location.key!r}, "
+            f"not {expected!r} where the layout keeps it: left alone",
+            hint=f"someone edited locations/{record.uuid}.json by hand; fix or remove that location",
+        )
+    return location
+
+
 def list_locations(store: CatalogueStore, record: CheckpointRecord) -> list[Location]:
     """Every recorded copy of a checkpoint, in the order they were added."""
     return read_state(store, record)[0].locations

@@ -89,10 +89,7 @@ class VerifyResult:
 
 def replica_key(record: CheckpointRecord) -> str:
     """Where a site keeps a checkpoint: ``<uuid>/<file name>`` under its prefix."""
-    name = Path(record.filename).name or "checkpoint"
-    if name.startswith("."):  # dotted names are reserved by the folder backend
-        name = "_" + name[1:]
-    return f"{record.uuid}/{name}"
+    return _loc.replica_key(record)
 
 
 def location_url(storage: Storage, key: str) -> str:
@@ -239,7 +236,7 @@ def replicate(
         sources.sort(key=lambda loc: not _same_endpoint(store, loc, dest))
         for location in sources:
             try:
-                storage, source_key = open_location(store, location)
+                storage, source_key = open_location(store, location, record)
                 method = _copy_from(
                     storage, source_key, dest, key, record,
                     staging=_staging_dir(staging), progress=progress, max_single_copy=max_single_copy,
@@ -328,7 +325,7 @@ def verify(
         if sites is not None and location.site not in sites:
             continue
         try:
-            storage, key = open_location(store, location)
+            storage, key = open_location(store, location, record)
         except SiteError as error:
             results.append(VerifyResult(location, "unknown-site", error.message))
             continue

@@ -7,9 +7,11 @@ that hash to the expected sha256 are renamed to ``dest``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -78,7 +80,19 @@ def _open_part(part: Path) -> BinaryIO:
     names that file: the other download may have renamed it into place.
     """
     while True:
-        f = open(part, "ab")
+        try:
+            # Never through a symlink: one planted at <dest>.part would make us append the
+            # checkpoint to whatever file it points at (docs/threat-model.md).
+            fd = os.open(part, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            part.unlink()  # removes the link itself, never its target
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(part))
+        f = os.fdopen(fd, "ab")
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             if os.stat(part).st_ino == os.fstat(f.fileno()).st_ino:
@@ -95,9 +109,10 @@ def _hash_prefix(f: BinaryIO, part: Path, size: int) -> tuple[hashlib._Hash, int
     if have > size:
         f.truncate(0)
         return digest, 0
-    with open(part, "rb") as existing:
-        while chunk := existing.read(CHUNK):
-            digest.update(chunk)
+    offset = 0
+    while chunk := os.pread(f.fileno(), CHUNK, offset):  # the file we hold, not whatever the name means now
+        digest.update(chunk)
+        offset += len(chunk)
     return digest, have
 
 

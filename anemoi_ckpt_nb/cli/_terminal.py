@@ -1,0 +1,64 @@
+"""What the command prints never carries control characters from files or catalogues.
+
+A run id, file name, tag or error message comes from other people's checkpoints and
+catalogues; printed raw, an escape sequence in it can retitle the window, clear the screen,
+rewrite earlier lines or hide text (docs/threat-model.md). :func:`escaped_output` wraps
+standard output and error for the duration of a command, so every printer of the CLI goes
+through :func:`printable` without having to remember it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+# C0 controls (tab and newline are kept by the caller's choice), DEL, C1 controls (0x9b is an
+# 8-bit CSI), and the Unicode bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, keep: str = "\n\t") -> str:
+    """``text`` with every control character except those in ``keep`` shown as ``\\xNN``."""
+    if keep:
+        return "".join(part if part in keep else _CONTROL.sub(_escape, part) for part in re.split(f"([{re.escape(keep)}])", text))
+    return _CONTROL.sub(_escape, text)
+
+
+class EscapingWriter:
+    """A text stream that passes everything written through :func:`printable`."""
+
+    def __init__(self, stream: TextIO, *, keep: str) -> None:
+        self._stream = stream
+        self._keep = keep
+
+    def write(self, text: str) -> int:
+        self._stream.write(printable(text, keep=self._keep))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, buffer...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def escaped_output() -> Iterator[None]:
+    """Escape control characters on stdout (keeping newlines and tabs) and stderr (also keeping
+    carriage returns, which progress bars redraw with) until the block ends."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = EscapingWriter(stdout, keep="\n\t")  # type: ignore[assignment]
+    sys.stderr = EscapingWriter(stderr, keep="\n\t\r")  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
