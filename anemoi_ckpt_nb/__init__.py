@@ -18,6 +18,7 @@ _LAZY = {
     "Checkpoint": ("anemoi_ckpt_nb.api", "Checkpoint"),
     "convert": ("anemoi_ckpt_nb.conversion.convert", "convert"),
     "convert_many": ("anemoi_ckpt_nb.api.batch", "convert_many"),
+    "load_model": ("anemoi_ckpt_nb.conversion.loader", "load_model"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -116,6 +116,27 @@ class ConvertError(CkptError):
         self.destination = str(destination)
 
 
+class ModelLoadError(CkptError):
+    """The model of a checkpoint cannot be built. Carries ``path`` and ``reason``."""
+
+    def __init__(self, path: object, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {reason}", hint=hint)
+        self.path = str(path)
+        self.reason = reason
+
+
+class ModelPackageMissingError(ModelLoadError, ImportError):
+    """Building the model needs a package that is not installed (anemoi-models, torch-geometric).
+
+    Carries ``package`` and ``version`` (the one the checkpoint was written with, if known).
+    """
+
+    def __init__(self, path: object, reason: str, *, package: str, version: str | None = None, hint: str | None = None) -> None:
+        super().__init__(path, reason, hint=hint)
+        self.package = package
+        self.version = version
+
+
 # --- storage ------------------------------------------------------------------
 
 

@@ -311,6 +311,7 @@ def _config(run_id: str, fork_run_id: str | None, seed: int) -> dict[str, Any]:
             "fork_run_id": fork_run_id,
             "lr": {"rate": 6.25e-5},
             "max_epochs": 10,
+            "multistep_input": 2,
             "rollout": {"start": 1, "epoch_increment": 0, "max": 1},
             "seed": seed,
         },

@@ -263,6 +263,12 @@ class Checkpoint:
         # The same cache as prefetch, fork and resume (one folder, one layout, verify-cache works on it).
         return Path(self.prefetch(cache=cache_dir).path), True
 
+    def load_model(self, *, device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Any:
+        """The model of this checkpoint, built by anemoi-models (:func:`~anemoi_ckpt_nb.conversion.loader.load_model`)."""
+        from anemoi_ckpt_nb.conversion.loader import load_model
+
+        return load_model(self.local_path(cache_dir=cache_dir), device=device)
+
     def convert(
         self,
         dest_dir: str | os.PathLike,

@@ -98,6 +98,9 @@ def _convert_open(
         raise ConvertError(source, target, "conversion runs only on little-endian machines")
     planned, dropped = _plan(checkpoint, source, target)
     arrays = checkpoint.supporting_arrays or {}
+    from anemoi_ckpt_nb.conversion import inputs as model_inputs
+
+    inputs = model_inputs.of_source(checkpoint, source, target)
 
     from anemoi_ckpt_nb.conversion.files import (
         SourceFile,
@@ -139,9 +142,9 @@ def _convert_open(
             write = _write_anemoi if format == "anemoi" else _write_safetensors
             # Exclusive create: the name holds a fresh uuid, so an existing file is not ours.
             with open(tmp, "xb") as file:
-                sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests)
+                sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests, inputs)
                 _check_source_unchanged(checkpoint, source, planned, crcs)
-                _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata))
+                _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata, inputs))
             write_sidecar(tmp_sidecar, metadata)
             publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
         except BaseException:
@@ -246,7 +249,9 @@ def _write_anemoi(
     arrays: dict[str, Any],
     metadata_of: Callable[[], dict[str, Any]],
     digests: Any,
+    inputs: Any = None,
 ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
+    from anemoi_ckpt_nb.conversion.inputs import zip_entries
     from anemoi_ckpt_nb.conversion.writers import HashingFile, TorchZipWriter
     from anemoi_ckpt_nb.read import embedded
 
@@ -260,6 +265,8 @@ def _write_anemoi(
     metadata, extra = embedded.embedded_entries(top, metadata_of(), arrays)
     for entry, data in extra:
         writer.add_bytes(entry.removeprefix(top + "/"), data)
+    for entry, data in zip_entries(inputs):
+        writer.add_bytes(entry, data)
     writer.finish()
     # The supporting arrays are checked by zipfile's own CRCs when the verification reads them.
     return out.finish(), crcs, metadata, entries
@@ -272,7 +279,9 @@ def _write_safetensors(
     arrays: dict[str, Any],
     metadata_of: Callable[[], dict[str, Any]],
     digests: Any,
+    inputs: Any = None,
 ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
+    from anemoi_ckpt_nb.conversion.inputs import safetensors_entries, safetensors_header
     from anemoi_ckpt_nb.conversion.writers import (
         HashingFile,
         SafetensorsWriter,
@@ -288,9 +297,10 @@ def _write_safetensors(
     # The metadata is in the header, which comes first: the source hash must be known now.
     metadata = dict(metadata_of())
     metadata["supporting_arrays_paths"] = paths
-    ordered = safetensors_order(entries + array_entries)
+    ordered = safetensors_order(entries + array_entries + safetensors_entries(inputs, _array_chunks))
     try:
-        writer = SafetensorsWriter(ordered, {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata)})
+        header = {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata), **safetensors_header(inputs)}
+        writer = SafetensorsWriter(ordered, header)
     except ValueError as error:
         raise _Failure(str(error), hint="use --format anemoi for this dtype") from error
     out = HashingFile(file, digests)
@@ -330,7 +340,10 @@ def _verify_while_syncing(file: Any, verify: Callable[[], None]) -> None:
         raise failures[0]
 
 
-def _verify(path: Path, format: str, entries: list[Any], crcs: dict[str, int], metadata: dict[str, Any]) -> None:
+def _verify(
+    path: Path, format: str, entries: list[Any], crcs: dict[str, int], metadata: dict[str, Any], inputs: Any = None
+) -> None:
+    from anemoi_ckpt_nb.conversion.inputs import safetensors_header
     from anemoi_ckpt_nb.conversion.writers import (
         VerificationError,
         verify_safetensors,
@@ -340,8 +353,9 @@ def _verify(path: Path, format: str, entries: list[Any], crcs: dict[str, int], m
 
     try:
         if format == "anemoi":
-            verify_torch_zip(path, entries, crcs, metadata)
+            verify_torch_zip(path, entries, crcs, metadata, inputs=inputs)
         else:
-            verify_safetensors(path, entries, crcs, {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata)})
+            header = {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata), **safetensors_header(inputs)}
+            verify_safetensors(path, entries, crcs, header, inputs=inputs)
     except VerificationError as error:
         raise _Failure(f"verification failed: {error}", hint="the disk or memory may be faulty; try again") from error

@@ -548,7 +548,12 @@ class VerificationError(ValueError):
 
 
 def verify_torch_zip(
-    path: str | os.PathLike, entries: list[TensorEntry], crcs: dict[str, int], metadata: dict[str, Any]
+    path: str | os.PathLike,
+    entries: list[TensorEntry],
+    crcs: dict[str, int],
+    metadata: dict[str, Any],
+    *,
+    inputs: Any = None,
 ) -> None:
     """Reopen an archive written by :class:`TorchZipWriter` and check it against the source.
 
@@ -583,6 +588,7 @@ def verify_torch_zip(
             if checkpoint.metadata != _as_json(metadata):
                 raise VerificationError("the embedded metadata differs from what was written")
             _check_bytes(path, checkpoint, entries, crcs)
+            _check_inputs(checkpoint, inputs)
             described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
     except (VerificationError, OSError):
         raise
@@ -592,7 +598,12 @@ def verify_torch_zip(
 
 
 def verify_safetensors(
-    path: str | os.PathLike, entries: list[TensorEntry], crcs: dict[str, int], metadata: dict[str, str]
+    path: str | os.PathLike,
+    entries: list[TensorEntry],
+    crcs: dict[str, int],
+    metadata: dict[str, str],
+    *,
+    inputs: Any = None,
 ) -> None:
     """Reopen a file written by :class:`SafetensorsWriter` and check it against the source.
 
@@ -608,15 +619,24 @@ def verify_safetensors(
         OSError: the file cannot be read.
     """
     from anemoi_ckpt_nb.read.embedded import safetensors_array_keys
+    from anemoi_ckpt_nb.read.model_inputs import PREFIX as MODEL_PREFIX
     from anemoi_ckpt_nb.read.reader import open_checkpoint
 
     try:
         with open_checkpoint(path) as checkpoint:
             if checkpoint.safetensors_metadata != metadata:
                 raise VerificationError("the header metadata differs from what was written")
-            weights = [entry for entry in entries if safetensors_array_keys(entry.name) is None]
+            weights = [
+                entry
+                for entry in entries
+                if safetensors_array_keys(entry.name) is None and not entry.name.startswith(MODEL_PREFIX)
+            ]
             _check_bytes(path, checkpoint, weights, crcs)
+            _check_inputs(checkpoint, inputs)
             described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
+            for entry in entries:
+                if entry.name.startswith(MODEL_PREFIX):  # their values were compared by _check_inputs
+                    described[entry.name] = (entry.dtype, tuple(entry.shape))
             for entry in entries:
                 keys = safetensors_array_keys(entry.name)
                 if keys is None:
@@ -653,6 +673,20 @@ def _check_bytes(path: str | os.PathLike, checkpoint: Any, entries: list[TensorE
                 pool.give_back(chunk)
             if crc != crcs[entry.name]:
                 raise VerificationError(f"tensor {entry.name} reads back with other bytes than were written")
+
+
+def _check_inputs(checkpoint: Any, inputs: Any) -> None:
+    """The model inputs (graph, statistics) read back must be those written."""
+    import numpy as np
+
+    if inputs is None:
+        return
+    back = checkpoint.model_inputs()
+    if back is None or back.spec != inputs.spec or set(back.arrays) != set(inputs.arrays):
+        raise VerificationError("the graph and statistics read back differ from those written")
+    for name, array in inputs.arrays.items():
+        if not np.array_equal(back.arrays[name], array):
+            raise VerificationError(f"the model input {name} reads back with other values than were written")
 
 
 def _array_at(arrays: dict[str, Any], keys: list[str]) -> Any:

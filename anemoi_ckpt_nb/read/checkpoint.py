@@ -97,6 +97,7 @@ class CheckpointFile:
         self._make_tensor: Any = None  # safetensors: name -> tensor, made on demand
         self._span: Any = None  # name -> (offset, nbytes) | None, set by the opener
         self._crc: Any = None  # name -> the archive's CRC-32 of its bytes | None, set by the opener
+        self._model_inputs: Any = None  # () -> ModelInputs | None, set by the opener
         #: ``os.stat`` of the file when it was opened: a caller reading it again can tell it was replaced or rewritten.
         self.opened_stat: os.stat_result | None = None
         self._closers: list[Any] = []
@@ -268,6 +269,34 @@ class CheckpointFile:
         if name not in self.weights:
             close = [n for n in self.weights if name in n or n in name][:3]
             raise KeyError(f"{self.path}: no weight {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+
+    def model_inputs(self) -> Any:
+        """What anemoi-models builds the model from besides the weights: graph, statistics, indices.
+
+        Read from the ``anemoi-model`` entries of a converted file, from
+        ``hyper_parameters`` of a training checkpoint, or from the attributes of the model
+        pickled in anemoi-training's inference checkpoint (see
+        :mod:`anemoi_ckpt_nb.read.model_inputs`); read when first asked.
+
+        Returns:
+            A :class:`~anemoi_ckpt_nb.read.model_inputs.ModelInputs`, or ``None`` when the
+            file holds no graph (a plain state dict, or a file converted before graphs were kept).
+
+        Raises:
+            CorruptCheckpointError: they are there but damaged or in an unknown form.
+        """
+        from anemoi_ckpt_nb.errors import CorruptCheckpointError
+        from anemoi_ckpt_nb.read.model_inputs import ModelInputsError
+
+        if self._closed:
+            raise ValueError(f"{self.path}: the checkpoint is closed")
+        if callable(self._model_inputs):
+            try:
+                self._model_inputs = (self._model_inputs(),)
+            except ModelInputsError as error:
+                self._model_inputs = None
+                raise CorruptCheckpointError(self.path, f"its graph and statistics cannot be read: {error}") from None
+        return self._model_inputs[0] if self._model_inputs else None
 
     def iter_weights(self) -> Iterator[tuple[str, Any]]:
         """``(name, tensor)`` for every weight, in file order."""

@@ -162,6 +162,7 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
         if arrays is not None:
             ck.supporting_arrays = kept if isinstance(kept, dict) else {}
 
+    ck._model_inputs = _model_inputs_of(loaded, ck)
     pickled = extras.get("metadata")
     _fill_identity(ck, _as_mapping(pickled) if pickled is not None else None)
     if kind == "training":
@@ -269,6 +270,17 @@ def _walk_tensors(obj: Any, is_tensor: Any) -> Iterator[Any]:
             yield item
         else:
             stack.extend(iter_children(item))
+
+
+def _model_inputs_of(loaded: Any, ck: CheckpointFile) -> Any:
+    """How to read the model inputs when asked: from the archive's entries, else from the pickle."""
+    from anemoi_ckpt_nb.read import model_inputs
+
+    def read() -> Any:
+        stored = model_inputs.from_zip(loaded.zip) if loaded.zip is not None else None
+        return stored if stored is not None else model_inputs.from_pickle(ck)
+
+    return read
 
 
 def _read_embedded(loaded: Any) -> Any:

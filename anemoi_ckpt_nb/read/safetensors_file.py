@@ -48,6 +48,8 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
     """
     from anemoi_ckpt_nb.read.embedded import SAFETENSORS_METADATA_KEY, safetensors_array_keys
     from anemoi_ckpt_nb.read.tensorrefs import DTYPE, StorageRecord, TensorRef
+    from anemoi_ckpt_nb.read import model_inputs
+    from anemoi_ckpt_nb.read.model_inputs import PREFIX as MODEL_PREFIX
 
     handle = open(path, "rb")
     try:
@@ -82,6 +84,8 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
         if keys is not None:
             arrays[name] = keys
             continue
+        if name.startswith(MODEL_PREFIX):  # the graph and statistics the model is built from
+            continue
         ck.weights[name] = TensorInfo(name, shape, dtype_str, end - start)
         ck.weights_bytes += end - start
         ck.parameter_count += TensorInfo(name, shape, dtype_str, 0).numel
@@ -110,6 +114,15 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
             # "a" and "a/b": one name is an array and a folder of arrays at once.
             raise CorruptCheckpointError(path, f"supporting array {name} clashes with another array's name")
         node[keys[-1]] = refs[name].numpy()
+    spec = header_metadata.get(model_inputs.SAFETENSORS_SPEC_KEY)
+    if spec is not None:
+
+        def tensor(name: str) -> Any:
+            if name not in refs:
+                raise KeyError(name)
+            return refs[name].numpy()
+
+        ck._model_inputs = lambda: model_inputs.from_tensors(spec, tensor)
     _fill_identity(ck)
     return ck
 

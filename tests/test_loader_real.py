@@ -1,0 +1,92 @@
+"""load_model with the real anemoi packages, on the real fixtures: the same predict_step output, bit for bit.
+
+The anemoi packages pin torch<2.11 and do not go into the project's environment; they live
+in a second one (anemoi-models, anemoi-graphs, torch-geometric, anemoi-inference installed
+``--no-deps`` on the project's torch: ``.ci/anemoi-env.sh``), named by the environment
+variable ``ANEMOI_CKPT_REAL_ENV`` (its python). The files are converted here, by the
+project's environment, and built there by a small script (``real_env/predict_compare.py``)
+against anemoi-training's own pickled ``inference-*.ckpt``, loaded as anemoi-inference loads
+it. Without that environment these tests skip on a developer's machine and fail in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from anemoi_ckpt_nb.conversion.convert import convert
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "tests" / "data" / "real" / "current"
+SCRIPT = ROOT / "tests" / "real_env" / "predict_compare.py"
+ENV_VARIABLE = "ANEMOI_CKPT_REAL_ENV"
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {what}")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def real_python() -> str:
+    python = os.environ.get(ENV_VARIABLE)
+    if not python or not Path(python).exists():
+        _missing(f"set {ENV_VARIABLE} to the python of an environment with the real anemoi packages (.ci/anemoi-env.sh)")
+    return python
+
+
+def _run_folder(model: str, run: str = "run") -> Path:
+    folders = sorted((REAL / model / run).glob("*/")) if (REAL / model / run).is_dir() else []
+    if not folders:
+        _missing(f"the real fixtures of {model} ({REAL / model / run}) are not there")
+    return folders[0]
+
+
+def compare(python: str, *groups: tuple[Path, list[Path]]) -> dict:
+    """Run ``predict_compare.py`` on ``(reference, files)`` groups in the real environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args: list[str] = []
+    for reference, files in groups:
+        args += ["--"] if args else []
+        args += [str(reference), *map(str, files)]
+    done = subprocess.run([python, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
+def test_converted_files_build_the_model_anemoi_training_pickled(real_python, model, tmp_path):
+    folder = _run_folder(model)
+    source = folder / "last.ckpt"
+    files = [convert(source, tmp_path, format=fmt).destination for fmt in ("anemoi", "safetensors")]
+    files.append(source)  # the training checkpoint itself
+    report = compare(real_python, (folder / "inference-last.ckpt", files))
+    for path in files:
+        result = report["results"][str(path)]
+        assert "error" not in result, result
+        assert result["equal"], f"{path.name}: predict_step differs by up to {result['max_abs']}"
+        assert result["eval"]
+    assert report["versions"]["anemoi-models"] == "0.19.0"
+
+
+def test_every_epoch_of_a_resumed_run_matches_its_own_inference_file(real_python, tmp_path):
+    folder = _run_folder("gnn", "resume")
+    pairs = [(path, folder / f"inference-{path.name}") for path in sorted(folder.glob("anemoi-by_epoch-*.ckpt"))]
+    assert len(pairs) >= 2
+    groups = [(reference, [convert(source, tmp_path, format="safetensors").destination]) for source, reference in pairs]
+    report = compare(real_python, *groups)
+    for reference, (converted,) in groups:
+        result = report["results"][str(converted)]
+        assert result.get("equal"), (reference.name, result)
+
+
+def test_an_anemoi_training_inference_file_is_built_without_running_its_pickle(real_python):
+    # graphtransformer's pickle has no typing globals, so the safe reader reads it on any version of this project.
+    folder = _run_folder("graphtransformer")
+    report = compare(real_python, (folder / "inference-last.ckpt", [folder / "inference-last.ckpt"]))
+    assert report["results"][str(folder / "inference-last.ckpt")].get("equal")
