@@ -85,8 +85,8 @@ def test_every_epoch_of_a_resumed_run_matches_its_own_inference_file(real_python
         assert result.get("equal"), (reference.name, result)
 
 
-def test_an_anemoi_training_inference_file_is_built_without_running_its_pickle(real_python):
-    # graphtransformer's pickle has no typing globals, so the safe reader reads it on any version of this project.
-    folder = _run_folder("graphtransformer")
+@pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
+def test_an_anemoi_training_inference_file_is_built_without_running_its_pickle(real_python, model):
+    folder = _run_folder(model)
     report = compare(real_python, (folder / "inference-last.ckpt", [folder / "inference-last.ckpt"]))
     assert report["results"][str(folder / "inference-last.ckpt")].get("equal")
