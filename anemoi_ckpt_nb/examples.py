@@ -189,11 +189,14 @@ def _make_classes() -> dict[str, dict[str, type]]:
 def _throwaway_modules() -> Iterator[types.SimpleNamespace]:
     """Put the anemoi-like modules in ``sys.modules`` for as long as pickling takes.
 
-    Only modules that were not there before are added, and they are all
-    removed afterwards, so the files refer to classes the reader cannot import.
+    Modules that were not there are added and removed afterwards, so the files refer to
+    classes the reader cannot import. Where the real package is imported (anemoi-models or
+    torch-geometric installed with the ``[inference]`` extra), the module holding the classes is
+    shadowed for that time and put back: the real modules are never imported or changed here.
     """
     classes = _make_classes()
     added: list[str] = []
+    shadowed: dict[str, types.ModuleType] = {}
     namespace = types.SimpleNamespace()
     try:
         for module_name, members in classes.items():
@@ -201,11 +204,10 @@ def _throwaway_modules() -> Iterator[types.SimpleNamespace]:
             for depth in range(1, len(parts) + 1):
                 name = ".".join(parts[:depth])
                 if name in sys.modules:
+                    if name == module_name and name not in shadowed and name not in added:
+                        shadowed[name] = sys.modules[name]
+                        sys.modules[name] = types.ModuleType(name)
                     continue
-                if depth == 1:
-                    with contextlib.suppress(ImportError):
-                        __import__(name)  # a real namespace package, e.g. anemoi from anemoi-utils
-                        continue
                 sys.modules[name] = types.ModuleType(name)
                 added.append(name)
             module = sys.modules[module_name]
@@ -218,6 +220,7 @@ def _throwaway_modules() -> Iterator[types.SimpleNamespace]:
     finally:
         for name in reversed(added):
             sys.modules.pop(name, None)
+        sys.modules.update(shadowed)
 
 
 # --- content --------------------------------------------------------------------

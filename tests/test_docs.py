@@ -119,3 +119,14 @@ def test_every_environment_variable_the_package_reads_is_documented():
         used |= set(re.findall(r"ANEMOI_CKPT_[A-Z_]+[A-Z]", path.read_text()))
     documented = set(re.findall(r"ANEMOI_CKPT_[A-Z_]+[A-Z]", (DOCS / "environment.md").read_text()))
     assert used - documented == set(), "document these in docs/environment.md"
+
+
+def test_a_snippet_that_installs_packages_is_refused_before_it_runs(tmp_path):
+    """Run by the tests, `pip install 'anemoi-ckpt-nb[inference]'` replaced torch in the tests' own venv."""
+    page = tmp_path / "installs.md"
+    page.write_text("# t\n\n```bash\npip install 'anemoi-ckpt-nb[inference]'\n```\n\n```python\nimport subprocess\n"
+                    "subprocess.run(['python', '-m', 'pip', 'install', 'x'])\n```\n")
+    runner = PageRunner(tmp_path, dict(os.environ))
+    for snippet in snippets(page):
+        with pytest.raises(AssertionError, match="installs packages; mark it"):
+            runner.run(snippet)

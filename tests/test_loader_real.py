@@ -90,3 +90,24 @@ def test_an_anemoi_training_inference_file_is_built_without_running_its_pickle(r
     folder = _run_folder(model)
     report = compare(real_python, (folder / "inference-last.ckpt", [folder / "inference-last.ckpt"]))
     assert report["results"][str(folder / "inference-last.ckpt")].get("equal")
+
+
+EXAMPLES_BESIDE_REAL_PACKAGES = """
+import sys, torch_geometric.data.storage as storage, anemoi.models.interface as interface
+real = (storage.NodeStorage, interface.AnemoiModelInterface)
+from anemoi_ckpt_nb import examples
+from anemoi_ckpt_nb import open_checkpoint
+example = examples.write_training_checkpoint(sys.argv[1], weights_bytes=4096)
+assert (storage.NodeStorage, interface.AnemoiModelInterface) == real, "the real classes were replaced"
+assert sys.modules["torch_geometric.data.storage"] is storage and sys.modules["anemoi.models.interface"] is interface
+print(open_checkpoint(sys.argv[1]).uuid == example.uuid)
+"""
+
+
+def test_examples_write_beside_the_real_packages_and_leave_them_alone(real_python, tmp_path):
+    """With the [inference] extra installed, the example writer once broke torch-geometric's import."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever the environment installed
+    completed = subprocess.run([real_python, "-c", EXAMPLES_BESIDE_REAL_PACKAGES, str(tmp_path / "x.ckpt")],
+                               capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip() == "True"
