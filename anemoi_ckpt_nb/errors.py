@@ -20,14 +20,35 @@ class CkptError(Exception):
     Args:
         message: One sentence saying what went wrong, naming the object.
         hint: What to do about it, ideally a command; shown after the message.
+            It names the command-line way: the CLI and the ``%ckpt`` magics show it.
+
+    Attributes:
+        python_hint: The same advice in Python terms (``Catalogue(...)``,
+            ``overwrite=True``), for the few errors the Python API and the CLI
+            share where the two ways differ. ``str(error)`` (what a traceback
+            shows) prefers it; :func:`describe_error` (the CLI's line) never uses it.
     """
+
+    python_hint: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
 
+    def with_python_hint(self, python_hint: str | None) -> CkptError:
+        """Attach the Python way of the hint; returns the error, for ``raise error.with_python_hint(...)``."""
+        self.python_hint = python_hint
+        return self
+
     def __str__(self) -> str:
+        hint = self.python_hint or self.hint
+        if hint:
+            return f"{self.message} ({hint})"
+        return self.message
+
+    def cli_text(self) -> str:
+        """The message with the command-line hint: what a CLI user reads."""
         if self.hint:
             return f"{self.message} ({self.hint})"
         return self.message
@@ -41,7 +62,7 @@ class CkptError(Exception):
 def describe_error(error: BaseException) -> str:
     """One line for a user: our typed errors as they are, an OSError with its file, others with their type."""
     if isinstance(error, CkptError):
-        return str(error)
+        return error.cli_text()
     if isinstance(error, OSError) and error.filename:
         return f"{error.filename}: {error.strerror or error}"
     # Messages of other libraries (pydantic, botocore) may span lines; the contract is one line.

@@ -86,7 +86,7 @@ def read_document(model: type[M], kind: str, data: bytes, where: str, *, damaged
             document = migrate_document(document, kind).document
         return model.model_validate(document)
     except SchemaError as error:
-        raise SchemaError(f"{where}: {error.message}", hint=error.hint) from None
+        raise SchemaError(f"{where}: {error.message}", hint=error.hint).with_python_hint(error.python_hint) from None
     except ValidationError as error:
         raise SchemaError(f"{where}: does not match the {kind} schema: {error.errors()[0]['msg']}") from None
 

@@ -218,7 +218,7 @@ class Index:
             raise SchemaError(
                 f"{layout.SNAPSHOT}: damaged ({type(error).__name__}: {error})",
                 hint="rebuild the index from the records with `anemoi-ckpt reindex`",
-            ) from None
+            ).with_python_hint("rebuild the index from the records with Catalogue(url).rebuild_index()") from None
         finally:
             if enabled:
                 gc.enable()
@@ -226,8 +226,8 @@ class Index:
         if version != SNAPSHOT_VERSION:
             raise SchemaError(
                 f"{layout.SNAPSHOT}: index snapshot schema_version {version!r}, this release reads {SNAPSHOT_VERSION}",
-                hint="upgrade anemoi-ckpt-nb, or rebuild the index with `anemoi-ckpt reindex` (Catalogue(url).rebuild_index())",
-            )
+                hint="upgrade anemoi-ckpt-nb, or rebuild the index with `anemoi-ckpt reindex`",
+            ).with_python_hint("upgrade anemoi-ckpt-nb, or rebuild the index with Catalogue(url).rebuild_index()")
         index = cls()
         index.entries = {entry["uuid"]: entry for entry in document.get("entries", [])}
         index.pending = {event["uuid"]: event for event in document.get("pending_tags", [])}

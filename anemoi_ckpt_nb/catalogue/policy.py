@@ -97,9 +97,9 @@ def plan_clean(
     if policy.keep_last is None and policy.older_than_days is None:
         raise CatalogueError(
             "no retention rule: nothing to clean",
-            hint="give keep_last and/or older_than_days (CLI: --keep-last N, --older-than DAYS), "
-            "or set a retention policy in catalogue.json",
-        )
+            hint="give --keep-last N and/or --older-than DAYS; a catalogue's own policy is set "
+            "when it is created, with `anemoi-ckpt init URL --keep-last N`",
+        ).with_python_hint("give keep_last and/or older_than_days, or set a retention policy in catalogue.json")
     entries = list(entries)
     reasons: dict[str, str] = {}
     if policy.keep_last is not None:

@@ -67,8 +67,8 @@ class CatalogueStore:
         except ObjectNotFoundError:
             raise CatalogueNotFoundError(
                 storage.url,
-                hint=f"create it with `anemoi-ckpt init {storage.url}` or Catalogue.create({storage.url!r})",
-            ) from None
+                hint=f"create it with `anemoi-ckpt init {storage.url}`",
+            ).with_python_hint(f"create it with Catalogue.create({storage.url!r})") from None
         descriptor = read_document(CatalogueDescriptor, "descriptor", data, f"{storage.url}/{layout.DESCRIPTOR}")
         return cls(storage, descriptor)
 
@@ -107,8 +107,9 @@ class CatalogueStore:
                 return cls.open(storage)
             raise CatalogueError(
                 f"{storage.url}: a catalogue already exists here",
-                hint=f"open it with Catalogue({storage.url!r}) instead of creating it",
-            ) from None
+                hint=f"use it with --catalogue {storage.url} or ANEMOI_CKPT_CATALOGUE={storage.url}; "
+                "`anemoi-ckpt init --exist-ok` accepts an existing one",
+            ).with_python_hint(f"open it with Catalogue({storage.url!r}), or pass exist_ok=True") from None
         return cls(storage, descriptor)
 
     # --- documents -----------------------------------------------------------------

@@ -24,7 +24,7 @@ from anemoi_ckpt_nb.conversion.plan import (
     default_name,
 )
 from anemoi_ckpt_nb.conversion.write import _convert_open, _open
-from anemoi_ckpt_nb.errors import ConvertError
+from anemoi_ckpt_nb.errors import ConvertError, describe_error
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class ConvertOutcome:
     def to_dict(self) -> dict[str, Any]:
         if self.result is not None:
             return {"ok": True, **self.result.to_dict()}
-        return {"ok": False, "source": str(self.source), "error": str(self.error)}
+        # The command line's words: --json is what `anemoi-ckpt convert` prints.
+        return {"ok": False, "source": str(self.source), "error": describe_error(self.error)}
 
 
 def convert_many(

@@ -32,7 +32,8 @@ LIGHTNING_PREFIX = "model."
 TOOL = "anemoi-ckpt-nb"
 
 
-OVERWRITE_HINT = "pass --overwrite, or overwrite=True in Python, to replace it"
+OVERWRITE_HINT = "pass --overwrite to replace it"
+OVERWRITE_PYTHON_HINT = "pass overwrite=True to replace it"
 
 
 Progress = Callable[[int, int], None]
@@ -252,7 +253,9 @@ def _enrich(
 def _os_error(source: object, target: Path, error: OSError) -> ConvertError:
     folder = target.parent if target.suffix else target
     if error.errno == errno.EEXIST:
-        return ConvertError(source, target, f"{error.filename or target} appeared meanwhile", hint=OVERWRITE_HINT)
+        return ConvertError(source, target, f"{error.filename or target} appeared meanwhile", hint=OVERWRITE_HINT).with_python_hint(
+            OVERWRITE_PYTHON_HINT
+        )
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return ConvertError(
             source, target, f"no space left in {folder}", hint="free some space there, or convert into another folder with -o"
@@ -277,7 +280,7 @@ def _as_convert_error(source: object, target: object, error: BaseException) -> E
             source, target, f"cannot read the source: {message}", hint=error.hint or f"check it with: anemoi-ckpt inspect {source}"
         )
     if isinstance(error, CkptError):
-        return ConvertError(source, target, error.message, hint=error.hint)
+        return ConvertError(source, target, error.message, hint=error.hint).with_python_hint(error.python_hint)
     if isinstance(error, OSError):
         return _os_error(source, Path(str(target)), error)
     if isinstance(error, Exception):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.conversion.files import SourceFile
 from anemoi_ckpt_nb.conversion.plan import (
     OVERWRITE_HINT,
+    OVERWRITE_PYTHON_HINT,
     ConvertResult,
     Progress,
     _as_convert_error,
@@ -93,7 +94,9 @@ def _convert_open(
     if not overwrite:
         for path, what in ((target, "the destination"), (sidecar, f"its sidecar {sidecar.name}")):
             if path.exists():
-                raise ConvertError(source, target, f"{what} already exists", hint=OVERWRITE_HINT)
+                raise ConvertError(source, target, f"{what} already exists", hint=OVERWRITE_HINT).with_python_hint(
+                    OVERWRITE_PYTHON_HINT
+                )
     if sys.byteorder != "little":
         raise ConvertError(source, target, "conversion runs only on little-endian machines")
     planned, dropped = _plan(checkpoint, source, target)

@@ -233,8 +233,8 @@ def prefetch(
         raise CacheError(
             dest,
             f"checkpoint {record.uuid} was registered without uploading its bytes, so there is nothing to download",
-            hint=f"copy it from {record.source.host}:{record.source.path}, or register it again with upload",
-        )
+            hint=f"copy it from {record.source.host}:{record.source.path}, or register it again without --no-upload",
+        ).with_python_hint(f"copy it from {record.source.host}:{record.source.path}, or register it again with upload=True")
     folder.mkdir(parents=True, exist_ok=True)
     entry = CacheEntry(
         uuid=record.uuid,
