@@ -330,6 +330,15 @@ class CodeCheckoutError(CkptError, OSError):
         self.path = str(path)
 
 
+class SpoolError(CkptError, OSError):
+    """A spool of captured checkpoints (``runs.spool``) is unusable, or one of its entries is.
+    Carries ``path``."""
+
+    def __init__(self, path: object, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}", hint=hint)
+        self.path = str(path)
+
+
 class RunPlanError(CkptError, ValueError):
     """A fork or resume cannot be planned as asked (wrong kind of checkpoint,
     no run id to resume, a missing option). Carries ``ref``."""

@@ -19,6 +19,7 @@ ENV_CATALOGUE = "ANEMOI_CKPT_CATALOGUE"
 ENV_CACHE = "ANEMOI_CKPT_CACHE"
 ENV_SITE = "ANEMOI_CKPT_SITE"
 ENV_OFFLINE = "ANEMOI_CKPT_OFFLINE"
+ENV_SPOOL = "ANEMOI_CKPT_SPOOL"
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -70,6 +71,13 @@ def cache(option: str | os.PathLike | None = None) -> Setting:
     chosen = _choose(os.fspath(option) if option is not None else None, "--cache", ENV_CACHE,
                      str(user_cache_root() / "checkpoints"))
     return Setting(Path(chosen.value).expanduser(), chosen.source)
+
+
+def spool(option: str | os.PathLike | None = None) -> Setting:
+    """The spool of the training callback and ``anemoi-ckpt sync``: ``option``, else
+    ``$ANEMOI_CKPT_SPOOL``, else None (the callback then puts it beside the run folders)."""
+    chosen = _choose(os.fspath(option) if option is not None else None, "SPOOL", ENV_SPOOL, None)
+    return chosen if chosen.value is None else Setting(Path(chosen.value).expanduser(), chosen.source)
 
 
 def staging_dir() -> Path:

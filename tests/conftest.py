@@ -18,7 +18,7 @@ def _isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     # The user's own switches must not change what the tests see.
-    for name in ("ANEMOI_CKPT_OFFLINE", "ANEMOI_CKPT_SITE", "ANEMOI_CKPT_HASH_CACHE", "ANEMOI_CKPT_DEBUG",
+    for name in ("ANEMOI_CKPT_OFFLINE", "ANEMOI_CKPT_SITE", "ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_HASH_CACHE", "ANEMOI_CKPT_DEBUG",
                  "ANEMOI_CKPT_GRAPH_RENDERER"):
         monkeypatch.delenv(name, raising=False)
 

@@ -141,3 +141,38 @@ class Registering:
             on_registered=on_registered,
             code_checkout=code_checkout,
         )
+
+    def sync(
+        self,
+        spool: str | os.PathLike,
+        *,
+        allow_missing_parents: bool = False,
+        keep_files: bool = False,
+        progress: Callable[[int], None] | None = None,
+        on_entry: Callable | None = None,
+    ):
+        """Register what a training callback's spool holds, parents first (``anemoi-ckpt sync``).
+
+        Safe to repeat, to interrupt and to run twice at once: each captured file is registered
+        once, and a registered entry's captured bytes are removed unless ``keep_files``.
+
+        Args:
+            spool: The spool folder (the callback's ``spool:``).
+            allow_missing_parents: Register a file whose parent is neither registered nor spooled.
+            keep_files: Keep the captured bytes of registered entries.
+            progress: Called with byte counts while hashing and uploading.
+            on_entry: Called as ``on_entry(entry, outcome, detail)`` after each entry.
+
+        Returns:
+            A :class:`~anemoi_ckpt_nb.runs.sync.SyncReport`.
+
+        Raises:
+            SpoolError: ``spool`` is not a spool folder.
+        """
+        from anemoi_ckpt_nb.runs.spool import Spool
+        from anemoi_ckpt_nb.runs.sync import sync_spool
+
+        return sync_spool(
+            self._store, Spool.open(spool), allow_missing_parents=allow_missing_parents, keep_files=keep_files,
+            progress=progress, on_entry=on_entry,
+        )

@@ -72,6 +72,8 @@ class FileFacts:
     extra_parents: list[ParentLink] = field(default_factory=list)
     #: The parent links registration settled on.
     links: list[ParentLink] = field(default_factory=list)
+    #: Where the file was saved, when registered from elsewhere (a spool's capture): else this host and path.
+    source: SourceLocation | None = None
 
     def hash(self, *, progress: Callable[[int], None] | None = None) -> str:
         """Compute (once, or take from the file's hash cache) and return the file's sha256."""
@@ -306,7 +308,7 @@ def make_record(
         size=facts.size,
         blob=blob,
         filename=facts.path.name,
-        source=SourceLocation(host=socket.gethostname(), path=str(facts.path.resolve())),
+        source=facts.source or SourceLocation(host=socket.gethostname(), path=str(facts.path.resolve())),
         sizes=facts.sizes,
         dataset=dataset_name(facts.metadata),
         metadata_version=str(facts.metadata["version"]) if facts.metadata.get("version") is not None else None,

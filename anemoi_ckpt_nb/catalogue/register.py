@@ -43,7 +43,7 @@ from anemoi_ckpt_nb.catalogue.records import (
     make_record,
     metadata_document,
 )
-from anemoi_ckpt_nb.catalogue.schema import CheckpointRecord, ParentLink
+from anemoi_ckpt_nb.catalogue.schema import CheckpointRecord, ParentLink, SourceLocation
 from anemoi_ckpt_nb.catalogue.store import CatalogueStore
 from anemoi_ckpt_nb.compat.environment import EnvironmentSnapshot, capture_environment
 from anemoi_ckpt_nb.errors import (
@@ -476,6 +476,7 @@ def register_paths(
     code_checkout: str | Path | None = None,
     environment: EnvironmentSnapshot | None = None,
     sha256: str | None = None,
+    source: SourceLocation | None = None,
 ) -> list[Registration]:
     """Register checkpoint files, parents before children.
 
@@ -503,6 +504,8 @@ def register_paths(
             just computed it over these very bytes (``convert`` hashes what it
             writes), so the file is not read a second time. Trusted as given:
             never pass a hash from elsewhere (an upload still verifies it).
+        source: Where the file was saved, only with a single path, when it is registered
+            from a copy (``anemoi-ckpt sync`` registers a spool's captures): kept in the record.
 
     Returns:
         One :class:`Registration` per distinct file, in registration order.
@@ -517,9 +520,9 @@ def register_paths(
     paths = [Path(p) for p in paths]
     if not paths:
         raise CatalogueError("nothing to register", hint="pass at least one checkpoint file")
-    if len(paths) > 1 and (name is not None or parents or sha256):
+    if len(paths) > 1 and (name is not None or parents or sha256 or source):
         raise CatalogueError(
-            "name, parents and sha256 apply to a single checkpoint", hint="register the files one by one to name them"
+            "name, parents, sha256 and source apply to a single checkpoint", hint="register the files one by one to name them"
         )
     extra = _as_links(parents)
     from anemoi_ckpt_nb.catalogue.schema import validate_tag
@@ -531,6 +534,7 @@ def register_paths(
     inspected = [inspect_file(path, hash=False, sha256=sha256) for path in paths]
     lineage = _Lineage(store, inspected)
     for facts in inspected:
+        facts.source = source
         facts.extra_parents = list(extra)
         facts.links = _links_for(facts, lineage, allow_missing_parents=allow_missing_parents)
     batch: dict[str, FileFacts] = {}

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "verify-cache": "verify_cache_cmd",
     "init": "init_cmd",
     "register": "register_cmd",
+    "sync": "sync_cmd",
     "ls": "ls_cmd",
     "show": "show_cmd",
     "tag": "tag_cmd",
