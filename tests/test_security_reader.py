@@ -126,26 +126,45 @@ def _throwaway_module(name: str) -> types.ModuleType:
     return module
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18, not fixed yet: the module walk expands shared submodules")
-def test_submodules_shared_ten_ways_eight_deep_are_bounded(tmp_path):
+def _shared_tree(leaf, *, ways: int, depth: int):
     import torch
 
-    leaf = torch.nn.Linear(2, 2)
-    node: torch.nn.Module = leaf
-    for _ in range(8):
+    node = leaf
+    for _ in range(depth):
         parent = torch.nn.Module()
-        for i in range(10):
+        for i in range(ways):
             parent.add_module(f"m{i}", node)
         node = parent
+    return node
+
+
+@pytest.mark.parametrize("leaf", ["linear", "relu"])
+def test_submodules_shared_ten_ways_eight_deep_are_bounded(tmp_path, leaf):
+    import torch
+
+    # A leaf without tensors still makes the walk meet 10**8 modules.
+    node = _shared_tree(torch.nn.Linear(2, 2) if leaf == "linear" else torch.nn.ReLU(), ways=10, depth=8)
     path = tmp_path / "inference-bomb.ckpt"
     torch.save(node, path)
     assert path.stat().st_size < 20_000
     result = bounded_cli("inspect", "--json", str(path))
     if result.returncode == 0:
         summary = json.loads(result.stdout)
-        assert summary["parameter_count"] == 6
+        assert summary["parameter_count"] == (6 if leaf == "linear" else 0)
     else:
         one_line_error(result, str(path), "shared")
+
+
+def test_a_shared_submodule_is_listed_under_each_name_as_torch_does(tmp_path):
+    import torch
+
+    # Tied layers are real: the state dict names a shared module under each of its names.
+    node = _shared_tree(torch.nn.Linear(2, 2), ways=3, depth=3)
+    path = tmp_path / "tied.ckpt"
+    torch.save(node, path)
+    with open_checkpoint(path) as ck:
+        assert sorted(ck.weights) == sorted(node.state_dict())
+        assert ck.parameter_count == 6
 
 
 def test_tuple_keys_sharing_members_are_bounded(tmp_path):

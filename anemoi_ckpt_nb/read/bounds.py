@@ -321,6 +321,9 @@ def _is_heavy(obj: Any) -> bool:
 #: Most nodes plain data may hold once written out as a tree (JSON): real metadata has about
 #: 10**4. The pickle memo lets a few kB share one list 2**40 ways (docs/threat-model.md).
 MAX_TREE_NODES = 2_000_000
+#: Most modules and tensors the walk of a pickled model may meet, a shared submodule counted under each of its
+#: names (as torch's state_dict lists it): real anemoi models have 10**2 to 10**4; shared 10 ways 8 deep, 10**8.
+MAX_STATE_ENTRIES = 200_000
 #: Most nodes of a dict key that must be spelled out (``repr``) to become a plain key.
 MAX_KEY_NODES = 10_000
 

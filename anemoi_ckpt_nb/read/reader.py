@@ -174,6 +174,7 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
 
 def _classify(raw: Any, path: Path, is_tensor: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(kind, weights by name, extras)`` for an unpickled torch file (``is_tensor`` tells its tensors)."""
+    from anemoi_ckpt_nb.read.bounds import SharedExpansionError
     from anemoi_ckpt_nb.read.classmap import state_dict
     from anemoi_ckpt_nb.read.placeholders import is_placeholder, is_reference
 
@@ -203,7 +204,10 @@ def _classify(raw: Any, path: Path, is_tensor: Any) -> tuple[str, dict[str, Any]
         state = state_dict(raw) or {}
         if "_modules" in state and "_parameters" in state:
             extras = {"metadata": state.get("metadata"), "supporting_arrays": state.get("supporting_arrays"), "source": "model"}
-            return "inference", _module_tensors(raw, is_tensor), extras
+            try:
+                return "inference", _module_tensors(raw, is_tensor), extras
+            except SharedExpansionError as error:
+                raise CorruptCheckpointError(path, f"refused the pickled model: {error}") from None
         raise NotACheckpointError(path, f"a pickled {raw.ph_path} object, not a model or a checkpoint")
     if is_reference(raw):
         raise NotACheckpointError(path, f"a pickled reference to the function {raw.ph_path}, not a checkpoint")
@@ -228,28 +232,85 @@ def _tensors_of(mapping: dict, is_tensor: Any) -> dict[str, Any]:
     return {str(name): value for name, value in mapping.items() if is_tensor(value)}
 
 
-def _module_tensors(root: Any, is_tensor: Any) -> dict[str, Any]:
-    """``module.state_dict()`` of a pickled module tree: parameters, persistent buffers, children."""
+#: Deepest module tree walked: real anemoi models are about 10 deep.
+MAX_MODULE_DEPTH = 200
+
+
+def _module_parts(module: Any, is_tensor: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tensors, children)`` of one pickled module: parameters and persistent buffers, submodules."""
     from anemoi_ckpt_nb.read.classmap import state_dict
+
+    state = state_dict(module) or {}
+    skip = state.get("_non_persistent_buffers_set")
+    skip = set(skip) if isinstance(skip, (set, frozenset, list)) else set()
+    tensors = {}
+    for group in ("_parameters", "_buffers"):
+        for name, value in (_as_mapping(state.get(group)) or {}).items():
+            if is_tensor(value) and not (group == "_buffers" and name in skip):
+                tensors[str(name)] = value
+    children = {str(name): child for name, child in (_as_mapping(state.get("_modules")) or {}).items()}
+    return tensors, children
+
+
+def _module_tensors(root: Any, is_tensor: Any) -> dict[str, Any]:
+    """``module.state_dict()`` of a pickled module tree: parameters, persistent buffers, children.
+
+    A submodule held in several places is listed under each name, as torch does (tied layers);
+    its entries are counted over the shared graph first, each module once, so a tree that shares
+    its submodules 10 ways 8 deep (a few kB of pickle, 10**8 names) is refused before it expands.
+
+    Raises:
+        SharedExpansionError: the walk would meet more than ``MAX_STATE_ENTRIES`` modules and tensors.
+    """
+    from anemoi_ckpt_nb.read.bounds import MAX_STATE_ENTRIES, SharedExpansionError
     from anemoi_ckpt_nb.read.placeholders import is_placeholder
 
-    found: dict[str, Any] = {}
+    parts: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    sizes: dict[int, int] = {}
     active: set[int] = set()
 
+    def expanded(module: Any, depth: int) -> int:
+        """Modules and tensors the walk below meets under ``module``, each module's parts read once."""
+        key = id(module)
+        if not is_placeholder(module) or key in active or depth > MAX_MODULE_DEPTH:
+            return 0
+        if key not in sizes:
+            active.add(key)
+            tensors, children = parts.setdefault(key, _module_parts(module, is_tensor))
+            sizes[key] = 1 + len(tensors) + sum(expanded(child, depth + 1) for child in children.values())
+            active.discard(key)
+        return sizes[key]
+
+    def refuse(total: int) -> SharedExpansionError:
+        return SharedExpansionError(
+            f"its {len(parts):,} modules are shared so many ways that its state dict would list "
+            f"{total:,} modules and tensors (more than {MAX_STATE_ENTRIES:,})"
+        )
+
+    total = expanded(root, 0)
+    if total > MAX_STATE_ENTRIES:
+        raise refuse(total)
+
+    found: dict[str, Any] = {}
+    active.clear()
+    walked = 0
+
     def visit(module: Any, prefix: str, depth: int) -> None:
-        if not is_placeholder(module) or id(module) in active or depth > 200:
+        nonlocal walked
+        key = id(module)
+        if not is_placeholder(module) or key in active or depth > MAX_MODULE_DEPTH:
             return
-        active.add(id(module))
-        state = state_dict(module) or {}
-        skip = state.get("_non_persistent_buffers_set")
-        skip = set(skip) if isinstance(skip, (set, frozenset, list)) else set()
-        for group in ("_parameters", "_buffers"):
-            for name, value in (_as_mapping(state.get(group)) or {}).items():
-                if is_tensor(value) and not (group == "_buffers" and name in skip):
-                    found[f"{prefix}{name}"] = value
-        for name, child in (_as_mapping(state.get("_modules")) or {}).items():
+        # The count above cut a module met first deep down at the depth bound; never walk past it.
+        walked += 1 + len(parts[key][0])
+        if walked > MAX_STATE_ENTRIES:
+            raise refuse(walked)
+        active.add(key)
+        tensors, children = parts[key]
+        for name, value in tensors.items():
+            found[f"{prefix}{name}"] = value
+        for name, child in children.items():
             visit(child, f"{prefix}{name}.", depth + 1)
-        active.discard(id(module))
+        active.discard(key)
 
     visit(root, "", 0)
     return found
