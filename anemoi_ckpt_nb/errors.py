@@ -331,12 +331,7 @@ class CodeCheckoutError(CkptError, OSError):
 
 
 class SpoolError(CkptError, OSError):
-    """A spool of captured checkpoints (``runs.spool``) is unusable, or one of its entries is.
-    Carries ``path``."""
-
-    def __init__(self, path: object, message: str, *, hint: str | None = None) -> None:
-        super().__init__(f"{path}: {message}", hint=hint)
-        self.path = str(path)
+    """A spool of captured checkpoints (``runs.spool``), or one of its entries, is unusable; the message names it."""
 
 
 class RunPlanError(CkptError, ValueError):

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     chosen = settings.spool(args.spool)
     if chosen.value is None:
-        raise SpoolError("SPOOL", "no spool named", hint=f"pass the callback's spool folder or set ${settings.ENV_SPOOL}")
+        raise SpoolError("SPOOL: no spool named", hint=f"pass the callback's spool folder or set ${settings.ENV_SPOOL}")
     spool = Spool.open(chosen.value)
     if args.list:
         for entry, state, detail in spool.status():

@@ -78,7 +78,7 @@ def prepare(spool: Spool, source: str | os.PathLike, *, methods: tuple[str, ...]
             continue
         return Capture(spool, key, source, target, method)
     if "copy" not in allowed:
-        raise SpoolError(source, f"cannot capture it with {', '.join(methods)} on this file system",
+        raise SpoolError(f"{source}: cannot capture it with {', '.join(methods)} on this file system",
                          hint="allow `copy` among the capture methods")
     # Opened now: a later deletion or replacement of the name cannot take these bytes away.
     return Capture(spool, key, source, target, "copy", fd=os.open(source, os.O_RDONLY))
@@ -150,7 +150,7 @@ def _copy_fd(fd: int, target: Path) -> str:
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or offset != before.st_size:
             tmp.unlink(missing_ok=True)
-            raise SpoolError(target.name, "the file was rewritten while it was being copied; not captured",
+            raise SpoolError(f"{target.name}: the file was rewritten while it was being copied; not captured",
                              hint="checkpoints saved more often than they can be copied: save less often, "
                              "or put the spool on a file system with reflinks or hard links")
         sha = digest.hexdigest()

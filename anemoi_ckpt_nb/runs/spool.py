@@ -100,7 +100,7 @@ class Entry:
             known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
             return cls(**known)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise SpoolError(where, f"unreadable spool entry ({exc})",
+            raise SpoolError(f"{where}: unreadable spool entry ({exc})",
                              hint="move it aside; the other entries are not affected") from None
 
 
@@ -128,12 +128,12 @@ class Spool:
             data, _ = spool.storage.get(DESCRIPTOR)
             doc = json.loads(data)
         except ObjectNotFoundError:
-            raise SpoolError(spool.path, "not a spool (no spool.json)",
+            raise SpoolError(f"{spool.path}: not a spool (no spool.json)",
                              hint="pass the folder the training callback wrote to (its `spool:` option)") from None
         except (ValueError, StorageError) as exc:
-            raise SpoolError(spool.path, f"unreadable spool.json ({exc})") from None
+            raise SpoolError(f"{spool.path}: unreadable spool.json ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or int(doc.get("version", 0)) > VERSION:
-            raise SpoolError(spool.path, f"spool.json is not a version {VERSION} anemoi-ckpt spool",
+            raise SpoolError(f"{spool.path}: spool.json is not a version {VERSION} anemoi-ckpt spool",
                              hint="upgrade anemoi-ckpt-nb, or pass the right folder")
         spool.catalogue = doc.get("catalogue")
         return spool

@@ -151,10 +151,10 @@ def _captured(spool: Spool, entry: Entry):
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise SpoolError(path, f"the captured bytes of {entry.source} are missing",
+        raise SpoolError(f"{path}: the captured bytes of {entry.source} are missing",
                          hint="they were removed by hand; register the file itself if it still exists") from None
     if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-        raise SpoolError(path, f"the capture of {entry.source} changed after it was taken "
+        raise SpoolError(f"{path}: the capture of {entry.source} changed after it was taken "
                          f"({entry.method}: the file was rewritten in place); not registered",
                          hint="put the spool on a file system with reflinks, or let the callback copy this file")
     return path
@@ -175,6 +175,6 @@ def _explicit_parents(spool: Spool, entry: Entry, *, allow_missing_parents: bool
         elif spool.storage.exists(f"{ENTRIES}{key}.json"):
             raise _Wait(f"its parent, spool entry {key}, is not registered yet")
         elif not allow_missing_parents:
-            raise SpoolError(spool.path / ENTRIES / f"{entry.key}.json", f"its parent entry {key} is not in the spool",
+            raise SpoolError(f"{spool.path / ENTRIES / (entry.key + '.json')}: its parent entry {key} is not in the spool",
                              hint="register the parent by hand, then sync with --allow-missing-parents")
     return links
