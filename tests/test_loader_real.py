@@ -17,27 +17,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from realenv import ROOT
+from realenv import missing as _missing
+from realenv import real_python as _real_python
 
 from anemoi_ckpt_nb.conversion.convert import convert
 
-ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "tests" / "data" / "real" / "current"
 SCRIPT = ROOT / "tests" / "real_env" / "predict_compare.py"
-ENV_VARIABLE = "ANEMOI_CKPT_REAL_ENV"
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run this test: {what}")
-    pytest.skip(what)
 
 
 @pytest.fixture(scope="module")
 def real_python() -> str:
-    python = os.environ.get(ENV_VARIABLE)
-    if not python or not Path(python).exists():
-        _missing(f"set {ENV_VARIABLE} to the python of an environment with the real anemoi packages (.ci/anemoi-env.sh)")
-    return python
+    return _real_python()
 
 
 def _run_folder(model: str, run: str = "run") -> Path:

@@ -1,0 +1,70 @@
+"""``anemoi-inference run`` with the real anemoi-inference on converted files: the same forecast.
+
+The reference forecasts (``tests/data/real/reference/inference/<model>/``) were written by
+anemoi-inference 0.13's default runner from anemoi-training's own ``inference-last.ckpt``.
+Here the ``last.ckpt`` beside it is converted by this project's environment, and
+``anemoi-inference run`` runs the result in the real environment (``ANEMOI_CKPT_REAL_ENV``,
+see ``realenv.py``) with this checkout's code and entry points.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from realenv import REAL, ROOT, real_python, run
+
+from anemoi_ckpt_nb.conversion.convert import convert
+
+SCRIPT = ROOT / "tests" / "real_env" / "forecast_compare.py"
+RUNNER_MODULE = ROOT / "anemoi_ckpt_nb" / "conversion" / "runner.py"
+
+
+@pytest.fixture(scope="module")
+def python() -> str:
+    return real_python()
+
+
+def reference(model: str) -> tuple[dict, Path]:
+    """The reference run's config (paths made absolute) and its forecast."""
+    folder = REAL / "reference" / "inference" / model
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["checkpoint"] = str(REAL / config["checkpoint"])
+    config["input"] = {"dataset": str(REAL / config["input"]["dataset"])}
+    return config, folder / "forecast.nc"
+
+
+def forecast(python: str, config: dict, checkpoint: Path, folder: Path, *, runner: str | None = None) -> Path:
+    """Run ``anemoi-inference run`` on ``checkpoint`` with ``config``; the forecast it wrote."""
+    output = folder / f"{checkpoint.name}.{runner or 'default'}.nc"
+    config = {**config, "checkpoint": str(checkpoint), "output": {"netcdf": str(output)}}
+    if runner:
+        config["runner"] = runner
+    path = folder / f"{output.stem}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run(python, ["-m", "anemoi.inference", "run", str(path)], folder)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert output.exists(), done.stderr[-4000:]
+    return output
+
+
+def compare(python: str, expected: Path, forecasts: list[Path], folder: Path) -> dict:
+    done = run(python, [str(SCRIPT), str(expected), *map(str, forecasts)], folder)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
+def test_the_anemoi_ckpt_runner_runs_converted_files_to_the_same_forecast(python, model, tmp_path):
+    config, expected = reference(model)
+    training = Path(config["checkpoint"]).with_name("last.ckpt")  # inference-last.ckpt's own training file
+    converted = [convert(training, tmp_path, format=fmt).destination for fmt in ("anemoi", "safetensors")]
+    forecasts = [forecast(python, config, path, tmp_path, runner="anemoi-ckpt") for path in converted]
+    report = compare(python, expected, forecasts, tmp_path)
+    assert Path(report["runner"]["module"]) == RUNNER_MODULE, "anemoi-inference used another checkout's runner"
+    for path in forecasts:
+        result = report["results"][str(path)]
+        assert result["equal"], f"{path.name}: differs from the reference forecast by up to {result.get('max_abs')}: {result}"
+        assert {"2t", "10u", "msl"} <= set(result["variables"])
