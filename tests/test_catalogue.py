@@ -182,12 +182,15 @@ def test_register_run_links_resumes_and_forks(catalogue, project):
     for ck in forked:
         assert [(p.uuid, p.relation) for p in by_uuid[ck.uuid].parents] == [(base[1].uuid, "forked-from")]
         assert by_uuid[ck.uuid].record.fork_run_id == base[0].run_id
-    assert [c.uuid for c in catalogue.get(forked[1].uuid).ancestors()] == [base[1].uuid]
-    assert {c.uuid for c in catalogue.get(base[1].uuid).descendants()} == {c.uuid for c in forked}
+    # Successive saves of one session continue from each other; the fork's first save came from base[1].
+    assert [c.uuid for c in catalogue.get(forked[1].uuid).ancestors()] == [forked[0].uuid, base[1].uuid, base[0].uuid]
+    assert {c.uuid for c in catalogue.get(base[1].uuid).descendants()} == {c.uuid for c in [base[2], *resumed, *forked]}
     path = catalogue.path(forked[0].uuid, forked[1].uuid)
-    assert [c.uuid for c in path] == [forked[0].uuid, base[1].uuid, forked[1].uuid]
-    with pytest.raises(CatalogueError, match="share no lineage"):
-        catalogue.path(forked[0].uuid, resumed[0].uuid)  # epochs of one run are siblings, not links
+    assert [c.uuid for c in path] == [forked[0].uuid, forked[1].uuid]
+    path = catalogue.path(forked[0].uuid, resumed[0].uuid)
+    assert [c.uuid for c in path] == [forked[0].uuid, base[1].uuid, base[2].uuid, resumed[0].uuid]
+    # The records keep what the files say: the derived order is never stored.
+    assert [p.relation for p in catalogue.get(forked[1].uuid).parents] == ["forked-from"]
     # A second run over the same folder changes nothing.
     assert all(not r.created for r in register_run(catalogue.store, [folder]))
     assert len(keys(catalogue, "records/")) == 7

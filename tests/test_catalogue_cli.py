@@ -81,9 +81,17 @@ def test_register_list_show_tag_lineage_download_clean(tmp_path):
 
     tree = cli("lineage", forked[1].uuid, "--catalogue", url).stdout
     marked = [line for line in tree.splitlines() if "<==" in line]
-    assert len(marked) == 1 and forked[1].uuid[:8] in marked[0] and "(forked-from)" in marked[0]
+    # The fork's second save continues from its first, which was forked from base[1].
+    assert len(marked) == 1 and forked[1].uuid[:8] in marked[0] and "(continued-from)" in marked[0]
+    assert "(forked-from)" in next(line for line in tree.splitlines() if forked[0].uuid[:8] in line)
     family = json.loads(cli("lineage", forked[1].uuid, "--catalogue", url, "--json").stdout)
-    assert family["ancestors"] == [base[1].uuid] and family["descendants"] == []
+    assert family["ancestors"] == [forked[0].uuid, base[1].uuid, base[0].uuid] and family["descendants"] == []
+    # The JSON holds the tree printed: the same checkpoints, the same links; the records' own links too.
+    assert sorted(family["family"]) == sorted(c.uuid for c in [*base, *resumed, *forked])
+    shown = [next(word for word in line.split() if word[0] not in "│├└") for line in tree.splitlines()]
+    assert sorted(shown) == sorted(u[:8] for u in family["family"])
+    assert family["links"][forked[1].uuid] == [{"uuid": forked[0].uuid, "relation": "continued-from"}]
+    assert family["parents"][forked[1].uuid] == [{"uuid": base[1].uuid, "relation": "forked-from"}]
 
     dest = tmp_path / "fetched.ckpt"
     assert Path(cli("download", resumed[1].uuid, str(dest), "--catalogue", url).stdout.strip()) == dest

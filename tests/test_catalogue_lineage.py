@@ -89,6 +89,47 @@ def test_text_tree_shows_a_second_parent_once_and_unregistered_parents():
     assert lineage.ancestors(graph, "d") == ["ghost"]
 
 
+def test_lineage_graph_chains_the_saves_of_each_session_by_step(family):
+    graph = lineage.lineage_graph(family)
+    # The run from scratch, the resume (from a3) and the fork (from a2): each a chain, one session each.
+    assert graph["a1"] == [] and graph["a2"] == [("a1", "continued-from")] and graph["a3"] == [("a2", "continued-from")]
+    assert graph["r4"] == [("a3", "resumed-from")] and graph["r5"] == [("r4", "continued-from")]
+    assert graph["f1"] == [("a2", "forked-from")] and graph["f2"] == [("f1", "continued-from")]
+    assert graph["i5"] == [("r5", "converted-from")]  # conversions are not part of the order
+    assert lineage.parents_map(family)["a2"] == []  # what is recorded stays as it is
+    assert lineage.roots(graph) == ["a1"]
+    assert lineage.ancestors(graph, "f2") == ["f1", "a2", "a1"]
+
+
+def test_saves_of_one_step_side_by_side_and_the_next_continues_from_a_named_one():
+    saves = [
+        entry("last", step=100) | {"filename": "last.ckpt"},
+        entry("time", step=100) | {"filename": "anemoi-by_time-epoch_001-step_000100.ckpt"},
+        entry("epoch", step=100) | {"filename": "anemoi-by_epoch-epoch_001-step_000100.ckpt"},
+        entry("next", step=200),
+        entry("nostep", step=None),
+        entry("other-run", run="run-b", step=300),
+    ]
+    graph = lineage.lineage_graph(saves)
+    assert graph["last"] == graph["time"] == graph["epoch"] == [] and graph["nostep"] == []
+    # The by_epoch save, not last.ckpt, which the next save overwrites.
+    assert graph["next"] == [("epoch", "continued-from")] and graph["other-run"] == []
+
+
+def test_family_is_the_scope_of_every_view(family):
+    graph = lineage.lineage_graph(family)
+    tops, members = lineage.family(graph, "f2")
+    assert tops == ["a1"] and sorted(members) == sorted(e["uuid"] for e in family)
+    # Without the order, the first saves of a run are roots side by side: run_of brings them in.
+    recorded = lineage.parents_map(family)
+    assert lineage.family(recorded, "a1")[0] == ["a1"]
+    run_of = {e["uuid"]: e["run_id"] for e in family}
+    tops, members = lineage.family(recorded, "a1", run_of=run_of)
+    assert tops == ["a1", "a2", "a3"] and set(members) == {e["uuid"] for e in family}
+    with pytest.raises(NotRegisteredError):
+        lineage.family(graph, "nope")
+
+
 def test_parents_map_accepts_records_entries_and_pairs(family):
     from anemoi_ckpt_nb.catalogue.schema import ParentLink
 
@@ -127,8 +168,9 @@ def test_age_rule_drops_only_untagged_old_leaves(family):
 
 
 def test_no_rule_is_an_error(family):
-    with pytest.raises(CatalogueError, match="--keep-last"):
+    with pytest.raises(CatalogueError, match="keep_last") as caught:
         plan_clean(family, policy=RetentionPolicy(), protected_tags=[], now=NOW)
+    assert "--keep-last" in caught.value.cli_text()
 
 
 # --- index merging ------------------------------------------------------------------------------------

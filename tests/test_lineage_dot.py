@@ -55,6 +55,22 @@ def test_descendants_and_both(family):
     assert lineage_model(family, "fork-02", depth=0, collapse=None).nodes[0].id == "fork-02"
 
 
+def test_family_is_the_default_and_shows_what_the_cli_prints():
+    # Three saves of one run from scratch (no recorded links), then a resume from the last.
+    run = [{"uuid": f"s{i}", "kind": "training", "run_id": "run-a", "global_step": 100 * i, "parents": [], "tags": []}
+           for i in (1, 2, 3)]
+    run.append({"uuid": "r4", "kind": "training", "run_id": "run-a", "global_step": 400,
+                "parents": [{"uuid": "s3", "relation": "resumed-from"}], "tags": []})
+    model = lineage_model(run, "s2", collapse=None)
+    assert model.direction == "family" and node_ids(model) == {"s1", "s2", "s3", "r4"}
+    assert {(e.parent, e.child, e.relation) for e in model.edges} == {
+        ("s1", "s2", "continued-from"), ("s2", "s3", "continued-from"), ("s3", "r4", "resumed-from")}
+    assert node_ids(lineage_model(run, "s2", depth=1, collapse=None)) == {"s1", "s2", "s3"}
+    # Ancestors and descendants only, on request.
+    assert node_ids(lineage_model(run, "s2", direction="both", collapse=None)) == {"s1", "s2", "s3", "r4"}
+    assert node_ids(lineage_model(run, "s2", direction="ancestors", collapse=None)) == {"s1", "s2"}
+
+
 def test_edges_point_from_parent_to_child_with_relation(family):
     model = lineage_model(family, "inf-0", direction="ancestors", collapse=None)
     edges = {(e.parent, e.child, e.relation) for e in model.edges}
@@ -139,7 +155,7 @@ def test_long_names_and_many_tags_are_shortened():
 def test_misuse_is_refused_clearly(family):
     with pytest.raises(NotRegisteredError, match="'nope'"):
         lineage_model(family, "nope")
-    with pytest.raises(ValueError, match="direction must be one of ancestors, descendants, both"):
+    with pytest.raises(ValueError, match="direction must be one of family, ancestors, descendants, both"):
         lineage_model(family, "base-00", direction="up")
     with pytest.raises(ValueError, match="depth must be 0 or more"):
         lineage_model(family, "base-00", depth=-1)

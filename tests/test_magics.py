@@ -87,7 +87,11 @@ def test_use_register_ls_show_tag_lineage(shell, tmp_path, run, capsys):
 
     graph = ckpt(shell, f"lineage {base[-1].uuid[:8]}")
     assert isinstance(graph, LineageGraph)
-    assert {n.id for n in graph.model.nodes} == {base[-1].uuid, resumed[0].uuid}
+    # The family, as `anemoi-ckpt lineage` prints it: the run's saves in order, and the resume.
+    assert {n.id for n in graph.model.nodes} == {*(c.uuid for c in base), resumed[0].uuid}
+    assert {(e.parent, e.child, e.relation) for e in graph.model.edges} == {
+        (base[0].uuid, base[1].uuid, "continued-from"), (base[1].uuid, resumed[0].uuid, "resumed-from"),
+    }
     ckpt(shell, f"lineage {base[-1].uuid[:8]} --json")
     assert f'"descendants": [\n    "{resumed[0].uuid}"' in capsys.readouterr().out
 

@@ -244,3 +244,47 @@ def test_register_run_folders_links_every_file_as_the_files_say(entry, registere
 def test_every_session_kind_is_covered():
     sessions = {(e["stack"], e["model"], e["session"]) for e in FILES}
     assert ("current", "gnn", "run") in sessions
+
+
+def _run_ids() -> list[str]:
+    return sorted({e["run_id"] for e in FILES if e["kind"] == "training"})
+
+
+@pytest.mark.parametrize("run_id", _run_ids())
+def test_a_run_reads_as_a_chain_in_every_lineage_face(run_id, registered, capsys):
+    """The saves of one session continue from each other (no later save is a root), and the CLI
+    tree, its --json and the notebook graph show the same checkpoints and the same links."""
+    from anemoi_ckpt_nb.api import Catalogue
+
+    catalogue = Catalogue(registered)
+    entries = {e["uuid"]: e for e in catalogue.entries()}
+    run = [e for e in entries.values() if e["run_id"] == run_id and e["kind"] == "training"]
+    newest = max(run, key=lambda e: (e["global_step"], e["filename"] != "last.ckpt", e["uuid"]))
+    capsys.readouterr()
+    assert main(["lineage", newest["uuid"], "--catalogue", str(registered)]) == 0
+    tree = capsys.readouterr().out.splitlines()
+    assert main(["lineage", newest["uuid"], "--catalogue", str(registered), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    graph = catalogue.get(newest["uuid"]).lineage(collapse=None).model
+
+    shown = [next(word for word in line.split() if word[0] not in "│├└") for line in tree]
+    assert sorted(shown) == sorted(u[:8] for u in document["family"]) == sorted(n.id[:8] for n in graph.nodes)
+    assert {(p["uuid"], child, p["relation"]) for child, links in document["links"].items() for p in links} == {
+        (e.parent, e.child, e.relation) for e in graph.edges
+    }
+    # Roots: only the saves of the run's (or its first ancestor run's) first step.
+    tops = [line.split()[0] for line in tree if line[0] not in " │├└"]
+    first_steps = {entries[u]["global_step"] for u in entries if u[:8] in tops}
+    assert len(first_steps) == 1
+    for uuid in document["family"]:
+        entry = entries[uuid]
+        session = [e for e in run if [p["uuid"] for p in e["parents"]] == [p["uuid"] for p in entry["parents"]]]
+        if entry["run_id"] == run_id and entry["kind"] == "training" and entry["global_step"] > min(
+            e["global_step"] for e in session
+        ):
+            (link,) = document["links"][uuid]
+            before = max(e["global_step"] for e in session if e["global_step"] < entry["global_step"])
+            assert link["relation"] == "continued-from" and entries[link["uuid"]]["global_step"] == before
+            assert entries[link["uuid"]]["filename"] != "last.ckpt"  # overwritten by the next save
+            # What the file says stays in the record.
+            assert document["parents"][uuid] == entry["parents"]

@@ -120,7 +120,8 @@ def test_fork_on_a_site_whose_compute_nodes_are_offline(seaweed_factory, monkeyp
     new = catalogue.register_run(out / manifest.run_id)
     assert len(new) == 2 and all(c.run_id == manifest.run_id for c in new)
     assert all([(p.uuid, p.relation) for p in c.parents] == [(parent.uuid, "forked-from")] for c in new)
-    assert [a.uuid for a in new[-1].ancestors()] == [parent.uuid]
+    # The fork's second save continues from its first, which came from the parent.
+    assert [a.uuid for a in new[-1].ancestors()][:2] == [new[0].uuid, parent.uuid]
     assert {c.uuid for c in catalogue.get(parent.uuid).descendants()} >= {c.uuid for c in new}
     assert new[0].uuid[:8] in catalogue.lineage_text(parent.uuid)
     assert runs.get_manifest(catalogue.store.storage, manifest.uuid).run_id == new[0].run_id
@@ -146,7 +147,7 @@ def test_resume_with_the_hardware_layout_of_older_anemoi_training(s3_url, tmp_pa
     assert [c.epoch for c in resumed] == [parent.epoch + 1, parent.epoch + 2]
     assert all(c.run_id == parent.run_id for c in resumed)
     assert [(p.uuid, p.relation) for p in resumed[0].parents] == [(parent.uuid, "resumed-from")]
-    assert [a.uuid for a in resumed[-1].ancestors()][:1] == [parent.uuid]
+    assert [a.uuid for a in resumed[-1].ancestors()][:2] == [resumed[0].uuid, parent.uuid]
 
 
 def test_a_prefetch_killed_midway_resumes_where_it_stopped(s3_url, tmp_path):

@@ -330,27 +330,40 @@ class Catalogue(Registering):
     # --- lineage ------------------------------------------------------------------------------------
 
     def lineage_parents(self) -> dict[str, list[tuple[str, str]]]:
-        """The whole lineage graph: ``uuid -> [(parent_uuid, relation)]`` (see :mod:`anemoi_ckpt_nb.catalogue.lineage`)."""
-        from anemoi_ckpt_nb.catalogue.lineage import parents_map
+        """The lineage graph every view shows: ``uuid -> [(parent_uuid, relation)]``, the recorded
+        links plus ``continued-from`` between successive checkpoints of one training session
+        (see :func:`~anemoi_ckpt_nb.catalogue.lineage.lineage_graph`)."""
+        from anemoi_ckpt_nb.catalogue.lineage import lineage_graph
 
-        return parents_map(self._store.index().entries.values())
+        return lineage_graph(self._store.index().entries.values())
+
+    def lineage_family(self, ref: str, *, whole_runs: bool = True) -> tuple[list[str], list[str], dict]:
+        """``(tops, members, graph)``: the scope every lineage view of ``ref`` shows (its roots, and
+        with ``whole_runs`` the other first saves of their runs, down to every descendant)."""
+        from anemoi_ckpt_nb.catalogue.lineage import family, lineage_graph
+
+        record = _search.resolve(self._store, ref)
+        entries = self._store.index().entries
+        graph = lineage_graph(entries.values())
+        graph.setdefault(record.uuid, [(p.uuid, p.relation) for p in record.parents])
+        run_of = {u: e.get("run_id") for u, e in entries.items()} if whole_runs else None
+        tops, members = family(graph, record.uuid, run_of=run_of)
+        return tops, members, graph
 
     def lineage_text(self, ref: str, *, whole_runs: bool = True) -> str:
-        """A text tree of a checkpoint's family, marking it with ``<==``.
+        """A text tree of a checkpoint's family (see :meth:`lineage_family`), marking it with ``<==``.
 
         Args:
             ref: The checkpoint.
             whole_runs: Start from every parentless checkpoint of the runs its
-                roots belong to, not only from its own roots. The checkpoints
-                of one Anemoi run are siblings, so this shows the forks and
-                resumes taken from the other epochs of those runs.
+                roots belong to (saves of one first step side by side), not only
+                from its own roots.
         """
-        from anemoi_ckpt_nb.catalogue.lineage import parents_map, roots, text_tree
+        from anemoi_ckpt_nb.catalogue.lineage import text_tree
 
-        record = _search.resolve(self._store, ref)
-        entries = self._store.index().entries
-        graph = parents_map(entries.values())
-        graph.setdefault(record.uuid, [(p.uuid, p.relation) for p in record.parents])
+        uuid = _search.resolve(self._store, ref).uuid
+        tops, _, graph = self.lineage_family(uuid, whole_runs=whole_runs)
+        entries = self._store.index(refresh=False).entries
 
         def label(uuid: str) -> str:
             entry = entries.get(uuid)
@@ -358,14 +371,11 @@ class Catalogue(Registering):
 
         def order(uuid: str) -> tuple:
             entry = entries.get(uuid) or {}
-            step = entry.get("global_step")
-            return (entry.get("kind") != "training", step if step is not None else -1, uuid)
+            step, name = entry.get("global_step"), entry.get("filename") or ""
+            # Saves of one step as anemoi-training names them: by_epoch, by_time, then last.ckpt.
+            return (entry.get("kind") != "training", step if step is not None else -1, name == "last.ckpt", name, uuid)
 
-        tops = roots(graph, record.uuid)
-        if whole_runs:
-            runs = {entries[u].get("run_id") for u in tops if u in entries} - {None}
-            tops = sorted(set(tops) | {u for u, e in entries.items() if e.get("run_id") in runs and not e.get("parents")})
-        return text_tree(graph, record.uuid, label=label, sort_key=order, tops=tops)
+        return text_tree(graph, uuid, label=label, sort_key=order, tops=tops)
 
     def path(self, a: str, b: str) -> list[Checkpoint]:
         """The chain of lineage links from checkpoint ``a`` to ``b``."""

@@ -343,6 +343,12 @@ class Checkpoint:
         graph.setdefault(self.uuid, [])
         return [self.catalogue._by_uuid(u) for u in descendants(graph, self.uuid)]
 
+    def family(self) -> list[Checkpoint]:
+        """Every registered checkpoint the lineage views show with this one: from its run's first
+        saves down to every descendant (this one included), in tree order."""
+        _, members, graph = self.catalogue.lineage_family(self.uuid)
+        return [self.catalogue._by_uuid(u) for u in members if u in graph]
+
     def lineage_text(self) -> str:
         """A text tree of this checkpoint's family (as ``anemoi-ckpt lineage``)."""
         return self.catalogue.lineage_text(self.uuid)
@@ -358,8 +364,11 @@ class Checkpoint:
             locations = None
         return checkpoint_card(self.record, tags=self.tags, protected_tags=self.catalogue.protected_tags, locations=locations)
 
-    def lineage(self, *, depth: int | None = None, direction: str = "both", collapse: int | None = 4, renderer: str | None = None):
-        """This checkpoint's lineage graph (``.source`` DOT, ``.svg()``; SVG in notebooks); see :mod:`anemoi_ckpt_nb.notebook.graph`."""
+    def lineage(self, *, depth: int | None = None, direction: str = "family", collapse: int | None = 4, renderer: str | None = None):
+        """This checkpoint's lineage graph (``.source`` DOT, ``.svg()``; SVG in notebooks); see :mod:`anemoi_ckpt_nb.notebook.graph`.
+
+        The default ``direction="family"`` draws what ``anemoi-ckpt lineage`` prints; ``"ancestors"``,
+        ``"descendants"`` and ``"both"`` draw less."""
         from anemoi_ckpt_nb.notebook.graph import LineageGraph
 
         records = self.catalogue.entries()

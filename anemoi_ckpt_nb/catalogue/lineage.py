@@ -8,8 +8,13 @@ not a key of the mapping is an unregistered checkpoint (registered with
 ``allow_missing_parents``): it still appears in ancestors and trees.
 
 In Anemoi every checkpoint saved by a session names the checkpoint the
-session started from, so the checkpoints of one run are siblings, not a
-chain: a run started from scratch has several roots.
+session started from, so the recorded links make the checkpoints of one run
+siblings, and a run started from scratch has as many roots as saves.
+:func:`lineage_graph` adds what a user reads into a run: each checkpoint of a
+training session (same run, same recorded parents) continues from the one
+saved before it (``continued-from``, derived from the steps, never stored).
+Every face (``anemoi-ckpt lineage``, its ``--json``, the notebook graph) shows
+that graph, over the same scope: the :func:`family` of the checkpoint.
 """
 
 from __future__ import annotations
@@ -44,6 +49,77 @@ def parents_map(records: Iterable[Any]) -> dict[str, list[tuple[str, str]]]:
                 links.append((_get(parent, "uuid"), _get(parent, "relation")))
         graph[_get(record, "uuid")] = links
     return graph
+
+
+#: The relation between successive checkpoints of one training session: derived, never stored.
+CONTINUED_FROM = "continued-from"
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def lineage_graph(records: Iterable[Any]) -> dict[str, list[tuple[str, str]]]:
+    """The graph every lineage view shows: :func:`parents_map` plus the order of each training session.
+
+    A session is the training checkpoints of one run that share their recorded parents (none
+    for a run started from scratch, the checkpoint resumed or forked from otherwise). Its
+    checkpoints are grouped by step; each checkpoint of a later step continues from one of the
+    step before (``continued-from``), which replaces its recorded links: those stay on the
+    session's first step, so a run reads as a chain and its resumes and forks branch off it.
+    Of several saves of one step (``by_epoch``, ``by_time``, ``last.ckpt``), the one continued
+    from is the first by file name, ``last.ckpt`` last: it is overwritten by the next save.
+
+    Args:
+        records: Records, index entries or dicts, as :func:`parents_map`; ``kind``, ``run_id``,
+            ``global_step`` and ``filename`` order the sessions (without a run or a step, a
+            checkpoint keeps its recorded links only).
+    """
+    records = list(records)
+    graph = parents_map(records)
+    sessions: dict[tuple, dict[int, list[Any]]] = {}
+    for record in records:
+        run, step = _field(record, "run_id"), _field(record, "global_step")
+        if _field(record, "kind") != "training" or run is None or step is None:
+            continue
+        key = (run, tuple(sorted(graph[_get(record, "uuid")])))
+        sessions.setdefault(key, {}).setdefault(int(step), []).append(record)
+    for groups in sessions.values():
+        steps = sorted(groups)
+        for before, step in zip(steps, steps[1:]):
+            previous = min(
+                groups[before],
+                key=lambda r: (_field(r, "filename") == "last.ckpt", _field(r, "filename") or "", _get(r, "uuid")),
+            )
+            for record in groups[step]:
+                graph[_get(record, "uuid")] = [(_get(previous, "uuid"), CONTINUED_FROM)]
+    return graph
+
+
+def family(parents: Parents, uuid: str, *, run_of: Mapping[str, str | None] | None = None) -> tuple[list[str], list[str]]:
+    """``(tops, members)``: the scope of every lineage view of ``uuid``.
+
+    The tops are its roots, and with ``run_of`` the other parentless checkpoints of
+    their runs (saves of one first step, side by side); the members are the tops
+    and everything that descends from them, ``uuid`` included, in walking order.
+
+    Raises:
+        NotRegisteredError: ``uuid`` is not in the graph.
+    """
+    children = children_map(parents)
+    _known(parents, uuid, children)
+    tops = roots(parents, uuid)
+    if run_of is not None:
+        runs = {run_of.get(u) for u in tops} - {None}
+        tops = sorted(set(tops) | {u for u, links in parents.items() if not links and run_of.get(u) in runs})
+    members: list[str] = []
+    seen: set[str] = set()
+    for top in tops:
+        for node in [top, *_walk(top, lambda u: [c for c, _ in children.get(u, ())])]:
+            if node not in seen:
+                seen.add(node)
+                members.append(node)
+    return tops, members
 
 
 def children_map(parents: Parents) -> dict[str, list[tuple[str, str]]]:

@@ -11,12 +11,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "lineage",
         help="show where a checkpoint comes from and what came from it",
-        description="Print the lineage tree of a checkpoint, from its roots to every descendant; "
-        "the checkpoint is marked with <==.",
+        description="Print the lineage tree of a checkpoint: from the first saves of its run down to every "
+        "descendant; the checkpoint is marked with <==. Successive checkpoints of one training session are "
+        "linked by continued-from (derived from their steps); resumes, forks and conversions branch off.",
     )
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name")
     add_catalogue_option(parser)
-    parser.add_argument("--json", action="store_true", help="print uuid, ancestors, descendants and parent links as JSON")
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print the same tree as JSON: uuid, family (every checkpoint shown), ancestors, descendants, "
+        "links (the edges drawn) and parents (the links as recorded)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,13 +29,14 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = open_catalogue(args, read_only=True).get(args.ref)
     if args.json:
-        ancestors = checkpoint.ancestors()
-        descendants = checkpoint.descendants()
-        family = [checkpoint, *ancestors, *descendants]
+        _, members, graph = checkpoint.catalogue.lineage_family(checkpoint.uuid)
+        family = checkpoint.family()
         print(json.dumps({
             "uuid": checkpoint.uuid,
-            "ancestors": [c.uuid for c in ancestors],
-            "descendants": [c.uuid for c in descendants],
+            "family": members,
+            "ancestors": [c.uuid for c in checkpoint.ancestors()],
+            "descendants": [c.uuid for c in checkpoint.descendants()],
+            "links": {u: [{"uuid": p, "relation": r} for p, r in graph.get(u, ())] for u in members},
             "parents": {c.uuid: [p.model_dump() for p in c.parents] for c in family},
         }, indent=2))
         return 0

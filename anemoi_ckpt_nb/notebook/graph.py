@@ -74,7 +74,7 @@ def lineage_dot(
     focus: str,
     *,
     depth: int | None = None,
-    direction: Direction = "both",
+    direction: Direction = "family",
     tags: Mapping[str, Iterable[str]] | None = None,
     collapse: int | None = 4,
 ) -> str:
@@ -99,7 +99,9 @@ def model_text(model: LineageModel) -> str:
     lines = {node.id: " | ".join(node.lines) for node in model.nodes}
     order = {node.id: i for i, node in enumerate(model.nodes)}
     header = f"Lineage of {_text.short_uuid(model.focus)} ({model.direction}, depth {model.depth if model.depth is not None else 'all'})"
-    tree = text_tree(parents, model.focus, label=lines.__getitem__, sort_key=order.__getitem__)
+    # From every node with no parent in the drawing: a family can have several first saves.
+    tops = [node.id for node in model.nodes if not parents[node.id]]
+    tree = text_tree(parents, model.focus, label=lines.__getitem__, sort_key=order.__getitem__, tops=tops)
     return header + "\n" + tree
 
 
@@ -124,7 +126,7 @@ class LineageGraph:
         focus: str,
         *,
         depth: int | None = None,
-        direction: Direction = "both",
+        direction: Direction = "family",
         tags: Mapping[str, Iterable[str]] | None = None,
         collapse: int | None = 4,
         renderer: str | None = None,

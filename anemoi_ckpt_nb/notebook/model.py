@@ -11,14 +11,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from anemoi_ckpt_nb.catalogue.lineage import children_map, parents_map
+from anemoi_ckpt_nb.catalogue.lineage import children_map, family, lineage_graph
 from anemoi_ckpt_nb.errors import NotRegisteredError
 from anemoi_ckpt_nb.notebook import text as _text
 
-Direction = Literal["ancestors", "descendants", "both"]
+Direction = Literal["family", "ancestors", "descendants", "both"]
 
 
-DIRECTIONS: tuple[str, ...] = ("ancestors", "descendants", "both")
+DIRECTIONS: tuple[str, ...] = ("family", "ancestors", "descendants", "both")
 
 
 #: Longest label line before it is shortened with an ellipsis.
@@ -115,7 +115,7 @@ def lineage_model(
     focus: str,
     *,
     depth: int | None = None,
-    direction: Direction = "both",
+    direction: Direction = "family",
     tags: Mapping[str, Iterable[str]] | None = None,
     collapse: int | None = 4,
 ) -> LineageModel:
@@ -124,8 +124,10 @@ def lineage_model(
     Args:
         records: Record-likes of the catalogue (at least the focus and its relatives).
         focus: uuid of the checkpoint to centre on; highlighted.
-        depth: Hops to follow from the focus in each direction; None for all.
-        direction: ``"ancestors"``, ``"descendants"`` or ``"both"``.
+        depth: Hops to follow from the focus; None for all.
+        direction: ``"family"`` (what ``anemoi-ckpt lineage`` prints: from the first saves of the
+            focus's run down to every descendant, see :func:`~anemoi_ckpt_nb.catalogue.lineage.family`),
+            ``"ancestors"``, ``"descendants"`` or ``"both"`` (ancestors and descendants only).
         tags: uuid -> tags; by default each record's own ``tags`` field (index entries have one).
         collapse: A run of more than this many linked checkpoints, each with one parent and one
             child, no tags and not the focus, is drawn as one "… N more …" node; None keeps all.
@@ -144,11 +146,19 @@ def lineage_model(
     by_uuid = {str(_text.field(record, "uuid")): record for record in records}
     if focus not in by_uuid:
         raise NotRegisteredError(focus, hint="anemoi-ckpt ls lists the registered checkpoints")
-    parents = parents_map(by_uuid.values())
+    # The graph the CLI prints: recorded links plus the order of each training session.
+    parents = lineage_graph(by_uuid.values())
     up = {u: [p for p, _ in links] for u, links in parents.items()}
     down = {u: [c for c, _ in links] for u, links in children_map(parents).items()}
 
     selected: dict[str, int] = {focus: 0}
+    if direction == "family":
+        run_of = {u: _text.field(r, "run_id") for u, r in by_uuid.items()}
+        tops, members = family(parents, focus, run_of=run_of)
+        either = {u: [n for n in up.get(u, []) + down.get(u, []) if n in members] for u in members}
+        for top in tops:  # the first saves of a run sit side by side, one hop apart, as in the CLI tree
+            either[top] += [other for other in tops if other != top]
+        selected.update(_walk(focus, either, depth))
     if direction in ("ancestors", "both"):
         selected.update(_walk(focus, up, depth))
     if direction in ("descendants", "both"):
@@ -203,8 +213,9 @@ def _replace(model: LineageModel, hidden: set[str], collapsed: Node, new_edges: 
 def _collapse_fans(model: LineageModel, limit: int, by_uuid: Mapping[str, Any]) -> None:
     """Replace more than ``limit`` plain leaf children of one parent by the newest and one node.
 
-    In Anemoi every checkpoint a session saves names the checkpoint the session started
-    from, so a long resumed run is a fan of siblings under one parent, not a chain.
+    The saves of one session are a chain (``continued-from``, see
+    :func:`~anemoi_ckpt_nb.catalogue.lineage.lineage_graph`) when their steps are known; without
+    steps, or for many forks or conversions of one checkpoint, they stay a fan under their parent.
     """
     into: dict[str, list[Edge]] = {}
     out: dict[str, list[Edge]] = {}
