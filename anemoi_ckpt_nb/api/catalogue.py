@@ -359,7 +359,7 @@ class Catalogue(Registering):
                 roots belong to (saves of one first step side by side), not only
                 from its own roots.
         """
-        from anemoi_ckpt_nb.catalogue.lineage import text_tree
+        from anemoi_ckpt_nb.catalogue.lineage import display_order, text_tree
 
         uuid = _search.resolve(self._store, ref).uuid
         tops, _, graph = self.lineage_family(uuid, whole_runs=whole_runs)
@@ -370,10 +370,7 @@ class Catalogue(Registering):
             return checkpoint_line(entry) if entry else uuid[:8]
 
         def order(uuid: str) -> tuple:
-            entry = entries.get(uuid) or {}
-            step, name = entry.get("global_step"), entry.get("filename") or ""
-            # Saves of one step as anemoi-training names them: by_epoch, by_time, then last.ckpt.
-            return (entry.get("kind") != "training", step if step is not None else -1, name == "last.ckpt", name, uuid)
+            return display_order(entries.get(uuid) or {"uuid": uuid})
 
         return text_tree(graph, uuid, label=label, sort_key=order, tops=tops)
 

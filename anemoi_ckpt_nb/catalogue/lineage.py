@@ -96,6 +96,15 @@ def lineage_graph(records: Iterable[Any]) -> dict[str, list[tuple[str, str]]]:
     return graph
 
 
+def display_order(record: Any) -> tuple:
+    """The order of checkpoints in every lineage view: training before inference, by step, then the
+    saves of one step as anemoi-training names them (``by_epoch``, ``by_time``, ``last.ckpt`` last).
+    Never by run id first: run ids are random, and the tutorials' stored outputs must not move."""
+    step, name = _field(record, "global_step"), _field(record, "filename") or ""
+    return (_field(record, "kind") != "training", step if step is not None else -1, name == "last.ckpt", name,
+            str(_get(record, "uuid")))
+
+
 def family(parents: Parents, uuid: str, *, run_of: Mapping[str, str | None] | None = None) -> tuple[list[str], list[str]]:
     """``(tops, members)``: the scope of every lineage view of ``uuid``.
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from anemoi_ckpt_nb.catalogue.lineage import children_map, family, lineage_graph
+from anemoi_ckpt_nb.catalogue.lineage import children_map, display_order, family, lineage_graph
 from anemoi_ckpt_nb.errors import NotRegisteredError
 from anemoi_ckpt_nb.notebook import text as _text
 
@@ -165,9 +165,7 @@ def lineage_model(
         selected.update(_walk(focus, down, depth))
 
     def order(uuid: str) -> tuple:
-        record = by_uuid.get(uuid)
-        step = _text.field(record, "global_step", -1) if record is not None else -1
-        return (str(_text.field(record, "run_id", "")) if record is not None else "", step, uuid)
+        return display_order(by_uuid.get(uuid, {"uuid": uuid}))
 
     nodes: dict[str, Node] = {}
     for uuid in sorted(selected, key=order):
