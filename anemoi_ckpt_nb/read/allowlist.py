@@ -132,7 +132,7 @@ def _safe_frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> Any:
 @lru_cache(maxsize=1)
 def _safe_globals() -> dict[tuple[str, str], Any]:
     """``(module, name) -> object`` of every global the reader gives back for real, reading with torch."""
-    return {**_torch_globals(), **_plain_globals()}
+    return {**_torch_globals(), **_plain_globals(), **_numpy_globals()}
 
 
 @lru_cache(maxsize=1)
@@ -162,7 +162,7 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
 
 @lru_cache(maxsize=1)
 def _plain_globals() -> dict[tuple[str, str], Any]:
-    """The part of :func:`_safe_globals` that needs no torch: containers, data types, numpy."""
+    """The part of :func:`_safe_globals` that needs neither torch nor numpy: containers, data types."""
     import collections
     import datetime
     import decimal
@@ -196,7 +196,13 @@ def _plain_globals() -> dict[tuple[str, str], Any]:
         safe[("pathlib", name)] = _pure_path
     for name in ("WindowsPath", "PureWindowsPath"):
         safe[("pathlib", name)] = _pure_windows_path
+    return safe
 
+
+@lru_cache(maxsize=1)
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The numpy part of :func:`_safe_globals` (imports numpy: asked for only when a pickle names numpy)."""
+    safe: dict[tuple[str, str], Any] = {}
     try:
         import numpy as np
     except ImportError:  # numpy is optional for torch; without it numpy globals stay refused
@@ -219,23 +225,25 @@ def _torch_loaded() -> bool:
     return "torch" in sys.modules
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=6)
 def _by_id(part: str, classes: bool) -> dict[int, Any]:
     # The allow-listed objects live as long as the process (cached), so their ids are stable.
-    table = _torch_globals() if part == "torch" else _plain_globals()
+    table = {"torch": _torch_globals, "numpy": _numpy_globals, "plain": _plain_globals}[part]()
     return {id(v): v for v in table.values() if (isinstance(v, type) if classes else callable(v))}
 
 
+def _loaded_parts() -> tuple[str, ...]:
+    # Without torch (numpy) imported no torch (numpy) object can be on the pickle's stack: its checks can be skipped.
+    return ("plain",) + (("numpy",) if "numpy" in sys.modules else ()) + (("torch",) if _torch_loaded() else ())
+
+
 def _allowed(obj: Any, classes: bool) -> bool:
-    if _by_id("plain", classes).get(id(obj)) is obj:
-        return True
-    return _torch_loaded() and _by_id("torch", classes).get(id(obj)) is obj
+    return any(_by_id(part, classes).get(id(obj)) is obj for part in _loaded_parts())
 
 
 def _newobj_classes() -> tuple:
     """Allow-listed classes that pickle may instantiate with ``cls.__new__(cls, *args)``."""
-    parts = ("plain", "torch") if _torch_loaded() else ("plain",)
-    return tuple(c for part in parts for c in _by_id(part, True).values())
+    return tuple(c for part in _loaded_parts() for c in _by_id(part, True).values())
 
 
 def _is_allowed_class(cls: Any) -> bool:

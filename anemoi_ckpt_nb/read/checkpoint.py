@@ -72,7 +72,8 @@ class CheckpointFile:
         self.format = fmt
         self.metadata: dict | None = None
         self.metadata_source: str | None = None
-        self.supporting_arrays: dict = {}
+        self._supporting_arrays: dict = {}  # numpy arrays, or arrays described (arrayrefs) until asked for
+        self._arrays_made = True
         self.weights: dict[str, TensorInfo] = {}
         self.total_bytes = 0
         self.weights_bytes = 0
@@ -102,6 +103,19 @@ class CheckpointFile:
         self.opened_stat: os.stat_result | None = None
         self._closers: list[Any] = []
         self._closed = False
+
+    @property
+    def supporting_arrays(self) -> dict:
+        """name -> numpy array (made, importing numpy, the first time they are asked for)."""
+        if not self._arrays_made:
+            from anemoi_ckpt_nb.read.arrayrefs import made
+
+            self._supporting_arrays, self._arrays_made = made(self._supporting_arrays), True
+        return self._supporting_arrays
+
+    @supporting_arrays.setter
+    def supporting_arrays(self, value: dict) -> None:
+        self._supporting_arrays, self._arrays_made = value, False
 
     @property
     def raw(self) -> Any:
@@ -354,7 +368,7 @@ class CheckpointFile:
             "metadata_source": self.metadata_source,
             "metadata_version": _str_or_none(metadata.get("version")),
             "dataset": dataset_summary(metadata),
-            "supporting_arrays": {name: list(shape) for name, shape in _array_shapes(self.supporting_arrays)},
+            "supporting_arrays": {name: list(shape) for name, shape in _array_shapes(self._supporting_arrays)},
             "opaque_classes": [f"{module}.{name}" for module, name in self.opaque_classes],
         }
 

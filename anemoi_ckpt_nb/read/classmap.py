@@ -27,6 +27,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from anemoi_ckpt_nb.read.arrayrefs import ArrayRef, DtypeRef
 from anemoi_ckpt_nb.read.bounds import MAX_KEY_NODES, tree_size
 from anemoi_ckpt_nb.read.placeholders import (
     Placeholder,
@@ -179,6 +180,10 @@ class _Plain:
     def _scalar(self, obj: Any) -> Any:
         if isinstance(obj, TensorRef):
             return self._described(obj)
+        if type(obj) is ArrayRef:  # a numpy array described: kept as it is, or made (numpy imported) for its values
+            return obj if self.tensors == "keep" else self._numpy(obj.numpy())
+        if type(obj) is DtypeRef:
+            return obj.name
         if isinstance(obj, Dtype):
             return obj.name
         module = type(obj).__module__

@@ -22,11 +22,14 @@ reads it back).
 from __future__ import annotations
 
 import json
+import math
 import posixpath
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from anemoi_ckpt_nb.read.arrayrefs import CODES, NAMES, ArrayRef
 
 DEFAULT_NAME = "anemoi.json"
 DEPRECATED_NAME = "ai-models.json"
@@ -85,8 +88,13 @@ def find_metadata_entry(names: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def read_embedded(zf: zipfile.ZipFile) -> EmbeddedMetadata | None:
+def read_embedded(zf: zipfile.ZipFile, *, described: bool = False) -> EmbeddedMetadata | None:
     """Read the embedded metadata and supporting arrays of an open archive.
+
+    Args:
+        zf: the archive.
+        described: arrays of plain numeric dtypes as :class:`~.arrayrefs.ArrayRef` (their bytes
+            read, numpy imported when they are made), not numpy arrays.
 
     Returns:
         ``None`` when the archive has no embedded metadata.
@@ -106,7 +114,7 @@ def read_embedded(zf: zipfile.ZipFile) -> EmbeddedMetadata | None:
     metadata = json.loads(zf.read(entry))
     if not isinstance(metadata, dict):
         raise ValueError(f"metadata entry {entry} is not a JSON object")
-    arrays = _read_arrays(zf, metadata.get("supporting_arrays_paths", {}) or {})
+    arrays = _read_arrays(zf, metadata.get("supporting_arrays_paths", {}) or {}, described)
     return EmbeddedMetadata(metadata=metadata, supporting_arrays=arrays, source=source, entry=entry)
 
 
@@ -114,16 +122,19 @@ def _is_array_entry(entry: Any) -> bool:
     return isinstance(entry, dict) and set(entry) == _ARRAY_ENTRY_KEYS
 
 
-def _read_arrays(zf: zipfile.ZipFile, entries: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-
+def _read_arrays(zf: zipfile.ZipFile, entries: dict[str, Any], described: bool = False) -> dict[str, Any]:
     arrays: dict[str, Any] = {}
     for key, entry in entries.items():
         if isinstance(entry, dict) and not _is_array_entry(entry):
-            arrays[key] = _read_arrays(zf, entry)
+            arrays[key] = _read_arrays(zf, entry, described)
             continue
-        dtype = np.dtype(entry["dtype"])
         shape = tuple(int(n) for n in entry["shape"])
+        if described and type(entry["dtype"]) is str and entry["dtype"] in NAMES and all(n >= 0 for n in shape):
+            arrays[key] = _described_array(zf, key, entry, shape)
+            continue
+        import numpy as np
+
+        dtype = np.dtype(entry["dtype"])
         expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         info = zf.getinfo(entry["path"])
         if info.file_size != expected:
@@ -133,6 +144,18 @@ def _read_arrays(zf: zipfile.ZipFile, entries: dict[str, Any]) -> dict[str, Any]
             )
         arrays[key] = np.frombuffer(zf.read(entry["path"]), dtype=dtype).reshape(shape)
     return arrays
+
+
+def _described_array(zf: zipfile.ZipFile, key: str, entry: dict[str, Any], shape: tuple[int, ...]) -> ArrayRef:
+    itemsize = CODES[NAMES[entry["dtype"]]][1]
+    expected = math.prod(shape) * itemsize
+    info = zf.getinfo(entry["path"])
+    if info.file_size != expected:
+        raise ValueError(
+            f"supporting array {key!r} at {entry['path']} has {info.file_size} bytes, "
+            f"expected {expected} for shape {shape} and dtype {entry['dtype']}"
+        )
+    return ArrayRef.from_bytes(zf.read(entry["path"]), entry["dtype"], shape)
 
 
 def supporting_arrays_paths(directory: str, arrays: dict[str, Any] | None) -> dict[str, Any]:

@@ -44,6 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from anemoi_ckpt_nb.read.arrayrefs import ArrayRef
+from anemoi_ckpt_nb.read.tensorrefs import NUMPY_DTYPES, TensorRef
+
 NAMESPACE = "anemoi-model"
 #: Tensor name prefix in safetensors files; zip entry folder (under the top folder) in anemoi files.
 PREFIX = NAMESPACE + "/"
@@ -120,7 +123,8 @@ def _source_attributes(checkpoint: Any) -> dict[str, Any] | None:
     from anemoi_ckpt_nb.read.classmap import state_dict
     from anemoi_ckpt_nb.read.unpickler import is_placeholder
 
-    raw = checkpoint.raw
+    # The tree read on opening: without torch (tensors and arrays described) when the file allowed it.
+    raw = checkpoint._raw if checkpoint._raw is not None else checkpoint.raw
     if checkpoint.kind == "training" and isinstance(raw, dict):
         hyper = raw.get("hyper_parameters")
         if is_placeholder(hyper):  # an AttributeDict pickled as a placeholder
@@ -236,7 +240,7 @@ class _Encoder:
         array = _as_numpy(value, path)
         self.arrays[path] = array
         ref = {_ARRAY: path, "dtype": array.dtype.str.lstrip("<|="), "shape": list(array.shape)}
-        if not isinstance(value, np.ndarray):
+        if not isinstance(value, (np.ndarray, ArrayRef)):
             ref["torch"] = True  # made again as a torch tensor, as the model had it
         return ref
 
@@ -251,6 +255,10 @@ def _as_numpy(value: Any, path: str) -> Any:
 
     if isinstance(value, np.ndarray):
         array = value
+    elif isinstance(value, (ArrayRef, TensorRef)):  # read without torch
+        if isinstance(value, TensorRef) and value.dtype.name not in NUMPY_DTYPES:
+            raise ModelInputsError(f"{path} has dtype {value.dtype}, which numpy cannot hold")
+        array = value.numpy()
     elif hasattr(value, "detach") and hasattr(value, "numpy"):
         if getattr(value, "layout", None) is not None and str(value.layout) != "torch.strided":
             raise ModelInputsError(f"{path} is a {value.layout} tensor; only dense ones can be stored")
@@ -279,8 +287,6 @@ def from_zip(zf: Any) -> ModelInputs | None:
     Raises:
         ModelInputsError: the spec or an array is damaged.
     """
-    import numpy as np
-
     names = zf.namelist()
     folder = f"/{NAMESPACE}/"
     found = [n for n in names if n.endswith(folder + SPEC_ENTRY) and n.count("/") == 2]

@@ -350,7 +350,7 @@ def _read_embedded(loaded: Any) -> Any:
     from anemoi_ckpt_nb.read.embedded import read_embedded
 
     try:
-        return read_embedded(loaded.zip)
+        return read_embedded(loaded.zip, described=loaded.described)
     except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
         raise CorruptCheckpointError(loaded.path, f"the embedded metadata is damaged ({error})") from None
     except Exception as error:  # zipfile raises BadZipFile and others on damaged entries

@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Any
 
 from anemoi_ckpt_nb.errors import UnsafePickleError
-from anemoi_ckpt_nb.read.allowlist import _plain_globals, _safe_globals
+from anemoi_ckpt_nb.read import arrayrefs
+from anemoi_ckpt_nb.read.allowlist import _numpy_globals, _plain_globals, _safe_globals
 from anemoi_ckpt_nb.read.placeholders import (
     Placeholder,
     Reference,
@@ -168,11 +169,15 @@ class Globals:
         describe: resolve torch's globals to the stand-ins of :mod:`.tensorrefs`, which describe
             tensors without importing torch; a torch global they do not cover raises
             :class:`~.tensorrefs.NeedsTorch`, so that the caller reads the file with torch instead.
+        describe_numpy: resolve numpy's globals to the stand-ins of :mod:`.arrayrefs`, which describe
+            plain numeric arrays without importing numpy; any other use of numpy raises
+            :class:`~.arrayrefs.NeedsNumpy`, so that the caller reads the file with numpy instead.
     """
 
-    def __init__(self, source: str, *, describe: bool = False) -> None:
+    def __init__(self, source: str, *, describe: bool = False, describe_numpy: bool = False) -> None:
         self.source = source
         self.describe = describe
+        self.describe_numpy = describe_numpy
         self._placeholders: dict[tuple[str, str], type[Placeholder]] = {}
         from anemoi_ckpt_nb.read.classmap import current_name
 
@@ -183,6 +188,8 @@ class Globals:
         self.extra: dict[tuple[str, str], Any] = {("builtins", "getattr"): self._getattr}
         if describe:
             self.extra.update(globals_table())
+        if describe_numpy:
+            self.extra.update(arrayrefs.globals_table())
         #: Bytes handed to calls so far, and how many the file may have copied: the pickle memo
         #: lets a tiny file pass one large object to ``bytearray`` or ``_load_from_bytes`` a
         #: thousand times, so each use is counted (set by the loader from the pickle's size).
@@ -248,6 +255,12 @@ class Globals:
         safe = _plain_globals() if self.describe else _safe_globals()
         if (module, name) in safe:
             return safe[(module, name)]
+        if module.split(".")[0] == "numpy":
+            if self.describe_numpy:
+                raise arrayrefs.NeedsNumpy(f"{module}.{name}")
+            numpy_safe = _numpy_globals()  # imports numpy, which introspection below relies on
+            if (module, name) in numpy_safe:
+                return numpy_safe[(module, name)]
         if self.describe and module.split(".")[0] == "torch" and (module, name) not in OP_NAMESPACES:
             return self._describe_torch(module, name, original)
         if module.split(".")[0] == "torch" and name.endswith("Storage") and "." not in name:

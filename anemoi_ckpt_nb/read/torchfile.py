@@ -35,6 +35,7 @@ from anemoi_ckpt_nb.errors import (
     CorruptCheckpointError,
     NotACheckpointError,
 )
+from anemoi_ckpt_nb.read.arrayrefs import NeedsNumpy
 from anemoi_ckpt_nb.read.placeholders import StorageMarker
 from anemoi_ckpt_nb.read.resolver import Globals
 from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, StorageRecord
@@ -119,7 +120,10 @@ def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BY
     if describe:
         if kind != "zip":
             raise NeedsTorch(f"a {kind} file")
-        return _load_zip(path, max_pickle_bytes=max_pickle_bytes, describe=True)
+        try:  # numpy too described first (arrayrefs); a pickle using numpy otherwise is read with numpy
+            return _load_zip(path, max_pickle_bytes=max_pickle_bytes, describe=True, describe_numpy=True)
+        except NeedsNumpy:
+            return _load_zip(path, max_pickle_bytes=max_pickle_bytes, describe=True)
     if kind in ("zip", "pickle", "pickle?"):
         # torch collects the sparse tensors it rebuilds in one list for the whole process
         # (torch._utils._sparse_tensors_to_validate), checked and emptied after a load: two
@@ -256,7 +260,7 @@ def _storage_id(pid: Any, source: str) -> tuple[StorageMarker, str, str, int, An
 # --- zip ------------------------------------------------------------------------
 
 
-def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False) -> TorchFile:
+def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False, describe_numpy: bool = False) -> TorchFile:
     source = str(path)
     try:
         zf = zipfile.ZipFile(path)
@@ -285,7 +289,7 @@ def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False) -> T
                 raise CorruptCheckpointError(path, f"unknown byte order {order[:20]!r}")
             swap = order.decode() != sys.byteorder
         storages = _Described(source, path, swap=swap, fd=zf.fp.fileno()) if describe else _Storages(source, path=path, swap=swap)
-        globals_ = Globals(source, describe=describe)
+        globals_ = Globals(source, describe=describe, describe_numpy=describe_numpy)
         globals_.copy_budget = copy_budget(len(data))
         globals_.extra[("torch.storage", "_load_from_bytes")] = _nested_needs_torch if describe else nested_loader(
             globals_, max_pickle_bytes

@@ -39,6 +39,8 @@ from functools import lru_cache
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CorruptCheckpointError, UnsafePickleError
+from anemoi_ckpt_nb.read import arrayrefs
+from anemoi_ckpt_nb.read.arrayrefs import NeedsNumpy, is_lazy
 from anemoi_ckpt_nb.read.allowlist import _instantiate_allowed, _is_allowed_callable
 from anemoi_ckpt_nb.read.bounds import (
     RefusedPickle,
@@ -65,8 +67,8 @@ DEFAULT_MAX_PICKLE_BYTES = 512 * 1024 * 1024
 MAX_TUPLE_NODES = 1_000_000
 
 
-@lru_cache(maxsize=2)
-def _build_setstate_types(with_torch: bool = False) -> tuple:
+@lru_cache(maxsize=4)
+def _build_setstate_types(with_torch: bool = False, with_numpy: bool = False) -> tuple:
     """Types whose own ``__setstate__`` may receive pickle ``BUILD`` state (C or data-only)."""
     import uuid
 
@@ -75,12 +77,10 @@ def _build_setstate_types(with_torch: bool = False) -> tuple:
         import torch
 
         types_.append(torch.nn.Parameter)
-    try:
+    if with_numpy:  # only once imported: before that no numpy object can be on the pickle's stack
         import numpy as np
 
         types_ += [np.ndarray, np.dtype]
-    except ImportError:
-        pass
     return tuple(types_)
 
 
@@ -133,6 +133,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     def _call(self, func: Any, args: Any, kwargs: dict | None = None) -> Any:
         if type(args) is not tuple:
             raise pickle.UnpicklingError("call arguments must be a tuple")
+        if is_lazy(func) or (
+            func is not arrayrefs.reconstruct and any(map(is_lazy, (*args, *(kwargs or {}).values())))
+        ):
+            # numpy as the pickle uses it here, not as it pickles plain arrays: read with numpy's checks
+            raise NeedsNumpy(f"a described numpy object used in a call to {getattr(func, '__name__', func)!r:.60}")
         if is_placeholder_class(func):
             return new_placeholder(func, args, kwargs)
         if _is_allowed_callable(func) or any(func is extra for extra in self._globals.extra.values()):
@@ -153,6 +158,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     def _new(self, cls: Any, args: Any, kwargs: Any) -> Any:
         if type(args) is not tuple or type(kwargs) is not dict:
             raise pickle.UnpicklingError("NEWOBJ arguments must be a tuple and a dict")
+        if is_lazy(cls) or any(map(is_lazy, (*args, *kwargs.values()))):
+            raise NeedsNumpy("a described numpy object instantiated")
         try:
             return _instantiate_allowed(cls, args, kwargs)
         except UnsafePickleError as error:
@@ -214,6 +221,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
 
         state = self.stack.pop()
         inst = self.stack[-1]
+        if is_lazy(inst):
+            inst.build(state)  # exactly numpy's own state of a plain numeric array or dtype, or NeedsNumpy
+            return
+        if is_lazy(state) and not is_placeholder(inst):
+            raise NeedsNumpy("a described numpy object given as state")
         if is_tensor_ref(inst):
             raise NeedsTorch("state given to a tensor")
         if is_reference(inst):  # a real function would get __dict__ entries or a __setstate__ call
@@ -235,7 +247,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
             _check_dtype_state(inst, state)
         elif np is not None and isinstance(inst, np.ndarray):
             _check_array_state(inst, state)
-        if isinstance(inst, _build_setstate_types(torch is not None)):
+        if isinstance(inst, _build_setstate_types(torch is not None, np is not None)):
             inst.__setstate__(state)
             return
         if type(inst) in _dict_types() and hasattr(inst, "__dict__") and isinstance(state, dict):
@@ -301,6 +313,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     dispatch[pickle.ADDITEMS[0]] = load_additems
 
     def _refuse_target(self, target: Any, method: str) -> UnsafePickleError:
+        if is_lazy(target):
+            raise NeedsNumpy(f"{method} on a described numpy object")
         if is_reference(target):
             return self._globals.refuse(target.ph_module, target.ph_name)
         return self._globals.refuse(type(target).__module__, f"{type(target).__qualname__}.{method}")
@@ -325,7 +339,7 @@ def restricted_load(
         if error.path != globals_.source:  # raised by a stand-in that does not know the file
             raise globals_.refuse(error.module, error.name) from None
         raise
-    except (CorruptCheckpointError, NeedsTorch):
+    except (CorruptCheckpointError, NeedsTorch, NeedsNumpy):
         raise
     except RefusedPickle as error:
         raise CorruptCheckpointError(
