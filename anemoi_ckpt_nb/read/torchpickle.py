@@ -1,0 +1,170 @@
+"""Plain and legacy ``torch.save`` pickles, and torch files pickled inside a pickle, read with the restricted unpickler.
+
+A **legacy** file (``_use_new_zipfile_serialization=False``) is: magic number, protocol,
+system info, the pickle, the list of storage keys, then each storage as
+``<int64 count><raw bytes>``. The pickle is read twice: first with storages on the meta
+device to learn their dtypes (and so where each one ends), then with slices of the map.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import sys
+import zipfile
+from typing import Any
+
+from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError, NotACheckpointError
+from anemoi_ckpt_nb.read.resolver import Globals
+from anemoi_ckpt_nb.read.torchstorages import Storages, storage_id, validate_sparse
+from anemoi_ckpt_nb.read.torchzip import ZIP_MAGIC, read_entry, zip_persistent_load
+from anemoi_ckpt_nb.read.unpickler import DEFAULT_MAX_PICKLE_BYTES, restricted_load
+
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+
+
+def copy_budget(pickle_bytes: int) -> int:
+    """Bytes a pickle of ``pickle_bytes`` may hand to calls: what it holds, twice, plus 16 MiB."""
+    return 2 * pickle_bytes + 16 * 1024 * 1024
+
+def load_legacy(f: Any, globals_: Globals, storages: Storages, max_pickle_bytes: int) -> Any:
+    """The rest of a legacy file, after its magic number (``f`` positioned there)."""
+    import torch
+
+    source = globals_.source
+    protocol = restricted_load(f, globals_)
+    if protocol != LEGACY_PROTOCOL_VERSION:
+        raise CorruptCheckpointError(source, f"unknown legacy torch protocol {protocol!r}")
+    sys_info = restricted_load(f, globals_)
+    little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    if little != (sys.byteorder == "little"):
+        raise NotACheckpointError(source, "a legacy torch file of the other byte order is not supported")
+    start = f.tell()
+
+    # Pass 1: storages on the meta device, to learn each one's dtype and size.
+    found: dict[str, tuple[Any, int]] = {}
+
+    def meta_load(pid: Any) -> Any:
+        marker, key, location, numel, view = storage_id(pid, source)
+        found.setdefault(key, (marker.dtype, numel))
+        storage = torch.UntypedStorage(numel * torch._utils._element_size(marker.dtype), device="meta")
+        return torch.storage.TypedStorage(wrap_storage=storage, dtype=marker.dtype, _internal=True)
+
+    restricted_load(Bounded(f, max_pickle_bytes, source), globals_, persistent_load=meta_load)
+    keys = restricted_load(f, globals_)
+    if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
+        raise CorruptCheckpointError(source, "the legacy storage key list is damaged")
+    offsets: dict[str, int] = {}
+    position = f.tell()
+    for key in map(str, keys):
+        if key not in found:
+            raise CorruptCheckpointError(source, f"legacy storage {key} is not referred to by the pickle")
+        dtype, numel = found[key]
+        f.seek(position)
+        header = f.read(8)
+        if len(header) != 8:
+            raise CorruptCheckpointError(source, f"legacy storage {key} is missing: the file is truncated")
+        (count,) = struct.unpack("<q", header)
+        if count != numel:
+            raise CorruptCheckpointError(source, f"legacy storage {key} holds {count} elements, the pickle expects {numel}")
+        offsets[key] = position + 8
+        position += 8 + numel * torch._utils._element_size(dtype)
+    if position > storages.size:
+        raise CorruptCheckpointError(source, "the legacy storages run past the end of the file: it is truncated")
+
+    # Pass 2: the real thing, with slices of the memory map.
+    views: dict[str, Any] = {}
+
+    def real_load(pid: Any) -> Any:
+        marker, key, location, numel, view = storage_id(pid, source)
+        if key not in offsets:
+            raise CorruptCheckpointError(source, f"legacy storage {key} has no data in the file")
+        dtype, total = found[key]
+        size = torch._utils._element_size(dtype)
+        typed = storages.typed(key, dtype, total * size, offsets[key], location)
+        if view is None:
+            return typed
+        view_key, view_offset, view_size = view
+        if view_key not in views:
+            if not (0 <= view_offset and view_offset + view_size <= total):
+                raise CorruptCheckpointError(source, f"legacy storage view {view_key} is out of bounds")
+            sliced = typed._untyped_storage[view_offset * size : (view_offset + view_size) * size]
+            views[view_key] = torch.storage.TypedStorage(wrap_storage=sliced, dtype=dtype, _internal=True)
+        return views[view_key]
+
+    f.seek(start)
+    raw = restricted_load(Bounded(f, max_pickle_bytes, source), globals_, persistent_load=real_load)
+    validate_sparse(source)
+    return raw
+
+
+class Bounded:
+    """A file view that refuses to read more than ``limit`` bytes of pickle."""
+
+    def __init__(self, f: Any, limit: int, source: str) -> None:
+        self._f = f
+        self._left = limit
+        self._source = source
+
+    def _count(self, data: bytes) -> bytes:
+        self._left -= len(data)
+        if self._left < 0:
+            raise CheckpointReadError(
+                self._source,
+                "the pickle is over the limit of bytes read into memory",
+                hint="raise it with open_checkpoint(path, max_pickle_bytes=...) if you trust the file",
+            )
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        # Never ask for more than the limit: a buffered read allocates the size it is asked for.
+        return self._count(self._f.read(min(n, self._left + 1) if n >= 0 else self._left + 1))
+
+    def readline(self) -> bytes:
+        return self._count(self._f.readline(self._left + 1))
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def nested_loader(globals_: Globals, max_pickle_bytes: int):
+    """``torch.storage._load_from_bytes``: a torch file inside the pickle, read in memory the same safe way."""
+
+    def load_from_bytes(data: Any) -> Any:
+        if not isinstance(data, (bytes, bytearray)):
+            raise CorruptCheckpointError(globals_.source, "torch.storage._load_from_bytes needs bytes")
+        data = bytes(data)
+        if data[:4] == ZIP_MAGIC:
+            zf = zipfile.ZipFile(io.BytesIO(data))
+            with zf:
+                pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+                if len(pickles) != 1:
+                    raise CorruptCheckpointError(globals_.source, "embedded torch bytes lack data.pkl")
+                top = pickles[0].split("/", 1)[0]
+                storages = Storages(globals_.source, data=data)
+                inner = read_entry(zf, pickles[0], max_pickle_bytes, globals_.source)
+                return restricted_load(
+                    io.BytesIO(inner), globals_, persistent_load=zip_persistent_load(zf, top, storages)
+                )
+        f = io.BytesIO(data)
+        first = restricted_load(f, globals_)
+        if type(first) is not int or first != LEGACY_MAGIC_NUMBER:
+            raise CorruptCheckpointError(globals_.source, "embedded torch bytes are not a torch file")
+        return load_legacy(f, globals_, Storages(globals_.source, data=data), max_pickle_bytes)
+
+    return load_from_bytes
+
+
+def loads(data: bytes, *, source: str = "<bytes>") -> Any:
+    """Restricted ``pickle.loads``: plain data, placeholders, and tensors pickled on their own.
+
+    Raises:
+        UnsafePickleError: the pickle reached for a refused global; nothing ran.
+        CorruptCheckpointError: the pickle is damaged.
+    """
+    globals_ = Globals(source)
+    globals_.extra[("torch.storage", "_load_from_bytes")] = nested_loader(globals_, DEFAULT_MAX_PICKLE_BYTES)
+    return restricted_load(io.BytesIO(data), globals_)
