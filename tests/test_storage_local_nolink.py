@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from anemoi_ckpt_nb.errors import ConflictError, StorageError, StorageURLError
-from anemoi_ckpt_nb.storage import local, open_storage
+from anemoi_ckpt_nb.storage import createonly, open_storage
 from anemoi_ckpt_nb.storage.local import CREATE_ONLY_METHODS, LocalStorage
 
 METHODS = list(CREATE_ONLY_METHODS)
@@ -30,7 +30,7 @@ RACE_PROCESSES = 4
 @pytest.fixture(autouse=True)
 def _fresh_refusals(monkeypatch):
     """Refusals are remembered per process and device: start each test with none."""
-    monkeypatch.setattr(local, "_REFUSED", {})
+    monkeypatch.setattr(createonly, "_REFUSED", {})
 
 
 def _temporaries(root: Path) -> list[str]:

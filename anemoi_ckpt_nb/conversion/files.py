@@ -279,7 +279,7 @@ def rename_new(tmp: Path, final: Path) -> None:
     Raises:
         FileExistsError: ``final`` exists.
     """
-    from anemoi_ckpt_nb.storage.local import CreateOnlyUnsupported, rename_noreplace
+    from anemoi_ckpt_nb.storage.createonly import CreateOnlyUnsupported, rename_noreplace
 
     try:
         os.link(tmp, final)
