@@ -380,6 +380,31 @@ def test_clean_keeps_a_blob_another_record_still_uses(catalogue, tmp_path):
     assert catalogue.get("twin").download(tmp_path / "back.ckpt").read_bytes() == training.path.read_bytes()
 
 
+def test_clean_deletes_the_aliases_of_the_record_and_lists_them(catalogue, tmp_path):
+    training = examples.write_training_checkpoint(tmp_path / "run" / "a.ckpt", weights_bytes=20_000)
+    record = catalogue.register(training.path).record
+    alias = layout.alias_key(training.embedded_uuid)
+    assert record.other_uuids == [training.embedded_uuid] and catalogue.store.storage.exists(alias)
+    # An alias of another record that this record names too is not its to delete.
+    other = examples.write_training_checkpoint(tmp_path / "run" / "b.ckpt", weights_bytes=20_000)
+    kept = catalogue.register(other.path, tags=["production-ready"]).record
+    catalogue.store.storage.put(
+        layout.record_key(record.uuid),
+        layout.dump(record.model_copy(update={"other_uuids": [training.embedded_uuid, other.embedded_uuid]})),
+    )
+    plan = catalogue.clean(older_than_days=1e-9)
+    [doomed] = plan.delete
+    assert f"{catalogue.url}/{alias}" in doomed.files
+    assert not any(other.embedded_uuid in f for f in doomed.files)
+    catalogue.clean(older_than_days=1e-9, dry_run=False)
+    assert not catalogue.store.storage.exists(alias)
+    assert catalogue.store.storage.exists(layout.alias_key(other.embedded_uuid))
+    assert catalogue.get(other.embedded_uuid).uuid == kept.uuid
+    # The file registered again files its other uuid afresh.
+    again = catalogue.register(training.path).record
+    assert catalogue.get(training.embedded_uuid).uuid == again.uuid
+
+
 # --- the index ------------------------------------------------------------------------------------------
 
 
@@ -522,3 +547,42 @@ def test_the_index_does_not_read_twice_what_it_has(tmp_path):
     storage.reads.clear()
     assert len(fresh.index()) == 1
     assert storage.reads == [layout.SNAPSHOT]  # one read of the snapshot, no HEAD-then-GET
+
+
+# --- run manifests -----------------------------------------------------------------------------------
+
+
+def test_fork_manifests_are_read_once_per_catalogue_object_not_once_per_register(tmp_path):
+    from anemoi_ckpt_nb.storage.local import LocalStorage
+
+    class CountingStorage(LocalStorage):
+        """The real local backend, counting the manifests it reads."""
+
+        manifest_reads = 0
+
+        def get(self, key):
+            if key.startswith(layout.MANIFESTS):
+                type(self).manifest_reads += 1
+            return super().get(key)
+
+    url = tmp_path / "catalogue"
+    Catalogue.create(url)
+    catalogue = Catalogue(storage=CountingStorage(url))
+    parent = examples.write_training_checkpoint(tmp_path / "parent" / "p.ckpt", weights_bytes=20_000)
+    catalogue.register(parent.path)
+    storage = catalogue.store.storage
+    for i in range(40):  # other runs' manifests, none of them a fork of what we register
+        document = {"mode": "resume", "run_id": _uuid.uuid4().hex, "created_at": f"2026-01-01T00:00:{i:02d}Z"}
+        storage.put(f"{layout.MANIFESTS}{_uuid.uuid4()}.json", json.dumps(document).encode())
+    CountingStorage.manifest_reads = 0
+    for i in range(3):  # a callback registers each checkpoint of a run by itself
+        ck = examples.write_training_checkpoint(tmp_path / "run" / f"{i}.ckpt", weights_bytes=20_000, epoch=i)
+        assert catalogue.register(ck.path).record.parents == []
+    assert CountingStorage.manifest_reads == 40
+    # A weights-only fork planned since: its manifest alone is read, and links the new run.
+    forked = examples.write_training_checkpoint(tmp_path / "fork" / "f.ckpt", weights_bytes=20_000)
+    manifest = {"mode": "fork", "run_id": forked.run_id, "parent": {"uuid": parent.uuid}, "created_at": "2026-02-01T00:00:00Z"}
+    storage.put(f"{layout.MANIFESTS}{_uuid.uuid4()}.json", json.dumps(manifest).encode())
+    links = catalogue.register(forked.path).record.parents
+    assert [(link.uuid, link.relation) for link in links] == [(parent.uuid, "forked-from")]
+    assert CountingStorage.manifest_reads == 41

@@ -2,7 +2,7 @@
 
 Deletion order for one checkpoint: the record first (from then on nothing
 points at its blobs), then its index entry (a ``delete`` delta), its tag
-state, and finally the file and metadata blobs unless another record still
+state and the aliases of its other uuids, and finally the file and metadata blobs unless another record still
 uses them. A crash part-way leaves at worst an unreferenced blob.
 
 Just before deleting, the tag state is read again (the truth, not the index):
@@ -101,6 +101,8 @@ def clean(
         store.storage.delete(layout.record_key(record.uuid))
         store.publish([_events.delete_event(record.uuid, _events.generation_of(record))])
         store.storage.delete(layout.tags_key(record.uuid))
+        for key in _aliases_of(store, record):
+            store.storage.delete(key)
         # Copies at other sites and locations/<uuid>.json (anemoi_ckpt_nb.sites.drop).
         for note in forget_copies(store, record):
             LOG.warning("clean %s: %s", record.uuid, note)
@@ -135,6 +137,26 @@ def _blobs_to_delete(store: CatalogueStore, record: CheckpointRecord, users: Cou
     return keys
 
 
+def _aliases_of(store: CatalogueStore, record: CheckpointRecord) -> list[str]:
+    """The ``aliases/<uuid>.json`` documents that file another of the record's uuids under it.
+
+    Only the uuids the record names, and only documents that say so: a record cannot name
+    another record's alias for deletion.
+    """
+    keys = []
+    for uuid in dict.fromkeys((*record.other_uuids, record.metadata_uuid)):
+        if uuid == record.uuid or not layout.is_uuid(uuid):
+            continue
+        try:
+            target = store.read_alias(uuid)
+        except SchemaError as error:
+            LOG.warning("clean %s: %s; left alone", record.uuid, error)
+            continue
+        if target == record.uuid:
+            keys.append(layout.alias_key(uuid))
+    return keys
+
+
 def _is_metadata_of(store: CatalogueStore, key: str, record: CheckpointRecord) -> bool:
     try:
         data, _ = store.storage.get(key)
@@ -163,6 +185,7 @@ def _with_files(
     base = store.url.rstrip("/")
     keys = [layout.record_key(record.uuid)]
     keys += [k for k in (layout.tags_key(record.uuid), layout.locations_key(record.uuid)) if store.storage.exists(k)]
+    keys += _aliases_of(store, record)
     keys += _blobs_to_delete(store, record, users, count=False)
     files = [f"{base}/{key}" for key in keys] + list(planned_copies(store, record) if planned_copies else ())
     return dataclasses.replace(decision, files=tuple(files))

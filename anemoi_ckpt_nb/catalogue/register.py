@@ -51,7 +51,6 @@ from anemoi_ckpt_nb.errors import (
     ConflictError,
     MissingParentError,
     ObjectNotFoundError,
-    SchemaError,
     UuidClashError,
 )
 
@@ -189,32 +188,11 @@ class _Lineage:
         A fork that loads only the weights (``training.load_weights_only=true``) records no
         ``parent_uuid``: its run id in a manifest is what links it to its parent.
         """
-        if self._forks is None:
-            self._forks = _fork_manifests(self.store)
+        from anemoi_ckpt_nb.catalogue.forks import fork_parents
+
+        if self._forks is None:  # once per call; across calls, forks caches what each manifest says
+            self._forks = fork_parents(self.store)
         return self._forks.get(run_id)
-
-
-def _fork_manifests(store: CatalogueStore) -> dict[str, str]:
-    """New run id -> parent uuid of every fork manifest (``manifests/<uuid>.json``, oldest first)."""
-    from anemoi_ckpt_nb.catalogue.documents import parse_object
-
-    found: list[tuple[str, str, str]] = []
-    for info in store.storage.list(layout.MANIFESTS):
-        try:
-            data, _ = store.storage.get(info.key)
-            manifest = parse_object(data, f"{store.url}/{info.key}", expected="a run manifest")
-        except (ObjectNotFoundError, SchemaError):
-            continue
-        parent = manifest.get("parent")
-        run_id = manifest.get("run_id")
-        if manifest.get("mode") == "fork" and isinstance(run_id, str) and isinstance(parent, dict):
-            if isinstance(parent.get("uuid"), str):
-                found.append((str(manifest.get("created_at", "")), run_id, parent["uuid"]))
-    # A run id is fresh per fork; should two manifests name one, the first one planned stands.
-    forks: dict[str, str] = {}
-    for _, run_id, parent_uuid in sorted(found):
-        forks.setdefault(run_id, parent_uuid)
-    return forks
 
 
 def _links_for(
