@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointChangedError
-from anemoi_ckpt_nb.read.summary import KIND_LABELS, _array_shapes, anemoi_parameters, dataset_summary
+from anemoi_ckpt_nb.read.summary import KIND_LABELS, checkpoint_summary
 
 
 @dataclass(frozen=True)
@@ -337,40 +337,7 @@ class CheckpointFile:
     # -- summary
     def summary(self) -> dict[str, Any]:
         """A JSON-able description: what ``anemoi-ckpt inspect --json`` prints."""
-        dtypes: dict[str, int] = {}
-        for info in self.weights.values():
-            dtypes[info.dtype] = dtypes.get(info.dtype, 0) + 1
-        metadata = self.metadata or {}
-        return {
-            "path": str(self.path),
-            "kind": self.kind,
-            "label": self.label,
-            "format": self.format,
-            "uuid": self.uuid,
-            "embedded_uuid": self.embedded_uuid,
-            "uuids": list(self.uuids),
-            "run_id": self.run_id,
-            "parent_uuid": self.parent_uuid,
-            "epoch": self.epoch,
-            "global_step": self.global_step,
-            "parameter_count": self.parameter_count,
-            "anemoi_parameters": anemoi_parameters(metadata),
-            "tensor_elements": sum(info.numel for info in self.weights.values()),
-            "tensor_count": len(self.weights),
-            "dtypes": dtypes,
-            "sparse_tensors": {name: info.layout for name, info in self.weights.items() if info.layout != "strided"},
-            "sizes": {
-                "total": self.total_bytes,
-                "weights": self.weights_bytes,
-                "optimizer": self.optimizer_bytes,
-                "other": self.other_bytes,
-            },
-            "metadata_source": self.metadata_source,
-            "metadata_version": _str_or_none(metadata.get("version")),
-            "dataset": dataset_summary(metadata),
-            "supporting_arrays": {name: list(shape) for name, shape in _array_shapes(self._supporting_arrays)},
-            "opaque_classes": [f"{module}.{name}" for module, name in self.opaque_classes],
-        }
+        return checkpoint_summary(self)
 
     # -- life cycle
     def close(self) -> None:
@@ -394,40 +361,3 @@ class CheckpointFile:
 
     def __repr__(self) -> str:
         return f"<CheckpointFile {self.kind} {str(self.path)!r} uuid={self.uuid} parameters={self.parameter_count}>"
-
-
-#: Where embedded metadata comes from (``CheckpointFile.metadata_source``).
-EMBEDDED_SOURCES = ("anemoi.json", "ai-models.json")
-
-
-def _fill_identity(ck: CheckpointFile, pickled: dict | None = None) -> None:
-    """uuid, run id and parent from the metadata; a training file's lineage uuid from its pickle.
-
-    anemoi-training >= 0.6 with torch >= 2.6 saves a training file with uuid U1 in
-    ``hyper_parameters["metadata"]`` (``pickled``: the uuid of the inference file saved beside it,
-    and the ``parent_uuid`` its resumes and forks record), then embeds anemoi.json with a new uuid
-    U2. ``uuid`` is U1, the one lineage uses; ``embedded_uuid`` is U2; ``uuids`` holds both.
-    """
-    metadata = ck.metadata or {}
-    ck.embedded_uuid = _str_or_none(metadata.get("uuid")) if ck.metadata_source in EMBEDDED_SOURCES else None
-    pickled = pickled if isinstance(pickled, dict) else {}
-    lineage_uuid = pickled.get("uuid") if isinstance(pickled.get("uuid"), str) else None
-    ck.uuid = lineage_uuid or _str_or_none(metadata.get("uuid"))
-    ck.uuids = [u for u in dict.fromkeys((ck.uuid, ck.embedded_uuid)) if u]
-    ck.run_id = _str_or_none(metadata.get("run_id"))
-    parent = pickled.get("parent_uuid")
-    ck.parent_uuid = _str_or_none(parent if isinstance(parent, str) else metadata.get("parent_uuid"))
-    training = metadata.get("training")
-    if isinstance(training, dict):
-        ck.epoch = _int_or_none(training.get("current_epoch", training.get("epoch")), None)
-        ck.global_step = _int_or_none(training.get("global_step"), None)
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int_or_none(value: Any, default: int | None) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return default
-    return value

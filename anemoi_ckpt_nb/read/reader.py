@@ -28,12 +28,8 @@ from anemoi_ckpt_nb.errors import (
     CorruptCheckpointError,
     NotACheckpointError,
 )
-from anemoi_ckpt_nb.read.checkpoint import (
-    CheckpointFile,
-    TensorInfo,
-    _fill_identity,
-    _int_or_none,
-)
+from anemoi_ckpt_nb.read.checkpoint import CheckpointFile, TensorInfo
+from anemoi_ckpt_nb.read.identity import fill_identity, int_or_none
 from anemoi_ckpt_nb.read.safetensors_file import _open_safetensors
 
 LIGHTNING_MARKERS = ("pytorch-lightning_version", "optimizer_states", "hyper_parameters", "global_step", "epoch")
@@ -164,11 +160,11 @@ def _build(loaded: Any, size: int) -> CheckpointFile:
 
     ck._model_inputs = _model_inputs_of(loaded, ck)
     pickled = extras.get("metadata")
-    _fill_identity(ck, _as_mapping(pickled) if pickled is not None else None)
+    fill_identity(ck, _as_mapping(pickled) if pickled is not None else None)
     if kind == "training":
         lightning = _as_mapping(raw)
-        ck.epoch = _int_or_none(lightning.get("epoch"), ck.epoch)
-        ck.global_step = _int_or_none(lightning.get("global_step"), ck.global_step)
+        ck.epoch = int_or_none(lightning.get("epoch"), ck.epoch)
+        ck.global_step = int_or_none(lightning.get("global_step"), ck.global_step)
     return ck
 
 

@@ -13,7 +13,8 @@ from anemoi_ckpt_nb.errors import (
     CorruptCheckpointError,
     NotACheckpointError,
 )
-from anemoi_ckpt_nb.read.checkpoint import CheckpointFile, TensorInfo, _fill_identity
+from anemoi_ckpt_nb.read.checkpoint import CheckpointFile, TensorInfo
+from anemoi_ckpt_nb.read.identity import fill_identity
 
 _SAFETENSORS_DTYPES = {
     "F64": "float64",
@@ -123,7 +124,7 @@ def _open_safetensors(path: Path, size: int) -> CheckpointFile:
             return refs[name].numpy()
 
         ck._model_inputs = lambda: model_inputs.from_tensors(spec, tensor)
-    _fill_identity(ck)
+    fill_identity(ck)
     return ck
 
 

@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from anemoi_ckpt_nb.read.identity import str_or_none
+
 #: :attr:`CheckpointFile.label` of each kind, for files not written by the converter.
 KIND_LABELS = {
     "training": "training checkpoint",
@@ -98,6 +100,45 @@ def format_bytes(count: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{count} B"  # pragma: no cover
+
+
+def checkpoint_summary(ck: Any) -> dict[str, Any]:
+    """A JSON-able description of an open :class:`CheckpointFile`: what ``anemoi-ckpt inspect --json`` prints."""
+    dtypes: dict[str, int] = {}
+    for info in ck.weights.values():
+        dtypes[info.dtype] = dtypes.get(info.dtype, 0) + 1
+    metadata = ck.metadata or {}
+    return {
+        "path": str(ck.path),
+        "kind": ck.kind,
+        "label": ck.label,
+        "format": ck.format,
+        "uuid": ck.uuid,
+        "embedded_uuid": ck.embedded_uuid,
+        "uuids": list(ck.uuids),
+        "run_id": ck.run_id,
+        "parent_uuid": ck.parent_uuid,
+        "epoch": ck.epoch,
+        "global_step": ck.global_step,
+        "parameter_count": ck.parameter_count,
+        "anemoi_parameters": anemoi_parameters(metadata),
+        "tensor_elements": sum(info.numel for info in ck.weights.values()),
+        "tensor_count": len(ck.weights),
+        "dtypes": dtypes,
+        "sparse_tensors": {name: info.layout for name, info in ck.weights.items() if info.layout != "strided"},
+        "sizes": {
+            "total": ck.total_bytes,
+            "weights": ck.weights_bytes,
+            "optimizer": ck.optimizer_bytes,
+            "other": ck.other_bytes,
+        },
+        "metadata_source": ck.metadata_source,
+        "metadata_version": str_or_none(metadata.get("version")),
+        "dataset": dataset_summary(metadata),
+        # The arrays as read (perhaps only described): their shapes need no numpy.
+        "supporting_arrays": {name: list(shape) for name, shape in _array_shapes(ck._supporting_arrays)},
+        "opaque_classes": [f"{module}.{name}" for module, name in ck.opaque_classes],
+    }
 
 
 def summary_text(summary: dict[str, Any]) -> str:
