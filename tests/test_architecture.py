@@ -31,9 +31,7 @@ OVER_THE_BOUND: dict[str, str] = {
     "anemoi_ckpt_nb/catalogue/register.py": "file registration and record import in one file",
     "anemoi_ckpt_nb/runs/plans.py": "plan, manifest and start of a run in one file",
     "anemoi_ckpt_nb/conversion/writers.py": "the torch zip and safetensors writers in one file",
-    "anemoi_ckpt_nb/examples.py": "example checkpoints of every format in one file",
     "anemoi_ckpt_nb/api/checkpoint.py": "load_model added (issue 13); the fork/resume/convert methods go to their own mixin",
-    "anemoi_ckpt_nb/read/checkpoint.py": "model_inputs added (issue 13); tensor access and summary go to their own modules",
 }
 
 
