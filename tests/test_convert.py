@@ -829,3 +829,19 @@ def test_convert_many_checks_its_options(tmp_path):
         convert_many([], tmp_path, jobs=0)
     with pytest.raises(ConvertError, match="unknown format"):
         convert_many([], tmp_path, format="gguf")
+
+
+def test_the_pickled_format_without_anemoi_models_says_so_and_writes_nothing(tmp_path, monkeypatch):
+    import sys
+
+    from anemoi_ckpt_nb.conversion.convert import convert
+    from anemoi_ckpt_nb.errors import ConvertError, ModelPackageMissingError
+
+    real = Path(__file__).parent / "data" / "real" / "current" / "gnn" / "run"
+    source = next(real.glob("*/last.ckpt"))
+    monkeypatch.setitem(sys.modules, "anemoi.models.interface", None)  # import fails, installed or not
+    with pytest.raises(ConvertError, match="needs anemoi-models==0.19.0 where it converts") as caught:
+        convert(source, tmp_path / "out", format="pickled")
+    assert isinstance(caught.value.__cause__, ModelPackageMissingError)
+    assert "--format anemoi" in caught.value.hint
+    assert list((tmp_path / "out").iterdir()) == []

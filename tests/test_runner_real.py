@@ -68,3 +68,29 @@ def test_the_anemoi_ckpt_runner_runs_converted_files_to_the_same_forecast(python
         result = report["results"][str(path)]
         assert result["equal"], f"{path.name}: differs from the reference forecast by up to {result.get('max_abs')}: {result}"
         assert {"2t", "10u", "msl"} <= set(result["variables"])
+
+
+@pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
+def test_a_pickled_conversion_runs_in_unmodified_anemoi_inference_to_the_same_forecast(python, model, tmp_path):
+    from anemoi_ckpt_nb import open_checkpoint
+
+    config, expected = reference(model)
+    training = Path(config["checkpoint"]).with_name("last.ckpt")
+    # The pickled format needs anemoi-models where it converts: convert in the real environment.
+    done = run(python, ["-m", "anemoi_ckpt_nb", "convert", str(training), "-o", str(tmp_path / "out"),
+                        "--format", "pickled", "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    pickled = Path(result["destination"])
+    assert result["format"] == "pickled" and pickled.name == "inference-last.ckpt"
+    # anemoi-inference's own runner (no runner: in the config) loads it with torch.load, as it is.
+    produced = forecast(python, config, pickled, tmp_path)
+    report = compare(python, expected, [produced], tmp_path)
+    assert report["results"][str(produced)]["equal"], report
+    # The safe reader reads it back, pickle unrun: anemoi-training's layout, the sidecar's metadata.
+    with open_checkpoint(pickled) as checkpoint:
+        assert checkpoint.kind == "inference"
+        assert checkpoint.uuid == result["uuid"]
+        assert checkpoint.metadata["conversion"]["format"] == "pickled"
+        assert checkpoint.metadata == json.loads(Path(result["sidecar"]).read_text())
+        assert checkpoint.model_inputs() is not None  # the graph travels in the pickle, as anemoi-training's

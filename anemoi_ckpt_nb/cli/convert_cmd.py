@@ -22,10 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the outputs (created if missing)")
     parser.add_argument(
         "--format",
-        choices=("anemoi", "safetensors"),
+        choices=("anemoi", "safetensors", "pickled"),
         default="anemoi",
         help="anemoi: torch archive with embedded metadata, read by torch.load(weights_only=True) and "
-        "anemoi-utils (default); safetensors: no pickle, metadata in the header",
+        "anemoi-utils (default); safetensors: no pickle, metadata in the header; pickled: the pickled model "
+        "as anemoi-training writes inference-*.ckpt, which anemoi-inference's default runner loads "
+        "(needs anemoi-models where it converts)",
     )
     parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="conversions at once (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")

@@ -38,7 +38,11 @@ kept as they are.
   ``"anemoi"``, each supporting array a tensor named
   ``anemoi-supporting-arrays/<key>`` (see :mod:`anemoi_ckpt_nb.read.embedded`).
 
-Both get a sidecar ``<file name>.json`` holding the same metadata as the
+* ``pickled``: the pickled ``AnemoiModelInterface`` with anemoi.json, as
+  anemoi-training's checkpoint callback writes it (:mod:`.pickled`); built with
+  anemoi-models, so it converts only where anemoi-models is installed.
+
+All get a sidecar ``<file name>.json`` holding the same metadata as the
 archive: the training metadata (``hyper_parameters["metadata"]``, supporting
 arrays described in ``supporting_arrays_paths`` but kept as arrays in the
 archive) with a fresh ``uuid``, ``converted_from`` = ``{uuid, sha256, path}`` of
@@ -80,7 +84,9 @@ def convert(
         destination: the file to write, or a folder to write ``inference-<stem>.ckpt``
             (``.safetensors``) into: an existing one, or a name ending with ``/`` or
             without a suffix, created if missing (as ``anemoi-ckpt convert -o`` does).
-        format: ``"anemoi"`` (torch zip with embedded metadata) or ``"safetensors"``.
+        format: ``"anemoi"`` (torch zip with embedded metadata), ``"safetensors"``, or
+            ``"pickled"`` (the pickled model anemoi-inference's default runner loads; needs
+            anemoi-models and torch-geometric installed, see :mod:`.pickled`).
         overwrite: replace an existing destination (and its sidecar).
         progress: called as ``progress(done, total)`` with bytes of tensors copied.
         source_sha256: the source's sha256 if already known (the catalogue

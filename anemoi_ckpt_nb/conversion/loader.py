@@ -78,6 +78,8 @@ def written_with(metadata: dict | None) -> str | None:
     versions = provenance.get("module_versions") if isinstance(provenance, dict) else None
     if isinstance(versions, dict):
         version = versions.get(MODULE) or versions.get(PACKAGE)
+        if isinstance(version, dict):  # anemoi-utils >= 0.5 records {"version": ..., "path": ...}
+            version = version.get("version")
         if isinstance(version, str):
             return version
     return None

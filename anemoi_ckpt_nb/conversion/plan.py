@@ -16,10 +16,10 @@ from typing import Any
 from anemoi_ckpt_nb.errors import CheckpointReadError, CkptError, ConvertError
 from anemoi_ckpt_nb.storage.disk import names_a_folder
 
-FORMATS = ("anemoi", "safetensors")
+FORMATS = ("anemoi", "safetensors", "pickled")
 
 
-SUFFIXES = {"anemoi": ".ckpt", "safetensors": ".safetensors"}
+SUFFIXES = {"anemoi": ".ckpt", "safetensors": ".safetensors", "pickled": ".ckpt"}
 
 
 #: Prefix anemoi-training gives inference checkpoints (``_get_inference_checkpoint_filepath``).
@@ -128,8 +128,8 @@ def _destination(source: Path, destination: str | Path, format: str) -> Path:
         raise ConvertError(
             source, target, f"the folder {target.parent} does not exist", hint=f"create it: mkdir -p {target.parent}"
         )
-    if format == "anemoi" and target.suffix == ".safetensors":
-        raise ConvertError(source, target, "a .safetensors name for the anemoi format", hint="add --format safetensors")
+    if format != "safetensors" and target.suffix == ".safetensors":
+        raise ConvertError(source, target, f"a .safetensors name for the {format} format", hint="add --format safetensors")
     if format == "safetensors" and target.suffix != ".safetensors":
         raise ConvertError(source, target, "the safetensors format needs a .safetensors name", hint="rename the destination")
     return target

@@ -87,6 +87,14 @@ def _convert_open(
     progress: Progress | None,
     source_sha256: str | None = None,
 ) -> ConvertResult:
+    if format == "pickled":  # the model is built from the converted weights and pickled: needs anemoi-models here
+        from anemoi_ckpt_nb.conversion.pickled import convert_pickled
+
+        def weights(path: Path) -> ConvertResult:
+            return _convert_open(checkpoint, source, path, format="anemoi", overwrite=False, progress=progress,
+                                 source_sha256=source_sha256)
+
+        return convert_pickled(checkpoint, source, target, overwrite=overwrite, convert_weights=weights)
     started = time.monotonic()
     sidecar = sidecar_path(target)
     if source.resolve() == target.resolve():
