@@ -79,19 +79,12 @@ def convert_pickled(
             :func:`~.convert.convert` raises for the other formats.
     """
     from anemoi_ckpt_nb.conversion.files import publish, write_sidecar
-    from anemoi_ckpt_nb.conversion.plan import OVERWRITE_HINT, OVERWRITE_PYTHON_HINT, sidecar_path
+    from anemoi_ckpt_nb.conversion.plan import refuse_to_replace, sidecar_path
     from anemoi_ckpt_nb.storage.hashing import sha256_file
 
     started = time.monotonic()
     sidecar = sidecar_path(target)
-    if source.resolve() == target.resolve():
-        raise ConvertError(source, target, "the destination is the source", hint="choose another destination")
-    if not overwrite:
-        for path, what in ((target, "the destination"), (sidecar, f"its sidecar {sidecar.name}")):
-            if path.exists():
-                raise ConvertError(source, target, f"{what} already exists", hint=OVERWRITE_HINT).with_python_hint(
-                    OVERWRITE_PYTHON_HINT
-                )
+    refuse_to_replace(source, target, sidecar, overwrite=overwrite)
     require_model_packages(source, target, checkpoint.metadata if isinstance(checkpoint.metadata, dict) else None)
     # torch.save names the archive's top folder after the file: write under the final name,
     # in a hidden folder beside the target, and move it into place once verified.

@@ -107,6 +107,18 @@ def map_name(name: str, kind: str = "training") -> str | None:
     return None
 
 
+def refuse_to_replace(source: Path, target: Path, sidecar: Path, *, overwrite: bool) -> None:
+    """Refuse to write over the source, or over an existing output without ``overwrite``."""
+    if source.resolve() == target.resolve():
+        raise ConvertError(source, target, "the destination is the source", hint="choose another destination")
+    if not overwrite:
+        for path, what in ((target, "the destination"), (sidecar, f"its sidecar {sidecar.name}")):
+            if path.exists():
+                raise ConvertError(source, target, f"{what} already exists", hint=OVERWRITE_HINT).with_python_hint(
+                    OVERWRITE_PYTHON_HINT
+                )
+
+
 def _check_format(format: str, source: object, destination: object) -> None:
     if format not in FORMATS:
         raise ConvertError(

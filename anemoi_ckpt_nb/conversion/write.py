@@ -20,8 +20,6 @@ from anemoi_ckpt_nb.errors import CheckpointChangedError, CkptError, ConvertErro
 if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.conversion.files import SourceFile
 from anemoi_ckpt_nb.conversion.plan import (
-    OVERWRITE_HINT,
-    OVERWRITE_PYTHON_HINT,
     ConvertResult,
     Progress,
     _as_convert_error,
@@ -30,6 +28,7 @@ from anemoi_ckpt_nb.conversion.plan import (
     _Failure,
     _os_error,
     _plan,
+    refuse_to_replace,
     sidecar_path,
 )
 
@@ -97,14 +96,7 @@ def _convert_open(
         return convert_pickled(checkpoint, source, target, overwrite=overwrite, convert_weights=weights)
     started = time.monotonic()
     sidecar = sidecar_path(target)
-    if source.resolve() == target.resolve():
-        raise ConvertError(source, target, "the destination is the source", hint="choose another destination")
-    if not overwrite:
-        for path, what in ((target, "the destination"), (sidecar, f"its sidecar {sidecar.name}")):
-            if path.exists():
-                raise ConvertError(source, target, f"{what} already exists", hint=OVERWRITE_HINT).with_python_hint(
-                    OVERWRITE_PYTHON_HINT
-                )
+    refuse_to_replace(source, target, sidecar, overwrite=overwrite)
     if sys.byteorder != "little":
         raise ConvertError(source, target, "conversion runs only on little-endian machines")
     planned, dropped = _plan(checkpoint, source, target)
