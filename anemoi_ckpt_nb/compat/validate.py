@@ -5,118 +5,53 @@ migration steps would bring it to the current version, which keys are unknown
 or missing, which pickled classes the reader could not translate, and how the
 installed packages compare with the ones it was trained with.
 
-The environment check follows anemoi-inference's ``validate_environment``
-(``anemoi/inference/provenance.py``): it looks at the packages with ``anemoi``
-in their name (all packages with ``all_packages``), skips the ones that do not
-matter for inference (anemoi.training, hydra, lightning, ...), and reports a
-package that is missing, newer here than in training, or older here than in
-training. The last is what anemoi-inference flags ``CRITICAL``: code older than
-the checkpoint cannot be expected to rebuild it, so it makes the file
-incompatible. The rest are warnings: a newer or a missing package can be
-installed or usually works.
-
-Verdicts: ``compatible`` (exit 0), ``warnings`` (exit 1), ``incompatible``
-(exit 2); ``strict`` turns warnings into incompatible.
+The environment check is :mod:`.packages` (as anemoi-inference's ``validate_environment``);
+the report, its verdict and its text are :mod:`.report`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from anemoi_ckpt_nb.compat.packages import EXEMPT_NAMESPACES, EXEMPT_PACKAGES, check_environment, installed_version
+from anemoi_ckpt_nb.compat.report import (
+    EXIT_CODES,
+    Finding,
+    PackageCheck,
+    Severity,
+    ValidationReport,
+    Verdict,
+    render_text,
+)
 from anemoi_ckpt_nb.errors import CheckpointReadError, SchemaError
 
-Severity = Literal["info", "warning", "error"]
-Verdict = Literal["compatible", "warnings", "incompatible"]
-
-EXIT_CODES: dict[str, int] = {"compatible": 0, "warnings": 1, "incompatible": 2}
-
-#: Packages anemoi-inference does not compare: training-only, or tooling.
-EXEMPT_PACKAGES = frozenset({
-    "anemoi.training", "anemoi.inference", "hydra", "hydra_plugins", "hydra_plugins.anemoi_searchpath",
-    "lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities",
-})
-EXEMPT_NAMESPACES = frozenset({"hydra_plugins"})
+__all__ = [
+    "EXEMPT_NAMESPACES",
+    "EXEMPT_PACKAGES",
+    "EXIT_CODES",
+    "Finding",
+    "PackageCheck",
+    "Severity",
+    "ValidationReport",
+    "Verdict",
+    "check_metadata",
+    "describe_kind",
+    "installed_version",
+    "looks_like_path",
+    "render_text",
+    "validate_checkpoint",
+    "validate_metadata",
+]
 
 #: Keys whose absence does not block anything but loses lineage or provenance.
 RECOMMENDED_KEYS = ("uuid", "run_id", "timestamp", "provenance_training")
 
 CHECKPOINT_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".safetensors", ".bin"})
 
-
-@dataclass
-class Finding:
-    """One observation about the file."""
-
-    severity: Severity
-    code: str
-    message: str
-    hint: str | None = None
-
-
-@dataclass
-class PackageCheck:
-    """One package: the version it was trained with and the one installed here."""
-
-    package: str
-    trained: str | None
-    installed: str | None
-    #: ``same``, ``newer-installed``, ``older-installed``, ``missing`` or ``unparsable``.
-    status: str
-
-
-@dataclass
-class ValidationReport:
-    """Everything ``validate`` found, and the verdict."""
-
-    path: str
-    format: str | None = None
-    metadata_source: str | None = None
-    metadata_version: str | None = None
-    current_version: str = ""
-    migrations: list[str] = field(default_factory=list)
-    unknown_keys: list[str] = field(default_factory=list)
-    missing_keys: list[str] = field(default_factory=list)
-    unmapped_classes: list[str] = field(default_factory=list)
-    packages: list[PackageCheck] = field(default_factory=list)
-    can_convert: bool = False
-    can_load_for_inference: bool = False
-    #: What the file is and what runs it, in words (see :func:`describe_kind`).
-    what: str | None = None
-    findings: list[Finding] = field(default_factory=list)
-    #: For a catalogue's copy of the metadata: the registered checkpoint's uuid and file name, so
-    #: that advice names commands that work on it (the file must be downloaded to be upgraded).
-    registered: tuple[str, str] | None = None
-
-    def add(self, severity: Severity, code: str, message: str, hint: str | None = None) -> None:
-        self.findings.append(Finding(severity, code, message, hint))
-
-    @property
-    def verdict(self) -> Verdict:
-        """``incompatible`` if any error, ``warnings`` if any warning, else ``compatible``."""
-        levels = {f.severity for f in self.findings}
-        if "error" in levels:
-            return "incompatible"
-        return "warnings" if "warning" in levels else "compatible"
-
-    def exit_code(self, *, strict: bool = False) -> int:
-        """0, 1 or 2 for compatible, warnings, incompatible; ``strict`` makes warnings 2."""
-        code = EXIT_CODES[self.verdict]
-        return 2 if strict and code == 1 else code
-
-    def to_dict(self, *, strict: bool = False) -> dict[str, Any]:
-        """JSON-able form, as ``validate --json`` prints it."""
-        data = asdict(self)
-        del data["registered"]  # part of the advice already, and not a finding
-        data["verdict"] = "incompatible" if strict and self.verdict == "warnings" else self.verdict
-        data["exit_code"] = self.exit_code(strict=strict)
-        data["strict"] = strict
-        return data
 
 
 def looks_like_path(target: str) -> bool:
@@ -223,7 +158,7 @@ def check_metadata(report: ValidationReport, metadata: Any, *, all_packages: boo
     if is_newer_than_known(version):
         report.add("warning", "metadata-newer", f"metadata version {version} is newer than this tool knows ({CURRENT_VERSION}); "
                    "only the environment was checked", "upgrade anemoi-ckpt-nb: pip install -U anemoi-ckpt-nb")
-        _check_environment(report, metadata.get("provenance_training"), all_packages=all_packages)
+        check_environment(report, metadata.get("provenance_training"), all_packages=all_packages)
         return
     try:
         result = migrate(metadata)
@@ -248,7 +183,7 @@ def check_metadata(report: ValidationReport, metadata: Any, *, all_packages: boo
         report.add("info", "not-embedded", "the metadata is only in hyper_parameters; conversion embeds it in the inference file")
     valid = not any(f.severity == "error" for f in report.findings)
     report.can_convert = valid and report.format in (None, "training", "inference")
-    _check_environment(report, (result.document if valid else metadata).get("provenance_training"), all_packages=all_packages)
+    check_environment(report, (result.document if valid else metadata).get("provenance_training"), all_packages=all_packages)
     blocking = {"older-installed", "missing"}
     report.can_load_for_inference = report.can_convert and not any(p.status in blocking for p in report.packages) \
         and not any(f.severity == "error" for f in report.findings)
@@ -373,119 +308,3 @@ def _errors(model: Any, document: Mapping[str, Any]) -> list[tuple[str, str, str
     except ValidationError as error:
         return [(".".join(str(p) for p in e["loc"]), e["msg"], e["type"]) for e in error.errors()]
     return []
-
-
-# --- environment --------------------------------------------------------------------
-
-
-def installed_version(module: str) -> str | None:
-    """Installed version of the distribution providing ``module`` (``anemoi.models`` -> anemoi-models).
-
-    Read from distribution metadata only; nothing is imported.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in (module, module.replace(".", "-"), module.split(".")[0]):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-def _considered(module: str, *, all_packages: bool) -> bool:
-    if module.startswith("_") or module in EXEMPT_PACKAGES or module.split(".")[0] in EXEMPT_NAMESPACES:
-        return False
-    return all_packages or "anemoi" in module
-
-
-def _check_environment(report: ValidationReport, provenance: Any, *, all_packages: bool) -> None:
-    from anemoi_ckpt_nb.compat.environment import checkpoint_code, parse_version
-
-    if not isinstance(provenance, Mapping):
-        report.add("warning", "no-provenance", "no provenance_training: the packages it was trained with are unknown")
-        return
-    # The runs helper's reading of provenance: module versions as text (either anemoi-utils form), dirty checkouts.
-    code = checkpoint_code(provenance)
-    python = code.python
-    here = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
-    if python:
-        trained, current = parse_version(str(python)), parse_version(here)
-        if trained and current and trained[:2] != current[:2]:
-            report.add("warning", "python-version", f"trained with Python {python}, this is Python {here}")
-        elif trained != current:
-            report.add("info", "python-version", f"trained with Python {python}, this is Python {here}")
-    for module in sorted(code.modules):
-        if not _considered(module, all_packages=all_packages):
-            continue
-        trained_text = code.modules[module]
-        installed = installed_version(module)
-        check = PackageCheck(module, trained_text, installed, _status(trained_text, installed))
-        report.packages.append(check)
-        if check.status == "missing":
-            report.add("warning", "package-missing", f"{module} {trained_text} was used in training and is not installed here",
-                       f"pip install {module.replace('.', '-')}=={trained_text}")
-        elif check.status == "newer-installed":
-            report.add("warning", "package-newer", f"{module}: trained with {trained_text}, {installed} installed here")
-        elif check.status == "older-installed":
-            report.add("error", "package-older", f"{module}: trained with {trained_text}, only {installed} installed here",
-                       f"pip install '{module.replace('.', '-')}>={trained_text}'")
-        elif check.status == "unparsable":
-            report.add("warning", "package-version", f"{module}: cannot compare versions {trained_text!r} and {installed!r}")
-    if code.git_dirty:
-        report.add("warning", "uncommitted-training-code",
-                   f"the training code had uncommitted changes ({', '.join(code.git_dirty)}): it cannot be reproduced exactly")
-
-
-def _status(trained: str | None, installed: str | None) -> str:
-    from anemoi_ckpt_nb.compat.environment import parse_version
-
-    if installed is None:
-        return "missing"
-    if trained == installed:
-        return "same"
-    a, b = parse_version(trained), parse_version(installed)
-    if a is None or b is None:
-        return "unparsable"
-    if a < b:
-        return "newer-installed"
-    if a > b:
-        return "older-installed"
-    return "same"
-
-
-# --- text --------------------------------------------------------------------------------
-
-
-def render_text(report: ValidationReport, *, strict: bool = False) -> str:
-    """The report as the lines ``anemoi-ckpt validate`` prints."""
-
-    def listed(items: list[str], limit: int = 8) -> str:
-        if not items:
-            return "-"
-        return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-    version = report.metadata_version or "-"
-    lines = [report.path]
-    if report.what:
-        lines.append(f"  what: {report.what}")
-    lines.append(f"  format: {report.format or '-'}; metadata: {report.metadata_source or '-'}, "
-                 f"version {version} (current {report.current_version})")
-    lines.append(f"  migrations that would run: {listed(report.migrations)}")
-    lines.append(f"  missing keys: {listed(report.missing_keys)}")
-    lines.append(f"  unknown keys: {listed(report.unknown_keys)}")
-    lines.append(f"  unmapped classes: {listed(report.unmapped_classes, 5)}")
-    if report.packages:
-        lines.append("  packages (trained -> installed):")
-        for p in report.packages:
-            lines.append(f"    {p.package}: {p.trained or '?'} -> {p.installed or 'not installed'} ({p.status})")
-    lines.append(f"  can convert: {'yes' if report.can_convert else 'no'}; "
-                 f"can load for inference here: {'yes' if report.can_load_for_inference else 'no'}")
-    for finding in report.findings:
-        if finding.severity == "info":
-            continue
-        hint = f" ({finding.hint})" if finding.hint else ""
-        lines.append(f"  {finding.severity}: {finding.message}{hint}")
-    data = report.to_dict(strict=strict)
-    lines.append(f"verdict: {data['verdict']} (exit {data['exit_code']})")
-    return "\n".join(lines)
