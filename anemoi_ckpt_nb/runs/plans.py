@@ -1,31 +1,6 @@
-"""Fork and resume plans: run manifests and the anemoi-training overrides that start a run.
+"""Fork and resume plans: check the code versions, build and store the run manifest, fetch the checkpoint.
 
-A **run manifest** says how a training run starts from a registered
-checkpoint, so that the run can be reproduced and its checkpoints linked back:
-the new (fork) or continued (resume) run id, the parent's uuid and relation,
-the cached file's path and sha256, the code versions of the checkpoint and of
-the environment, any drift that was allowed, and the configuration overrides.
-It is stored create-only in the catalogue under ``manifests/<uuid>.json`` and
-beside the cached checkpoint under ``<cache>/<parent uuid>/runs/<uuid>.json``;
-it links to the checkpoint by uuid only.
-
-The overrides follow anemoi-training's own names. From anemoi-training 0.8
-(the ``system`` config schema)::
-
-    resume: training.run_id=<run> training.fork_run_id=null system.input.warm_start=<file>
-            training.load_weights_only=false
-    fork:   training.run_id=<new run> training.fork_run_id=<parent run>
-            system.input.warm_start=<file> training.load_weights_only=true
-
-Before 0.8 (the ``hardware`` config) the checkpoint is found at
-``<hardware.paths.checkpoints>/<fork_run_id or run_id>/<hardware.files.warm_start>``,
-so the training step links the cached file there first, and a fork's new run
-id is chosen by anemoi-training (or MLflow), not by us::
-
-    resume: training.run_id=<run> hardware.paths.checkpoints=<dir> hardware.files.warm_start=<name>
-            training.load_weights_only=false
-    fork:   training.fork_run_id=<parent run> hardware.paths.checkpoints=<dir>
-            hardware.files.warm_start=<name> training.load_weights_only=true
+The manifest is :mod:`.manifest`; the overrides that start anemoi-training are :mod:`.overrides`.
 
 A resume and a fork that loads the whole state (``load_weights_only=false``)
 make anemoi-training record the loaded checkpoint's uuid as ``parent_uuid``
@@ -39,209 +14,60 @@ catalogue holds a copy of the checkpoint resumed from.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid as _uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from anemoi_ckpt_nb.runs import cache as run_cache
-from anemoi_ckpt_nb.compat.environment import CheckpointCode, EnvironmentSnapshot, capture_environment, checkpoint_code, parse_version
-from anemoi_ckpt_nb.runs.drift import Difference, DriftReport, Mode, compare_environment, enforce
-from anemoi_ckpt_nb.errors import ObjectNotFoundError, RunPlanError, SchemaError
 from anemoi_ckpt_nb.catalogue.schema import ParentLink
+from anemoi_ckpt_nb.compat.environment import EnvironmentSnapshot, capture_environment, checkpoint_code
+from anemoi_ckpt_nb.errors import ObjectNotFoundError, RunPlanError
+from anemoi_ckpt_nb.runs import cache as run_cache
+from anemoi_ckpt_nb.runs.drift import DriftReport, Mode, compare_environment, enforce
+from anemoi_ckpt_nb.runs.manifest import (
+    MANIFEST_VERSION,
+    MANIFESTS,
+    CachedFile,
+    Layout,
+    RunManifest,
+    TrainingLaunch,
+    get_manifest,
+    list_manifests,
+    load_manifest,
+    local_manifest_path,
+    manifest_key,
+    record_manifest,
+)
+from anemoi_ckpt_nb.runs.overrides import SYSTEM_LAYOUT_SINCE, choose_layout, hydra_value, training_overrides
 
-MANIFESTS = "manifests/"
-MANIFEST_VERSION = 1
-
-Layout = Literal["system", "hardware"]
-#: The anemoi-training release that moved ``hardware.*`` to ``system.*``.
-SYSTEM_LAYOUT_SINCE = (0, 8, 0)
+__all__ = [
+    "MANIFESTS",
+    "MANIFEST_VERSION",
+    "RELATION",
+    "SYSTEM_LAYOUT_SINCE",
+    "CachedFile",
+    "Layout",
+    "RunManifest",
+    "TrainingLaunch",
+    "choose_layout",
+    "get_manifest",
+    "hydra_value",
+    "keep_resumed_from",
+    "list_manifests",
+    "load_manifest",
+    "local_manifest_path",
+    "manifest_key",
+    "plan_fork",
+    "plan_resume",
+    "plan_run",
+    "policy_requires_clean",
+    "record_manifest",
+    "start_run",
+    "training_overrides",
+    "verify_run",
+]
 
 RELATION: dict[str, str] = {"fork": "forked-from", "resume": "resumed-from"}
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class CachedFile(_Model):
-    """The parent checkpoint as the run reads it: a verified file in the cache."""
-
-    path: str
-    filename: str
-    sha256: str
-    size: int
-
-
-class TrainingLaunch(_Model):
-    """How anemoi-training is told to start from the checkpoint."""
-
-    layout: Layout
-    #: Why this layout: the anemoi-training version seen, or an explicit choice.
-    layout_reason: str
-    overrides: list[str]
-    load_weights_only: bool
-    #: ``hardware`` layout only: where the cached file is linked before training.
-    stage_link: str | None = None
-
-
-class RunManifest(_Model):
-    """One fork or resume of a registered checkpoint (see the module docstring)."""
-
-    schema_version: int = MANIFEST_VERSION
-    uuid: str
-    mode: Mode
-    #: The new (fork) or continued (resume) run id; None when anemoi-training
-    #: assigns it (a fork with the ``hardware`` layout).
-    run_id: str | None
-    parent: ParentLink
-    parent_run_id: str | None = None
-    parent_name: str | None = None
-    checkpoint: CachedFile
-    checkpoint_code: CheckpointCode
-    environment: EnvironmentSnapshot
-    drift: list[Difference] = Field(default_factory=list)
-    drift_allowed: bool = False
-    require_clean: bool = False
-    training: TrainingLaunch
-    catalogue: str
-    created_at: dt.datetime
-    created_by: str
-    #: Where the local copy of this manifest was written (on the machine that planned it).
-    local_path: str | None = None
-
-    @property
-    def overrides(self) -> list[str]:
-        return list(self.training.overrides)
-
-    @property
-    def cache_dir(self) -> Path:
-        """The cache folder of the plan (the checkpoint is ``<cache>/<parent uuid>/<file>``)."""
-        return Path(self.checkpoint.path).parent.parent
-
-
-def manifest_key(uuid: str) -> str:
-    """Key of a run manifest in the catalogue."""
-    return f"{MANIFESTS}{uuid}.json"
-
-
-def local_manifest_path(cache: str | Path, parent_uuid: str, manifest_uuid: str) -> Path:
-    """Where a run manifest is kept beside the cached checkpoint."""
-    return run_cache.entry_dir(cache, parent_uuid) / run_cache.RUNS / f"{manifest_uuid}.json"
-
-
-# --- overrides -----------------------------------------------------------------------
-
-_HYDRA_SAFE = re.compile(r"^[\w./:@+-]+$", re.ASCII)
-#: Unquoted, Hydra reads these as booleans or null (any case); numbers are caught by ``float``.
-_HYDRA_KEYWORDS = frozenset({"true", "false", "null"})
-
-
-def _hydra_typed(text: str) -> bool:
-    """Whether Hydra would read ``text``, unquoted, as something other than a string."""
-    if text.lower() in _HYDRA_KEYWORDS:
-        return True
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def hydra_value(value: object) -> str:
-    """A value as a Hydra command-line override reads it back exactly.
-
-    Strings that Hydra would misparse (special or non-ASCII characters) or
-    read as another type (``42``, ``1e5``, ``true``) are single-quoted. In a
-    quoted value Hydra treats a backslash as an escape only before a quote,
-    and OmegaConf only before ``${`` (which it would otherwise resolve), so
-    only those backslashes are doubled.
-    """
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    if _HYDRA_SAFE.match(text) and (isinstance(value, (int, float)) or not _hydra_typed(text)):
-        return text
-    text = re.sub(r"(\\*)(\$\{)", lambda m: m[1] * 2 + "\\" + m[2], text)
-    text = re.sub(r"(\\*)'", lambda m: m[1] * 2 + "\\'", text)
-    text = re.sub(r"(\\+)$", lambda m: m[1] * 2, text)
-    return f"'{text}'"
-
-
-def choose_layout(environment: EnvironmentSnapshot, layout: Layout | None = None) -> tuple[Layout, str]:
-    """Which anemoi-training configuration layout the overrides use, and why.
-
-    Args:
-        environment: The run's environment (its anemoi-training version decides).
-        layout: An explicit choice, which wins.
-
-    Returns:
-        ``(layout, reason)``.
-    """
-    if layout is not None:
-        if layout not in ("system", "hardware"):
-            raise RunPlanError(
-                "layout", f"unknown configuration layout {layout!r}",
-                hint="use 'system' (anemoi-training >= 0.8) or 'hardware'",
-            )
-        return layout, "chosen explicitly"
-    version = environment.packages.get("anemoi.training")
-    parsed = parse_version(version)
-    if parsed is None:
-        return "system", "anemoi-training is not installed here; assuming >= 0.8 (system.* configuration)"
-    if parsed < SYSTEM_LAYOUT_SINCE:
-        return "hardware", f"anemoi-training {version} < 0.8 reads hardware.paths/hardware.files"
-    return "system", f"anemoi-training {version} >= 0.8 reads system.input"
-
-
-def training_overrides(
-    *,
-    mode: Mode,
-    layout: Layout,
-    run_id: str | None,
-    parent_run_id: str | None,
-    checkpoint: Path,
-    load_weights_only: bool,
-    checkpoints_dir: Path | None = None,
-) -> tuple[list[str], Path | None]:
-    """The anemoi-training overrides that start the run (see the module docstring).
-
-    Returns:
-        ``(overrides, stage_link)``: ``stage_link`` is where the ``hardware``
-        layout expects the checkpoint (None for ``system``).
-    """
-    head: list[str] = []
-    if mode == "resume":
-        head = [f"training.run_id={hydra_value(run_id)}", "training.fork_run_id=null"]
-    elif layout == "system":
-        head = [f"training.run_id={hydra_value(run_id)}"]
-        if parent_run_id:
-            head.append(f"training.fork_run_id={hydra_value(parent_run_id)}")
-    else:
-        head = [f"training.fork_run_id={hydra_value(parent_run_id)}"]
-    weights = f"training.load_weights_only={hydra_value(load_weights_only)}"
-    if layout == "system":
-        return [*head, f"system.input.warm_start={hydra_value(str(checkpoint))}", weights], None
-    assert checkpoints_dir is not None
-    folder = str(parent_run_id if mode == "fork" else run_id)
-    # The run id comes from someone else's checkpoint: it must name one folder, not a path.
-    if not folder or folder in (".", "..") or "/" in folder or "\x00" in folder:
-        raise RunPlanError(folder, "this run id cannot be a folder name under the checkpoints folder",
-                           hint="use the 'system' layout (anemoi-training >= 0.8), which needs no link")
-    link = checkpoints_dir / folder / checkpoint.name
-    return [
-        *head,
-        f"hardware.paths.checkpoints={hydra_value(str(checkpoints_dir))}",
-        f"hardware.files.warm_start={hydra_value(checkpoint.name)}",
-        weights,
-    ], link
-
-
-# --- planning ----------------------------------------------------------------------------
 
 
 def _provenance(storage: Any, record: Any) -> Any:
@@ -473,90 +299,6 @@ def keep_resumed_from(store: Any, record: Any, *, progress: Any = None) -> None:
             hint=f"on {record.source.host}, where {record.source.path} is: "
             f"`anemoi-ckpt replicate {record.uuid} --to {site}`, then resume again",
         ) from None
-
-
-# --- storing and reading -------------------------------------------------------------------
-
-
-def _dump(manifest: RunManifest) -> bytes:
-    return manifest.model_dump_json(indent=2).encode() + b"\n"
-
-
-def record_manifest(storage: Any, manifest: RunManifest, *, cache: str | Path) -> Path:
-    """Store a manifest create-only in the catalogue and beside the cached checkpoint.
-
-    Args:
-        storage: The catalogue's storage.
-        manifest: From :func:`plan_run`; its ``local_path`` is set here.
-        cache: The cache folder of the plan.
-
-    Returns:
-        The local manifest file.
-
-    Raises:
-        ConflictError: a manifest with this uuid is already stored (never for a fresh plan).
-        OfflineError, StorageError: the catalogue cannot be written.
-    """
-    path = local_manifest_path(cache, manifest.parent.uuid, manifest.uuid)
-    manifest.local_path = str(path)
-    data = _dump(manifest)
-    # Catalogue first: a manifest only exists locally once it is recorded centrally.
-    storage.put(manifest_key(manifest.uuid), data, if_absent=True)
-    run_cache.write_atomically(path, data)
-    return path
-
-
-def _parse(data: bytes, where: str) -> RunManifest:
-    try:
-        manifest = RunManifest.model_validate_json(data)
-    except ValueError as exc:
-        raise SchemaError(f"{where}: not a run manifest ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
-    if manifest.schema_version > MANIFEST_VERSION:
-        raise SchemaError(
-            f"{where}: run manifest schema_version {manifest.schema_version} is newer than this release reads",
-            hint="pip install -U anemoi-ckpt-nb",
-        )
-    return manifest
-
-
-def load_manifest(path: str | Path) -> RunManifest:
-    """Read a local run manifest. Reads only the file.
-
-    Raises:
-        CacheError: the file does not exist.
-        SchemaError: it is not a run manifest this release reads.
-    """
-    from anemoi_ckpt_nb.errors import CacheError
-
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CacheError(path, "no run manifest here", hint="create it with `anemoi-ckpt plan`, `fork` or `resume`") from None
-    return _parse(data, str(path))
-
-
-def get_manifest(storage: Any, uuid: str) -> RunManifest:
-    """Read a run manifest from the catalogue.
-
-    Raises:
-        ObjectNotFoundError: no manifest with this uuid.
-    """
-    data, _ = storage.get(manifest_key(uuid))
-    return _parse(data, f"{storage.url.rstrip('/')}/{manifest_key(uuid)}")
-
-
-def list_manifests(storage: Any, *, parent_uuid: str | None = None) -> list[RunManifest]:
-    """Every run manifest in the catalogue, oldest first, optionally of one parent checkpoint."""
-    found = []
-    for info in storage.list(MANIFESTS):
-        try:
-            manifest = get_manifest(storage, info.key[len(MANIFESTS):].removesuffix(".json"))
-        except (ObjectNotFoundError, SchemaError):
-            continue
-        if parent_uuid is None or manifest.parent.uuid == parent_uuid:
-            found.append(manifest)
-    return sorted(found, key=lambda m: m.created_at)
 
 
 # --- the offline check of the training step --------------------------------------------------
