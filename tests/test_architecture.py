@@ -29,7 +29,6 @@ OVER_THE_BOUND: dict[str, str] = {
     # Not split yet: moved whole in the restructure; each is being split in its own small change.
     "anemoi_ckpt_nb/catalogue/register.py": "file registration and record import in one file",
     "anemoi_ckpt_nb/conversion/writers.py": "the torch zip and safetensors writers in one file",
-    "anemoi_ckpt_nb/api/checkpoint.py": "load_model added (issue 13); the fork/resume/convert methods go to their own mixin",
 }
 
 
