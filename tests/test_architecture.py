@@ -137,6 +137,38 @@ def test_modules_stay_under_the_line_bound():
     assert shrunk == [], f"these modules are back under {MAX_LINES} lines: remove them from OVER_THE_BOUND"
 
 
+def _protocol_members(protocol: type) -> set[str]:
+    return {name for name in vars(protocol) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize(
+    ("handed", "public"),
+    [("HandedCheckpoint", "Checkpoint"), ("HandedCatalogue", "Catalogue")],
+)
+def test_the_notebook_is_handed_what_the_public_objects_are(handed, public):
+    # The notebook names only the shape of what it displays (it never imports the api): the
+    # public objects must keep that shape, every member and every keyword the widgets pass.
+    import inspect
+
+    import anemoi_ckpt_nb.api as api
+    from anemoi_ckpt_nb.notebook import handed as handed_module
+
+    protocol, cls = getattr(handed_module, handed), getattr(api, public)
+    members = _protocol_members(protocol)
+    assert members, f"{handed} lists no members"
+    # Instance attributes (``Checkpoint.catalogue``) are declared as annotations.
+    has_members = set(dir(cls)) | {name for klass in cls.__mro__ for name in vars(klass).get("__annotations__", {})}
+    assert not members - has_members, f"{public} lacks {sorted(members - has_members)}"
+    for name in members:
+        wanted = getattr(protocol, name)
+        if isinstance(wanted, property) or not callable(wanted):
+            continue
+        has = inspect.signature(getattr(cls, name)).parameters
+        for parameter in inspect.signature(wanted).parameters.values():
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                assert parameter.name in has, f"{public}.{name} takes no {parameter.name}="
+
+
 def test_each_package_says_what_it_holds_and_what_it_may_import():
     for init in sorted(PACKAGE.glob("*/__init__.py")):
         if init.parent.name in {"core", "schemas"}:  # core: the deprecated shim; schemas: data only

@@ -3,8 +3,8 @@
 Each widget is an ``ipywidgets.VBox`` whose parts are attributes, so that code
 (and the tests) can drive it as a user would: set ``editor.new_tag.value`` and
 call ``editor.add_button.click()``. Every change goes through the public API
-(:class:`~anemoi_ckpt_nb.api.Checkpoint`, :class:`~anemoi_ckpt_nb.api.Catalogue`),
-and every message shown is escaped.
+(:class:`~anemoi_ckpt_nb.api.Checkpoint`, :class:`~anemoi_ckpt_nb.api.Catalogue`), handed in by the
+caller and known here only by their shape (:mod:`.handed`); every message shown is escaped.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as widgets
 
 from anemoi_ckpt_nb.errors import CkptError
 from anemoi_ckpt_nb.notebook import html as _html
 from anemoi_ckpt_nb.notebook import text as _text
-
-if TYPE_CHECKING:  # pragma: no cover
-    from anemoi_ckpt_nb.api import Catalogue, Checkpoint
+from anemoi_ckpt_nb.notebook.handed import HandedCatalogue, HandedCheckpoint
 
 ANY = "(any)"
 #: Widget HTML is not inside a card, so it names the notebook's font itself.
@@ -67,7 +65,7 @@ class TagEditor(widgets.VBox):
         status: The last message (``status.value`` is HTML).
     """
 
-    def __init__(self, checkpoint: Checkpoint) -> None:
+    def __init__(self, checkpoint: HandedCheckpoint) -> None:
         self.checkpoint = checkpoint
         self.protected = list(checkpoint.catalogue.protected_tags)
         name = checkpoint.name or checkpoint.filename
@@ -207,7 +205,7 @@ class ConvertPanel(widgets.VBox):
 
     def __init__(
         self,
-        checkpoint: Checkpoint,
+        checkpoint: HandedCheckpoint,
         *,
         dest_dir: str | os.PathLike | None = None,
         format: str = "anemoi",
@@ -217,7 +215,7 @@ class ConvertPanel(widgets.VBox):
         self.dest_dir = Path(dest_dir) if dest_dir is not None else Path.cwd() / "inference"
         self.format = format
         self.tags = list(tags)
-        self.converted: Checkpoint | None = None
+        self.converted: HandedCheckpoint | None = None
         self.button = widgets.Button(
             description="Convert to inference", icon="cogs", button_style="primary", layout=widgets.Layout(width="auto")
         )
@@ -233,7 +231,7 @@ class ConvertPanel(widgets.VBox):
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.value = done / total if total else 1.0
 
-    def convert(self) -> Checkpoint | None:
+    def convert(self) -> HandedCheckpoint | None:
         """Convert now (what the button does). Returns the new checkpoint, or None on failure.
 
         Any failure, expected or not, is shown as one sentence in the panel (a button
@@ -273,7 +271,7 @@ class CatalogueBrowser(widgets.VBox):
         detail: HTML of the selected checkpoint's card and lineage graph.
     """
 
-    def __init__(self, catalogue: Catalogue, *, renderer: str | None = None) -> None:
+    def __init__(self, catalogue: HandedCatalogue, *, renderer: str | None = None) -> None:
         self.catalogue = catalogue
         self.renderer = renderer
         self.tag = widgets.Dropdown(description="tag", options=[ANY], value=ANY)
