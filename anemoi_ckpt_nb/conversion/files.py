@@ -40,7 +40,7 @@ class SourceFile:
     """
 
     def __init__(self, path: Path, checkpoint: Any) -> None:
-        from anemoi_ckpt_nb.conversion.writers import BufferPool
+        from anemoi_ckpt_nb.conversion.streams import BufferPool
 
         self.pool = BufferPool()
         self._checkpoint = checkpoint
@@ -65,7 +65,7 @@ class SourceFile:
 
     def reader(self, name: str) -> Callable[[], Iterator[Any]]:
         """The bytes of the checkpoint's tensor ``name``, a chunk at a time, when called."""
-        from anemoi_ckpt_nb.conversion.writers import CHUNK
+        from anemoi_ckpt_nb.conversion.streams import CHUNK
 
         def chunks() -> Iterator[Any]:
             span = self.span(name)

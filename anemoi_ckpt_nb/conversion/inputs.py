@@ -40,7 +40,7 @@ def zip_entries(inputs: Any) -> Iterator[tuple[str, bytes]]:
 
 def safetensors_entries(inputs: Any, chunks: Callable[[Any], Callable[[], list[Any]]]) -> list[Any]:
     """The arrays as tensors named ``anemoi-model/<name>``."""
-    from anemoi_ckpt_nb.conversion.writers import TensorEntry
+    from anemoi_ckpt_nb.conversion.streams import TensorEntry
     from anemoi_ckpt_nb.read.model_inputs import PREFIX
 
     if inputs is None:

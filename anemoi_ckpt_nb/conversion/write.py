@@ -44,7 +44,7 @@ def _open(source: Path, target: Path) -> Any:
 
 def _entries(planned: list[tuple[str, str, Any]], files: SourceFile) -> list[Any]:
     """The planned weights as writer entries that read their bytes from ``files``."""
-    from anemoi_ckpt_nb.conversion.writers import TensorEntry
+    from anemoi_ckpt_nb.conversion.streams import TensorEntry
 
     return [
         TensorEntry(
@@ -112,7 +112,7 @@ def _convert_open(
         unlink_quietly,
         write_sidecar,
     )
-    from anemoi_ckpt_nb.conversion.writers import Digests
+    from anemoi_ckpt_nb.conversion.streams import Digests
 
     new_uuid = str(_uuid.uuid4())
     tmp = target.with_name(f".{target.name}.{new_uuid}.tmp")
@@ -226,7 +226,7 @@ def _check_source_unchanged(
 
 def _counting(entries: list[Any], total: int, progress: Progress | None) -> list[Any]:
     """The same entries, their reads reporting progress (bytes copied so far, total)."""
-    from anemoi_ckpt_nb.conversion.writers import TensorEntry
+    from anemoi_ckpt_nb.conversion.streams import TensorEntry
 
     if progress is None:
         return entries
@@ -255,7 +255,8 @@ def _write_anemoi(
     inputs: Any = None,
 ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
     from anemoi_ckpt_nb.conversion.inputs import zip_entries
-    from anemoi_ckpt_nb.conversion.writers import HashingFile, TorchZipWriter
+    from anemoi_ckpt_nb.conversion.streams import HashingFile
+    from anemoi_ckpt_nb.conversion.writers import TorchZipWriter
     from anemoi_ckpt_nb.read import embedded
 
     # torch names the top folder after the file: the final name, not the temporary one.
@@ -285,12 +286,8 @@ def _write_safetensors(
     inputs: Any = None,
 ) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
     from anemoi_ckpt_nb.conversion.inputs import safetensors_entries, safetensors_header
-    from anemoi_ckpt_nb.conversion.writers import (
-        HashingFile,
-        SafetensorsWriter,
-        TensorEntry,
-        safetensors_order,
-    )
+    from anemoi_ckpt_nb.conversion.streams import HashingFile, TensorEntry
+    from anemoi_ckpt_nb.conversion.writers import SafetensorsWriter, safetensors_order
     from anemoi_ckpt_nb.read import embedded
 
     tensors, paths = embedded.safetensors_arrays(arrays)
@@ -347,11 +344,7 @@ def _verify(
     path: Path, format: str, entries: list[Any], crcs: dict[str, int], metadata: dict[str, Any], inputs: Any = None
 ) -> None:
     from anemoi_ckpt_nb.conversion.inputs import safetensors_header
-    from anemoi_ckpt_nb.conversion.writers import (
-        VerificationError,
-        verify_safetensors,
-        verify_torch_zip,
-    )
+    from anemoi_ckpt_nb.conversion.verify import VerificationError, verify_safetensors, verify_torch_zip
     from anemoi_ckpt_nb.read import embedded
 
     try:

@@ -1,10 +1,7 @@
 """Streaming writers for the two output formats of :mod:`anemoi_ckpt_nb.conversion.convert`.
 
 Both write in one pass, tensor after tensor, in chunks handed to them by the
-caller, so memory stays at a few chunks whatever the size of the model. The
-sha256 of everything written is computed on the fly (in a helper thread, so it
-overlaps the I/O on a second core), and so is each tensor's CRC-32, which the
-caller compares with what it reads back.
+caller, so memory stays at a few chunks whatever the size of the model.
 
 **Torch zip archive** (:class:`TorchZipWriter`): the layout ``torch.save``
 produces (``torch/serialization.py`` ``_save`` and the miniz writer behind
@@ -35,46 +32,40 @@ length, the JSON header (padded with spaces to a multiple of 8), then the
 tensor bytes back to back. The header is known before any data is written, so
 this format streams too.
 
-:func:`verify_torch_zip` and :func:`verify_safetensors` read a written file
-back and compare it with what was written.
+The bytes reach the writers in chunks through :mod:`.streams` (CRC-32, sha256 on a helper
+thread, reusable buffers); :mod:`.verify` reads a written file back and compares it with what was
+written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import queue
 import struct
-import threading
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
-#: How many bytes are read and written at a time. Small enough to stay in the CPU cache
-#: between the read, the CRC, the write and the hash: with 8 MiB chunks the same copy ran
-#: several times slower on the test machine.
-CHUNK = 1024 * 1024
+from anemoi_ckpt_nb.conversion.streams import CHUNK, BufferPool, Digests, HashingFile, TensorEntry, crc32
+from anemoi_ckpt_nb.conversion.verify import VerificationError, verify_safetensors, verify_torch_zip
 
-
-
-def _crc32_function() -> Callable[..., int]:
-    """The zip CRC-32: ISA-L's (about 20 GB/s with carry-less multiply) when installed, else zlib's (4 GB/s).
-
-    Both compute the same CRC-32 (the zip and gzip polynomial). Every byte
-    converted is CRC'd twice (when written, and when read back for the
-    verification), so on a machine where one core does all the work this is
-    half a second per GB saved.
-    """
-    try:
-        from isal.isal_zlib import crc32
-    except ImportError:  # isal has no wheel for this platform: the standard library's
-        return zlib.crc32
-    return crc32
-
-
-crc32 = _crc32_function()
+__all__ = [
+    "CHUNK",
+    "SAFETENSORS_DTYPES",
+    "STORAGE_ALIGNMENT",
+    "BufferPool",
+    "Digests",
+    "HashingFile",
+    "SafetensorsWriter",
+    "TensorEntry",
+    "TorchZipWriter",
+    "VerificationError",
+    "crc32",
+    "safetensors_order",
+    "state_dict_pickle",
+    "verify_safetensors",
+    "verify_torch_zip",
+]
 
 STORAGE_ALIGNMENT = 64
 ZIP64_LIMIT = 0xFFFFFFFF
@@ -107,144 +98,6 @@ SAFETENSORS_DTYPES = {
     "float8_e5m2": "F8_E5M2",
     "complex64": "C64",
 }
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor to write: what it is and where its bytes come from.
-
-    ``chunks()`` yields bytes-like objects (``bytes``, ``memoryview``, numpy
-    buffers) that add up to exactly ``nbytes`` of C-contiguous little-endian data.
-    """
-
-    name: str
-    dtype: str  # torch dtype name: "float32", "bfloat16", ...
-    shape: tuple[int, ...]
-    nbytes: int
-    chunks: Callable[[], Iterable[Any]]
-
-
-class Digests:
-    """sha256 digests fed from a helper thread, each in the order its chunks are given.
-
-    hashlib releases the GIL on large buffers, so hashing overlaps the caller's
-    reads and writes where a second core is free. The queue is bounded, so at
-    most a few chunks are in flight.
-
-    Args:
-        names: the digests to keep.
-        release: called from the thread with each chunk fed with ``last_use``
-            once it is hashed (a :class:`BufferPool` takes its buffers back this way).
-    """
-
-    def __init__(self, names: Iterable[str], *, release: Callable[[memoryview], None] | None = None) -> None:
-        self._digests = {name: hashlib.sha256() for name in names}
-        self._release = release
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=16)
-        self._thread = threading.Thread(target=self._run, name="convert-sha256", daemon=True)
-        self._thread.start()
-        self._closed = False
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            name, view, last_use = item
-            self._digests[name].update(view)
-            if last_use and self._release is not None:
-                self._release(view)
-            self._queue.task_done()
-        self._queue.task_done()
-
-    def feed(self, name: str, data: Any, *, last_use: bool = True) -> None:
-        """Hash ``data`` into digest ``name``; it must not change until hashed (``release`` says when)."""
-        self._queue.put((name, memoryview(data).cast("B"), last_use))
-
-    def hexdigest(self, name: str) -> str:
-        """The digest of everything fed to ``name`` so far (waits for the thread to catch up)."""
-        self._queue.join()
-        return self._digests[name].hexdigest()
-
-    def close(self) -> None:
-        """Stop the thread (also after a failure)."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join()
-
-
-class HashingFile:
-    """A binary file that counts the bytes written and feeds them to a digest.
-
-    Args:
-        file: the file to write to.
-        digests: where the bytes are hashed, under ``name``.
-    """
-
-    def __init__(self, file: BinaryIO, digests: Digests, name: str = "output") -> None:
-        self._file = file
-        self._digests = digests
-        self._name = name
-        self.offset = 0
-
-    def write(self, data: Any) -> None:
-        view = memoryview(data).cast("B")
-        self._file.write(view)
-        self.offset += view.nbytes
-        self._digests.feed(self._name, view)
-
-    def finish(self) -> str:
-        """Flush, and return the hex sha256 of all bytes written."""
-        self._file.flush()
-        return self._digests.hexdigest(self._name)
-
-
-class BufferPool:
-    """A few reusable chunk buffers for reading a file by offset.
-
-    Reading into the same buffers again keeps memory flat and avoids the page
-    faults of fresh allocations. A buffer goes back to the pool when the
-    hashing thread is done with it (pass :meth:`give_back` as the ``release``
-    of :class:`Digests`).
-    """
-
-    def __init__(self, *, count: int = 12, size: int = CHUNK) -> None:
-        self._size = size
-        self._count = count
-        self._buffers: dict[int, bytearray] = {}  # made on first need: small files need one or two
-        self._free: queue.Queue[bytearray] = queue.Queue()
-
-    def give_back(self, view: memoryview) -> None:
-        owner = view.obj
-        if id(owner) in self._buffers:
-            view.release()
-            self._free.put(owner)  # type: ignore[arg-type]
-
-    def _take(self) -> bytearray:
-        if self._free.empty() and len(self._buffers) < self._count:
-            buffer = bytearray(self._size)
-            self._buffers[id(buffer)] = buffer
-            return buffer
-        return self._free.get()
-
-    def read(self, fd: int, offset: int, size: int) -> Iterator[memoryview]:
-        """``size`` bytes of ``fd`` from ``offset``, a pooled buffer at a time.
-
-        Raises:
-            ValueError: the file ends before.
-        """
-        end = offset + size
-        while offset < end:
-            buffer = self._take()
-            want = min(self._size, end - offset)
-            view = memoryview(buffer)[:want]
-            got = 0
-            while got < want:
-                n = os.preadv(fd, [view[got:]], offset + got)
-                if n == 0:
-                    self._free.put(buffer)
-                    raise ValueError(f"file ends at byte {offset + got}, {end - offset - got} bytes short")
-                got += n
-            offset += want
-            yield view
 
 
 # --- torch zip archive ---------------------------------------------------------
@@ -538,180 +391,3 @@ class SafetensorsWriter:
                 raise ValueError(f"{entry.name}: {written} bytes instead of the {entry.nbytes} announced")
             crcs[entry.name] = crc
         return crcs
-
-
-# --- verification ------------------------------------------------------------------
-
-
-class VerificationError(ValueError):
-    """A written file does not read back as what was written."""
-
-
-def verify_torch_zip(
-    path: str | os.PathLike,
-    entries: list[TensorEntry],
-    crcs: dict[str, int],
-    metadata: dict[str, Any],
-    *,
-    inputs: Any = None,
-) -> None:
-    """Reopen an archive written by :class:`TorchZipWriter` and check it against the source.
-
-    The archive is opened afresh by the reader, without torch: its pickle must
-    rebuild, with the checks torch makes, a state dict of the expected names,
-    dtypes and shapes; each tensor is found by its name through the pickle, its
-    storage and the zip headers (:meth:`CheckpointFile.tensor_span`), and the
-    CRC-32 of the bytes read there must equal the one computed from the source's
-    bytes as they were written, as must the CRC recorded in the zip's central
-    directory; the embedded metadata must equal ``metadata`` (zipfile checks the
-    supporting arrays' CRCs as it reads them). That ``torch.load(weights_only=True,
-    mmap=True)`` reads the layout bit for bit is proven by the tests, not here.
-
-    Raises:
-        VerificationError: anything differs, or the file does not open.
-        OSError: the file cannot be read.
-    """
-    import zipfile
-
-    from anemoi_ckpt_nb.read.reader import open_checkpoint
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            top = zf.namelist()[0].split("/", 1)[0]
-            for key, entry in enumerate(entries):
-                info = zf.getinfo(f"{top}/data/{key}")
-                if info.CRC != crcs[entry.name] or info.file_size != entry.nbytes:
-                    raise VerificationError(f"tensor {entry.name} is recorded with another size or CRC than read")
-        with open_checkpoint(path) as checkpoint:
-            if checkpoint.kind != "state-dict":
-                raise VerificationError(f"the archive reads back as a {checkpoint.kind} file, not a state dict")
-            if checkpoint.metadata != _as_json(metadata):
-                raise VerificationError("the embedded metadata differs from what was written")
-            _check_bytes(path, checkpoint, entries, crcs)
-            _check_inputs(checkpoint, inputs)
-            described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
-    except (VerificationError, OSError):
-        raise
-    except Exception as error:  # the file does not open as it must
-        raise VerificationError(f"{type(error).__name__}: {error}") from error
-    _compare(described, entries)
-
-
-def verify_safetensors(
-    path: str | os.PathLike,
-    entries: list[TensorEntry],
-    crcs: dict[str, int],
-    metadata: dict[str, str],
-    *,
-    inputs: Any = None,
-) -> None:
-    """Reopen a file written by :class:`SafetensorsWriter` and check it against the source.
-
-    The reader reopens the file, without torch, and checks its header as
-    ``safetensors`` does; each tensor's bytes are read back where the header puts
-    them and their CRC-32 compared with the one computed from the source's bytes
-    (supporting arrays under :data:`~anemoi_ckpt_nb.read.embedded.SAFETENSORS_ARRAY_PREFIX`
-    through the arrays the reader rebuilt); the header must give the expected
-    names, dtypes, shapes and metadata.
-
-    Raises:
-        VerificationError: anything differs, or the file does not open.
-        OSError: the file cannot be read.
-    """
-    from anemoi_ckpt_nb.read.embedded import safetensors_array_keys
-    from anemoi_ckpt_nb.read.model_inputs import PREFIX as MODEL_PREFIX
-    from anemoi_ckpt_nb.read.reader import open_checkpoint
-
-    try:
-        with open_checkpoint(path) as checkpoint:
-            if checkpoint.safetensors_metadata != metadata:
-                raise VerificationError("the header metadata differs from what was written")
-            weights = [
-                entry
-                for entry in entries
-                if safetensors_array_keys(entry.name) is None and not entry.name.startswith(MODEL_PREFIX)
-            ]
-            _check_bytes(path, checkpoint, weights, crcs)
-            _check_inputs(checkpoint, inputs)
-            described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
-            for entry in entries:
-                if entry.name.startswith(MODEL_PREFIX):  # their values were compared by _check_inputs
-                    described[entry.name] = (entry.dtype, tuple(entry.shape))
-            for entry in entries:
-                keys = safetensors_array_keys(entry.name)
-                if keys is None:
-                    continue
-                array = _array_at(checkpoint.supporting_arrays, keys)
-                if array is None or _array_crc(array) != crcs[entry.name]:
-                    raise VerificationError(f"supporting array {entry.name} reads back with other bytes than were written")
-                described[entry.name] = (array.dtype.name, tuple(array.shape))
-    except (VerificationError, OSError):
-        raise
-    except Exception as error:  # the file does not open as it must
-        raise VerificationError(f"{type(error).__name__}: {error}") from error
-    _compare(described, entries)
-
-
-def _check_bytes(path: str | os.PathLike, checkpoint: Any, entries: list[TensorEntry], crcs: dict[str, int]) -> None:
-    """Read each tensor back where the reopened file says it is; compare its CRC-32 with the written one."""
-    if set(checkpoint.weights) != {entry.name for entry in entries}:
-        raise VerificationError(f"{len(checkpoint.weights)} tensors read back instead of {len(entries)}")
-    pool = BufferPool(count=1)
-    with open(path, "rb") as file:
-        for entry in entries:
-            info = checkpoint.weights[entry.name]
-            if (info.dtype, tuple(info.shape)) != (entry.dtype, tuple(entry.shape)):
-                raise VerificationError(f"tensor {entry.name} reads back as {info.dtype} {tuple(info.shape)}")
-            if entry.nbytes == 0:
-                continue
-            span = checkpoint.tensor_span(entry.name)
-            if span is None or span[1] != entry.nbytes:
-                raise VerificationError(f"tensor {entry.name} is not stored as the {entry.nbytes} bytes written")
-            crc = 0
-            for chunk in pool.read(file.fileno(), *span):
-                crc = crc32(chunk, crc)
-                pool.give_back(chunk)
-            if crc != crcs[entry.name]:
-                raise VerificationError(f"tensor {entry.name} reads back with other bytes than were written")
-
-
-def _check_inputs(checkpoint: Any, inputs: Any) -> None:
-    """The model inputs (graph, statistics) read back must be those written."""
-    import numpy as np
-
-    if inputs is None:
-        return
-    back = checkpoint.model_inputs()
-    if back is None or back.spec != inputs.spec or set(back.arrays) != set(inputs.arrays):
-        raise VerificationError("the graph and statistics read back differ from those written")
-    for name, array in inputs.arrays.items():
-        if not np.array_equal(back.arrays[name], array):
-            raise VerificationError(f"the model input {name} reads back with other values than were written")
-
-
-def _array_at(arrays: dict[str, Any], keys: list[str]) -> Any:
-    node: Any = arrays
-    for key in keys:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
-def _array_crc(array: Any) -> int:
-    import numpy as np
-
-    return crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-
-
-def _compare(described: dict[str, tuple[str, tuple[int, ...]]], entries: list[TensorEntry]) -> None:
-    for entry in entries:
-        if described.get(entry.name) != (entry.dtype, tuple(entry.shape)):
-            raise VerificationError(f"tensor {entry.name} reads back as {described.get(entry.name)}")
-    if len(described) != len(entries):
-        raise VerificationError(f"{len(described)} tensors read back instead of {len(entries)}")
-
-
-def _as_json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(value))
