@@ -24,7 +24,7 @@ from anemoi_ckpt_nb.catalogue import layout
 from anemoi_ckpt_nb.catalogue.events import put_event
 from anemoi_ckpt_nb.catalogue.index import compact, publish
 from anemoi_ckpt_nb.catalogue.records import inspect_file, make_record
-from anemoi_ckpt_nb.catalogue.register import _order
+from anemoi_ckpt_nb.catalogue.parents import order as _order
 from anemoi_ckpt_nb.catalogue.search import search
 from anemoi_ckpt_nb.catalogue.store import CatalogueStore
 from anemoi_ckpt_nb.errors import CatalogueError, NotRegisteredError
