@@ -1,0 +1,28 @@
+"""The training face: a Lightning callback that anemoi-training loads from its config, which captures
+every checkpoint it saves into a spool for ``anemoi-ckpt sync`` (:mod:`.callback`)::
+
+    diagnostics:
+      callbacks:
+        - _target_: anemoi_ckpt_nb.training.RegisterCheckpoints
+
+It runs inside the training process, so it stays light: importing this package imports nothing,
+the callback module imports pytorch-lightning (there when anemoi-training is) and the capture
+code of ``runs``, and nothing that talks to a network.
+
+May import: ``runs`` (its spool and capture modules only), ``storage``, ``errors``, ``settings``;
+nothing imports it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RegisterCheckpoints"]
+
+
+def __getattr__(name: str):
+    # Hydra locates `anemoi_ckpt_nb.training.RegisterCheckpoints` by importing this package and
+    # asking for the attribute: only then is Lightning imported.
+    if name == "RegisterCheckpoints":
+        from anemoi_ckpt_nb.training.callback import RegisterCheckpoints
+
+        return RegisterCheckpoints
+    raise AttributeError(f"module 'anemoi_ckpt_nb.training' has no attribute {name!r}")

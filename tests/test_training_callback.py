@@ -1,0 +1,172 @@
+"""The training callback with the real anemoi-training 0.17.1: train, resume, fork; then `sync`.
+
+A tiny model (the configuration of ``tests/real_fixtures``, 5 steps an epoch on CPU) is trained
+by the real ``anemoi-training train`` with ``RegisterCheckpoints`` in ``diagnostics.callbacks``,
+then resumed, forked with its full state and forked with its weights only, as
+``tests/real_fixtures/make_real_fixtures.py`` made the committed fixtures. After each session
+the run folder is snapshotted and its files read by the real packages (``torch.load`` and
+``anemoi.utils.checkpoints.load_metadata``, ``tests/real_fixtures/_in_venv.py facts``): that is
+the truth. Then ``anemoi-ckpt sync`` registers the spool into the SeaweedFS S3 catalogue, and
+every file of every session must be registered, with exactly the lineage the files hold (the
+weights-only fork: linked to the file it started from, which its files do not name).
+
+The training environment (anemoi-training and torch 2.10: ``.ci/anemoi-env.sh PATH training``)
+is named by ``ANEMOI_CKPT_TRAINING_ENV`` (its python). Without it the test skips on a developer's
+machine and fails in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "real_fixtures"
+DATASET = ROOT / "tests" / "data" / "real" / "dataset" / "tiny.zarr"
+ENV_VARIABLE = "ANEMOI_CKPT_TRAINING_ENV"
+CALLBACK = """diagnostics:
+  callbacks:
+  - _target_: anemoi_ckpt_nb.training.RegisterCheckpoints
+    spool: ${oc.env:RF_SPOOL}
+    tags: [candidate]
+  plot:"""
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3]
+
+
+@pytest.fixture(scope="module")
+def training_python() -> Path:
+    python = os.environ.get(ENV_VARIABLE)
+    if not python or not Path(python).exists():
+        what = f"set {ENV_VARIABLE} to the python of an anemoi-training environment (.ci/anemoi-env.sh PATH training)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run this test: {what}")
+        pytest.skip(what)
+    return Path(python)
+
+
+class Sessions:
+    """Run anemoi-training sessions in one output folder, snapshotting the run folder after each."""
+
+    def __init__(self, python: Path, work: Path) -> None:
+        self.python, self.work = python, work
+        self.out, self.spool = work / "out", work / "spool"
+        text = (FIXTURES / "tiny_current.yaml").read_text()
+        assert "diagnostics:\n  plot:" in text
+        (work / "tiny_callback.yaml").write_text(text.replace("diagnostics:\n  plot:", CALLBACK, 1))
+        self.snapshots: dict[str, Path] = {}
+
+    def train(self, session: str, *overrides: str) -> str:
+        before = set(self._runs())
+        env = {**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out), "RF_SPOOL": str(self.spool),
+               "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(ROOT)}
+        for name in ("ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_CATALOGUE"):
+            env.pop(name, None)
+        command = [str(self.python.with_name("anemoi-training")), "train", "--config-name=tiny_callback",
+                   "model.bounding=[]", *overrides]
+        log = self.work / f"{session}.log"
+        with log.open("w") as fh:
+            done = subprocess.run(command, cwd=self.work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
+        assert done.returncode == 0, log.read_text()[-5000:]
+        text = log.read_text()
+        assert "anemoi-ckpt: capturing the checkpoints of" in text and "training goes on" not in text, text[-3000:]
+        new = set(self._runs()) - before
+        run_id = new.pop() if new else next(o.split("=", 1)[1] for o in overrides if o.startswith("training.run_id="))
+        self.snapshots[session] = self.work / "snapshots" / session
+        shutil.copytree(self.out / "checkpoint" / run_id, self.snapshots[session] / run_id)
+        return run_id
+
+    def _runs(self) -> list[str]:
+        root = self.out / "checkpoint"
+        return [p.name for p in root.iterdir()] if root.is_dir() else []
+
+    def facts(self) -> dict[Path, dict]:
+        """What every snapshotted file holds, read by the real packages."""
+        files = sorted(self.work.glob("snapshots/*/*/*.ckpt"))
+        done = subprocess.run([str(self.python), str(FIXTURES / "_in_venv.py"), "facts", *map(str, files)],
+                              capture_output=True, text=True, check=True, timeout=900)
+        return {Path(k): v for k, v in json.loads(done.stdout).items()}
+
+
+def _sha256(path: Path) -> str:
+    from anemoi_ckpt_nb.storage.hashing import sha256_file
+
+    return sha256_file(path)
+
+
+def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_lineage(training_python, s3_url, tmp_path):
+    from anemoi_ckpt_nb.api import Catalogue
+    from anemoi_ckpt_nb.catalogue import layout
+    from anemoi_ckpt_nb.cli import main
+    from anemoi_ckpt_nb.runs.spool import Spool
+
+    sessions = Sessions(training_python, tmp_path)
+    run_id = sessions.train("run")
+    parent = sessions.snapshots["run"] / run_id / "anemoi-by_epoch-epoch_001-step_000010.ckpt"
+    kept = tmp_path / "fork-parent.ckpt"  # the resume keeps this file; kept aside as the fixtures script does
+    shutil.copy(parent, kept)
+    sessions.train("resume", f"training.run_id={run_id}", "training.max_epochs=3")
+    sessions.train("fork-full", f"training.fork_run_id={run_id}", f"system.input.warm_start={kept}",
+                   "training.max_epochs=3")
+    weights_id = str(uuid.uuid4())
+    sessions.train("fork-weights", f"training.run_id={weights_id}", f"training.fork_run_id={run_id}",
+                   f"system.input.warm_start={kept}", "training.load_weights_only=true", "training.max_epochs=1")
+    facts = sessions.facts()
+
+    Catalogue.create(s3_url)
+    spool = Spool.open(sessions.spool)
+    assert spool.catalogue is None  # nothing configured: sync is told where
+    assert main(["sync", str(sessions.spool), "--catalogue", s3_url]) == 0
+    assert spool.pending() == [] and not any((sessions.spool / "files").iterdir())
+    catalogue = Catalogue(s3_url)
+    records = {e["uuid"]: catalogue.store.read_record(e["uuid"]) for e in catalogue.entries()}
+    by_sha = {r.sha256: r for r in records.values()}
+
+    # The truth: the uuids the files hold, as the real packages read them.
+    training = {}
+    for path, fact in facts.items():
+        if fact["kind"] == "training":
+            training[fact["pickled_uuid"]] = (path, fact)
+            if fact["embedded"]:
+                training[fact["embedded"]["uuid"]] = (path, fact)
+    kept_uuid = training_uuid_of(facts, kept, parent)
+    for path, fact in facts.items():
+        sha = _sha256(path)
+        record = by_sha.get(sha)
+        assert record is not None, f"{path.relative_to(tmp_path)} was never registered"
+        assert "candidate" in catalogue.get(record.uuid).tags
+        if fact["kind"] == "inference":
+            training_file = path.with_name(path.name.removeprefix("inference-"))
+            assert record.uuid == layout.derived_uuid(fact["embedded"]["uuid"], sha)
+            expected = [(facts[training_file]["pickled_uuid"], "converted-from")]
+        else:
+            assert record.uuid == fact["pickled_uuid"] and record.run_id == fact["pickled_run_id"]
+            if fact["pickled_parent_uuid"]:
+                parent_path, parent_fact = training[fact["pickled_parent_uuid"]]
+                relation = "resumed-from" if parent_fact["pickled_run_id"] == fact["pickled_run_id"] else "forked-from"
+                expected = [(parent_fact["pickled_uuid"], relation)]
+            elif "fork-weights" in path.parts:
+                expected = [(kept_uuid, "forked-from")]  # named by the callback: the files name none
+            else:
+                expected = []
+        assert [(p.uuid, p.relation) for p in record.parents] == expected, path.relative_to(tmp_path)
+        assert record.source.path.startswith(str(sessions.out)), record.source  # where it was saved
+    # The resume's parent is the run's last.ckpt, which the resume overwrote: its bytes were captured.
+    resumed = [f for p, f in facts.items() if "resume" in p.parts and f["kind"] == "training" and f["pickled_parent_uuid"]]
+    assert resumed and all(f["pickled_parent_uuid"] in records for f in resumed)
+    # More records than files left at the end: last.ckpt saved at every epoch was captured each time.
+    assert len(records) > len({_sha256(p) for p in facts})
+    assert sum(r.filename == "last.ckpt" for r in records.values()) > sum(p.name == "last.ckpt" for p in facts)
+
+
+def training_uuid_of(facts: dict[Path, dict], kept: Path, parent: Path) -> str:
+    """The pickled uuid of the file the forks started from (a byte copy of ``parent``)."""
+    assert kept.read_bytes() == parent.read_bytes()
+    return facts[parent]["pickled_uuid"]
