@@ -125,7 +125,6 @@ def _big_checkpoint(tmp_path: Path) -> examples.ExampleCheckpoint:
 CLI = [sys.executable, "-m", "anemoi_ckpt_nb"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18, not fixed yet: temporaries of killed commands are not cleaned")
 def test_temporaries_of_a_killed_register_are_removed_by_the_next_run(tmp_path, capsys):
     url = tmp_path / "catalogue"
     Catalogue.create(url)
@@ -140,7 +139,6 @@ def test_temporaries_of_a_killed_register_are_removed_by_the_next_run(tmp_path, 
     assert _hidden_temporaries(url) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18, not fixed yet: temporaries of killed commands are not cleaned")
 def test_temporaries_of_a_killed_replicate_are_removed(tmp_path, capsys):
     url = tmp_path / "catalogue"
     catalogue = Catalogue.create(url)
@@ -156,7 +154,6 @@ def test_temporaries_of_a_killed_replicate_are_removed(tmp_path, capsys):
     assert _hidden_temporaries(site) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18, not fixed yet: temporaries of killed commands are not cleaned")
 def test_temporaries_of_a_killed_convert_are_removed_by_the_next_run(tmp_path, capsys):
     big = _big_checkpoint(tmp_path)
     out_dir = tmp_path / "out"
@@ -183,7 +180,6 @@ def test_a_killed_download_leaves_only_a_resumable_part_that_the_next_run_finish
 
 
 @pytest.mark.s3
-@pytest.mark.xfail(strict=True, reason="issue 18, not fixed yet: no `clean --orphans`")
 def test_clean_orphans_aborts_stale_multipart_uploads(s3_url, s3_env, capsys):
     Catalogue.create(s3_url)
     client = s3_env.client()
@@ -203,3 +199,42 @@ def test_clean_orphans_aborts_stale_multipart_uploads(s3_url, s3_env, capsys):
     code, out, err = run_cli(capsys, "clean", "--orphans", "--orphan-age", "0", "--apply", "--catalogue", s3_url)
     assert code == 0, err
     assert upload not in uploads()
+
+
+_HOLDER = """
+import sys, time
+from anemoi_ckpt_nb.storage import temporaries
+held = temporaries.create(sys.argv[1])
+print(held.path, flush=True)
+time.sleep(120)
+"""
+
+
+def test_clean_orphans_never_takes_a_temporary_a_live_process_holds(tmp_path, capsys):
+    url = tmp_path / "catalogue"
+    Catalogue.create(url)
+    folder = url / "blobs" / "sha256"
+    folder.mkdir(parents=True)
+    dead = folder / ".tmp.killed"
+    dead.write_bytes(b"x" * 1000)  # no process holds it: what a kill -9 leaves
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (folder / ".tmp.planted").symlink_to(victim)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        live = Path(holder.stdout.readline().strip())
+        assert live.exists()
+        code, dry, err = run_cli(capsys, "clean", "--orphans", "--catalogue", str(url))
+        assert code == 0, err
+        assert ".tmp.killed" in dry and ".tmp.planted" in dry and live.name not in dry
+        assert dead.exists()  # a dry run removes nothing
+        code, out, err = run_cli(capsys, "clean", "--orphans", "--apply", "--catalogue", str(url))
+        assert code == 0, err
+        assert not dead.exists() and not (folder / ".tmp.planted").is_symlink()
+        assert live.exists() and victim.read_bytes() == b"precious"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # Its writer gone, the same temporary is a leftover like any other.
+    code, out, err = run_cli(capsys, "clean", "--orphans", "--apply", "--catalogue", str(url))
+    assert code == 0 and not live.exists(), out

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from anemoi_ckpt_nb.api.checkpoint import Checkpoint, checkpoint_line
 from anemoi_ckpt_nb.api.opening import open_store
+from anemoi_ckpt_nb.api.maintenance import Maintenance
 from anemoi_ckpt_nb.api.registering import Registering
 from anemoi_ckpt_nb.catalogue import search as _search
 from anemoi_ckpt_nb.catalogue import tags as _tags
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.storage.base import Storage
 
 
-class Catalogue(Registering):
+class Catalogue(Registering, Maintenance):
     """A catalogue of checkpoints on S3, a folder, or in memory.
 
     Args:

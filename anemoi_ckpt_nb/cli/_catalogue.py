@@ -17,15 +17,15 @@ def add_catalogue_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive(kind: type, what: str):
-    """An argparse type: a number above zero, else a usage error naming the option's rule."""
+def _positive(kind: type, what: str, *, zero: bool = False):
+    """An argparse type: a number above zero (or ``zero`` too), else a usage error naming the option's rule."""
 
     def convert(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:  # also refuses nan
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):  # also refuses nan
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
 

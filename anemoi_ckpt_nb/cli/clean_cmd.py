@@ -21,6 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from anemoi_ckpt_nb.cli.locations_cmd import add_drop_options
 
     add_drop_options(parser)  # clean --drop-location SITE ID: one copy, not the checkpoint
+    from anemoi_ckpt_nb.cli.orphans_cmd import add_orphans_options
+
+    add_orphans_options(parser)  # clean --orphans: leftovers of killed commands, not checkpoints
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
         from anemoi_ckpt_nb.cli.locations_cmd import run_drop
 
         return run_drop(args)
+    if args.orphans:
+        from anemoi_ckpt_nb.cli.orphans_cmd import run_orphans
+
+        return run_orphans(args)
     catalogue = open_catalogue(args)
     plan = catalogue.clean(keep_last=args.keep_last, older_than_days=args.older_than, dry_run=not args.apply)
     verb = "deleted" if plan.applied else "would delete"

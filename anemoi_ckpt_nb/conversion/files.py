@@ -232,13 +232,16 @@ def _open_for_reading(path: Path, *, direct: bool) -> tuple[int, bool]:
     return os.open(path, flags), False
 
 
-def write_sidecar(path: Path, metadata: dict[str, Any]) -> None:
+def write_sidecar(path: Path, metadata: dict[str, Any], *, fd: int | None = None) -> None:
     """Write the metadata JSON to a new file, flushed to disk.
+
+    Args:
+        fd: the new file, already created (and locked) as ``path``; else ``path`` is created.
 
     Raises:
         OSError: it cannot be written (``FileExistsError`` if ``path`` exists).
     """
-    with open(path, "x", encoding="utf-8") as file:
+    with (open(fd, "w", encoding="utf-8") if fd is not None else open(path, "x", encoding="utf-8")) as file:
         json.dump(metadata, file, indent=2)
         file.write("\n")
         file.flush()

@@ -114,9 +114,14 @@ def _convert_open(
     )
     from anemoi_ckpt_nb.conversion.streams import Digests
 
+    from anemoi_ckpt_nb.storage import temporaries
+
     new_uuid = str(_uuid.uuid4())
     tmp = target.with_name(f".{target.name}.{new_uuid}.tmp")
     tmp_sidecar = sidecar.with_name(f".{sidecar.name}.{new_uuid}.tmp")
+    # What a killed conversion to this name left (no live one: each holds a lock on its own).
+    for name in (target.name, sidecar.name):
+        temporaries.sweep(target.parent, name_prefix=f".{name}.")
     try:
         files = SourceFile(source, checkpoint)
     except OSError as error:
@@ -143,13 +148,15 @@ def _convert_open(
 
             counted = _counting(entries, total, progress)
             write = _write_anemoi if format == "anemoi" else _write_safetensors
-            # Exclusive create: the name holds a fresh uuid, so an existing file is not ours.
-            with open(tmp, "xb") as file:
-                sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests, inputs)
-                _check_source_unchanged(checkpoint, source, planned, crcs)
-                _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata, inputs))
-            write_sidecar(tmp_sidecar, metadata)
-            publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
+            # Exclusive create: the name holds a fresh uuid, so an existing file is not ours. Each
+            # temporary stays locked until published, so another run's sweep never takes it.
+            with temporaries.create_named(tmp) as held, temporaries.create_named(tmp_sidecar) as held_sidecar:
+                with os.fdopen(held.fd, "wb") as file:
+                    sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests, inputs)
+                    _check_source_unchanged(checkpoint, source, planned, crcs)
+                    _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata, inputs))
+                write_sidecar(tmp_sidecar, metadata, fd=held_sidecar.fd)
+                publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
         except BaseException:
             if hasher is not None:
                 hasher.cancel()

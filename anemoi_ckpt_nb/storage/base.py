@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Called with the number of bytes transferred since the last call.
 ProgressCallback = Callable[[int], None]
@@ -34,6 +35,21 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Something a killed writer left in a storage: a temporary file, an unfinished multipart upload."""
+
+    #: Where it is, for people (a ``file://`` or ``s3://`` URL; an upload's names its key).
+    url: str
+    #: ``temporary file``, ``planted symlink`` or ``multipart upload``.
+    kind: str
+    size: int
+    #: Seconds since it last changed (an upload: since its last part).
+    age: float
+    #: The backend's own handle, for :meth:`Storage.remove_orphan`.
+    handle: Any = field(default=None, compare=False, repr=False)
 
 
 class Storage(ABC):
@@ -110,6 +126,17 @@ class Storage(ABC):
         Raises:
             IntegrityError: the bytes do not hash to ``sha256``; ``dest`` is untouched.
         """
+
+    def orphans(self, *, min_age: float) -> Iterator[Orphan]:
+        """What killed writers left: temporaries no process holds, multipart uploads untouched for ``min_age`` s.
+
+        A backend whose writes leave nothing behind (memory) has none.
+        """
+        return iter(())
+
+    def remove_orphan(self, orphan: Orphan) -> bool:
+        """Remove one of :meth:`orphans` unless a writer took it up since; True if removed."""
+        return False
 
     def exists(self, key: str) -> bool:
         from anemoi_ckpt_nb.errors import ObjectNotFoundError

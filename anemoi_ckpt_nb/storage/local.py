@@ -27,7 +27,6 @@ import errno
 import hashlib
 import os
 import stat as stat_mod
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -48,7 +47,9 @@ from anemoi_ckpt_nb.storage._transfer import (
     fsync_dir,
     upload_mismatch,
 )
-from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
+from anemoi_ckpt_nb.storage import temporaries
+from anemoi_ckpt_nb.storage.base import ObjectInfo, Orphan, ProgressCallback, Storage
+from anemoi_ckpt_nb.storage.temporaries import Temporary
 from anemoi_ckpt_nb.storage.createonly import (
     LOCK_HINT,
     CREATE_ONLY_METHODS,
@@ -153,25 +154,25 @@ class LocalStorage(Storage):
         """
         create_only(self.url, self.root, self.create_only_methods, key, tmp, path)
 
-    def _temp_next_to(self, path: Path) -> tuple[int, Path]:
+    def _temp_next_to(self, path: Path) -> Temporary:
+        """A ``.tmp.*`` next to ``path``, locked while we hold it (:mod:`.temporaries`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".tmp.", dir=path.parent)
-        return fd, Path(name)
+        return temporaries.create(path.parent)
 
-    def _write_temp(self, path: Path, data: bytes) -> tuple[Path, str]:
+    def _write_temp(self, path: Path, data: bytes) -> tuple[Temporary, str]:
         """Write ``data`` whole to a fsynced temporary next to ``path``."""
-        fd, tmp = self._temp_next_to(path)
+        temp = self._temp_next_to(path)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(temp.fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
                 sha = hashlib.sha256(data).hexdigest()
                 record_sha256(f.fileno(), sha)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            temp.release()
             raise
-        return tmp, sha
+        return temp, sha
 
     def _open_object(self, key: str) -> int:
         """A read-only fd on the object's current file."""
@@ -197,22 +198,22 @@ class LocalStorage(Storage):
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> str:
         path = self._path(key)
         with self._errors(key):
-            tmp, sha = self._write_temp(path, bytes(data))
+            temp, sha = self._write_temp(path, bytes(data))
             try:
                 if if_absent:
-                    self._create_only(key, tmp, path)
+                    self._create_only(key, temp.path, path)
                 else:
                     with self._lock(key):
-                        os.replace(tmp, path)
+                        os.replace(temp.path, path)
                 fsync_dir(path.parent)
             finally:
-                tmp.unlink(missing_ok=True)
+                temp.release()
         return sha
 
     def replace(self, key: str, data: bytes, *, etag: str) -> str:
         path = self._path(key)
         with self._errors(key):
-            tmp, sha = self._write_temp(path, bytes(data))
+            temp, sha = self._write_temp(path, bytes(data))
             try:
                 with self._lock(key):
                     try:
@@ -225,10 +226,10 @@ class LocalStorage(Storage):
                         os.close(fd)
                     if current != etag:
                         raise ConflictError(self.url, key, "changed since it was read")
-                    os.replace(tmp, path)
+                    os.replace(temp.path, path)
                 fsync_dir(path.parent)
             finally:
-                tmp.unlink(missing_ok=True)
+                temp.release()
         return sha
 
     def stat(self, key: str) -> ObjectInfo:
@@ -290,6 +291,17 @@ class LocalStorage(Storage):
             finally:
                 os.close(fd)
 
+    def orphans(self, *, min_age: float) -> Iterator[Orphan]:
+        for found in temporaries.leftovers(self.root, min_age=min_age):
+            kind = "planted symlink" if found.is_symlink else "temporary file"
+            yield Orphan(url=found.path.as_uri(), kind=kind, size=found.size, age=found.age, handle=found)
+
+    def remove_orphan(self, orphan: Orphan) -> bool:
+        found = orphan.handle
+        if not isinstance(found, temporaries.Leftover) or not found.path.is_relative_to(self.root):
+            return False
+        return temporaries.remove(found)
+
     def upload_file(
         self,
         key: str,
@@ -302,9 +314,11 @@ class LocalStorage(Storage):
         with open(path, "rb") as source, self._errors(key):
             if (known := self._known(key)) is not None and known.etag == sha256:
                 return known  # content-addressed: already stored and verified
-            fd, tmp = self._temp_next_to(target)
+            # What a killed upload left here (a blob's folder, a site copy's) goes first.
+            temporaries.sweep(target.parent)
+            temp = self._temp_next_to(target)
             try:
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(temp.fd, "wb") as out:
                     got, size = copy_hashed(source, out, progress=progress)
                     out.flush()
                     os.fsync(out.fileno())
@@ -312,10 +326,10 @@ class LocalStorage(Storage):
                         raise upload_mismatch(self.url, key, path, got, sha256)
                     record_sha256(out.fileno(), got)
                 with self._lock(key):
-                    os.replace(tmp, target)
+                    os.replace(temp.path, target)
                 fsync_dir(target.parent)
             finally:
-                tmp.unlink(missing_ok=True)
+                temp.release()
         return ObjectInfo(key=key, size=size, etag=sha256)
 
     def _known(self, key: str) -> ObjectInfo | None:

@@ -29,7 +29,7 @@ from anemoi_ckpt_nb.storage import _s3_transfer as transfer
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._s3_errors import bucket_missing, refuse_offline, translate
 from anemoi_ckpt_nb.storage._transfer import download_resumable
-from anemoi_ckpt_nb.storage.base import ObjectInfo, ProgressCallback, Storage
+from anemoi_ckpt_nb.storage.base import ObjectInfo, Orphan, ProgressCallback, Storage
 
 MiB = 1024 * 1024
 
@@ -215,6 +215,44 @@ class S3Storage(Storage):
         # promises keys that start with the prefix, in key order.
         found.sort(key=lambda info: info.key)
         yield from found
+
+    def orphans(self, *, min_age: float) -> Iterator[Orphan]:
+        """Multipart uploads under the prefix with no new part for ``min_age`` seconds.
+
+        A live upload adds a part every few seconds; nothing else tells a live upload from one
+        whose writer was killed, so the age is the rule (``rclone cleanup`` waits a day too).
+        """
+        import datetime
+
+        base = f"{self.prefix}/" if self.prefix else ""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        with self._call(None):
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=base)
+            uploads = [u for page in pages for u in page.get("Uploads", ()) if u["Key"].startswith(base)]
+        for upload in uploads:
+            key, upload_id, last, size = upload["Key"], upload["UploadId"], upload["Initiated"], 0
+            with contextlib.suppress(botocore.exceptions.ClientError):  # then: its start and no size
+                parts = self._client.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id).get("Parts", ())
+                size = sum(part.get("Size", 0) for part in parts)
+                last = max([last, *(part["LastModified"] for part in parts)])
+            age = (now - last).total_seconds()
+            if age >= min_age:
+                url = f"s3://{self.bucket}/{key}"
+                yield Orphan(url=url, kind="multipart upload", size=size, age=max(0.0, age), handle=(key, upload_id))
+
+    def remove_orphan(self, orphan: Orphan) -> bool:
+        key, upload_id = orphan.handle
+        if not key.startswith(f"{self.prefix}/" if self.prefix else ""):
+            return False
+        refuse_offline(self.url, None)
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "NotFound", "404"):
+                return False  # completed or aborted meanwhile
+            with self._call(None):  # any other error, translated
+                raise
+        return True
 
     def upload_file(
         self,
