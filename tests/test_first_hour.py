@@ -269,3 +269,63 @@ def test_the_default_catalogue_is_created_by_the_first_write_and_says_where(caps
     assert f"created the default catalogue at {default}" in err
     code, out, err = run_cli(capsys, "register", str(training_checkpoint.path))
     assert "created" not in err  # said once, on first use
+
+
+# --- progress: a bar on a terminal, nothing in a log -------------------------------------------
+
+
+def test_register_progress_counts_each_file_twice_whatever_is_skipped(tmp_path, example_project):
+    """Hashed, then stored (uploaded, found stored or not uploaded): the bar's total is known first."""
+    files = [c.path for c in example_project["base"]]
+    total = 2 * sum(p.stat().st_size for p in files)
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    for options in ({}, {}, {"upload": False}):  # new, then already registered, then record-only
+        counted: list[int] = []
+        catalogue.register_many(files, progress=counted.append, **options)
+        assert sum(counted) == total, options
+    counted = []
+    catalogue.register_many([files[0], files[0]], progress=counted.append)  # the same file twice
+    assert sum(counted) == 4 * files[0].stat().st_size
+
+
+def _register_on_a_terminal(args: list[str], *, terminal: bool) -> tuple[str, str]:
+    """Run ``anemoi-ckpt register`` with stderr on a pseudo-terminal (or a pipe); (stdout, stderr)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    command = [sys.executable, "-m", "anemoi_ckpt_nb", "register", *args]
+    if not terminal:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
+        return done.stdout, done.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    out = process.stdout.read().decode()
+    assert process.wait(timeout=300) == 0, err.decode()
+    return out, err.decode()
+
+
+def test_register_shows_a_bar_on_a_terminal_and_nothing_in_a_log(tmp_path, example_project):
+    files = [str(c.path) for c in example_project["base"]]
+    Catalogue.create(tmp_path / "a"), Catalogue.create(tmp_path / "b")
+    out, err = _register_on_a_terminal([*files, "--catalogue", str(tmp_path / "a")], terminal=True)
+    assert out.count("registered: ") == 3  # stdout stays what scripts read
+    assert "register:   0%|" in err and "B/s" in err
+    out, err = _register_on_a_terminal([*files, "--catalogue", str(tmp_path / "b")], terminal=False)
+    assert out.count("registered: ") == 3 and "register:" not in err and "%|" not in err

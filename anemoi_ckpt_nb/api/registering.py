@@ -5,6 +5,7 @@ Kept apart so that the catalogue's face stays short; each method delegates to :m
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -15,6 +16,32 @@ from anemoi_ckpt_nb.catalogue.schema import ParentLink
 
 if TYPE_CHECKING:  # pragma: no cover
     from anemoi_ckpt_nb.catalogue.store import CatalogueStore
+
+
+@contextlib.contextmanager
+def _progress(paths: Sequence[str | os.PathLike], progress: Callable[[int], None] | bool | None, on_registered):
+    """``(update, on_registered)`` for register_paths: with ``progress=True`` a byte bar over the
+    files (each counts twice: hashed, then stored), the caller's lines printed above it."""
+    if progress is not True:
+        yield (progress or None), on_registered
+        return
+    from tqdm.auto import tqdm
+
+    from anemoi_ckpt_nb.storage.progress import progress_bar
+
+    total = 0
+    for path in paths:  # as given: a file given twice is read twice
+        with contextlib.suppress(OSError):  # register_paths names the file in its own error
+            total += 2 * os.stat(path).st_size
+    # disable=None: the console bar hides itself when stderr is not a terminal (batch logs stay clean).
+    with progress_bar(total, desc="register", disable=None) as update:
+
+        def registered(registration) -> None:
+            if on_registered is not None:
+                with tqdm.external_write_mode():  # the line above the bar, not through it
+                    on_registered(registration)
+
+        yield update, registered
 
 
 class Registering:
@@ -31,7 +58,7 @@ class Registering:
         parents: Iterable[ParentLink | tuple[str, str]] | None = None,
         upload: bool = True,
         allow_missing_parents: bool = False,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | bool | None = None,
         code_checkout: str | os.PathLike | None = None,
         on_registered: Callable[[_register.Registration], None] | None = None,
     ) -> Checkpoint:
@@ -47,7 +74,8 @@ class Registering:
             parents: Extra parent links ``(uuid, relation)``, e.g. ``(uuid, "fine-tuned-from")``.
             upload: Store the file's bytes in the catalogue (False: record and metadata only).
             allow_missing_parents: Register even if a parent is not registered.
-            progress: Called with byte counts while hashing and uploading.
+            progress: True for a bar (a widget in Jupyter, text on a terminal's stderr, nothing when
+                stderr is not a terminal), or a callable given byte counts while hashing and storing.
             code_checkout: A git checkout of the training code; its commit and dirty state
                 are stored in the record's ``registered_with`` with the Python and package versions.
             on_registered: Called with the ``Registration`` (``created`` False when it was registered before).
@@ -62,18 +90,19 @@ class Registering:
             CodeCheckoutError: ``code_checkout`` is not a readable git checkout.
             CatalogueError: the file is registered already under another name (or none).
         """
-        (result,) = _register.register_paths(
-            self._store,
-            [path],
-            name=name,
-            tags=tags,
-            parents=parents,
-            upload=upload,
-            allow_missing_parents=allow_missing_parents,
-            progress=progress,
-            code_checkout=code_checkout,
-            on_registered=on_registered,
-        )
+        with _progress([path], progress, on_registered) as (update, registered):
+            (result,) = _register.register_paths(
+                self._store,
+                [path],
+                name=name,
+                tags=tags,
+                parents=parents,
+                upload=upload,
+                allow_missing_parents=allow_missing_parents,
+                progress=update,
+                code_checkout=code_checkout,
+                on_registered=registered,
+            )
         return Checkpoint(self, result.record)
 
     def register_many(
@@ -83,7 +112,7 @@ class Registering:
         tags: Sequence[str] = (),
         upload: bool = True,
         allow_missing_parents: bool = False,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | bool | None = None,
         on_registered: Callable[[_register.Registration], None] | None = None,
         code_checkout: str | os.PathLike | None = None,
     ) -> list[Checkpoint]:
@@ -98,16 +127,17 @@ class Registering:
         Returns:
             The checkpoints, in registration order.
         """
-        results = _register.register_paths(
-            self._store,
-            list(paths),
-            tags=tags,
-            upload=upload,
-            allow_missing_parents=allow_missing_parents,
-            progress=progress,
-            on_registered=on_registered,
-            code_checkout=code_checkout,
-        )
+        with _progress(paths, progress, on_registered) as (update, registered):
+            results = _register.register_paths(
+                self._store,
+                list(paths),
+                tags=tags,
+                upload=upload,
+                allow_missing_parents=allow_missing_parents,
+                progress=update,
+                on_registered=registered,
+                code_checkout=code_checkout,
+            )
         return [Checkpoint(self, r.record) for r in results]
 
     def register_run(
@@ -117,7 +147,7 @@ class Registering:
         tags: Sequence[str] = (),
         upload: bool = True,
         allow_missing_parents: bool = False,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | bool | None = None,
         on_registered: Callable[[_register.Registration], None] | None = None,
         code_checkout: str | os.PathLike | None = None,
     ) -> list[Checkpoint]:

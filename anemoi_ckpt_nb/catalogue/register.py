@@ -107,8 +107,9 @@ def _register_one(
     """Register one file whose lineage is settled; ``existing`` is its record read by :func:`.blobs.existing_record`."""
     from anemoi_ckpt_nb.catalogue.tags import change_tags
 
+    stored = _Counted(progress)
     if existing is None:
-        blob = upload_blob(store, facts, progress) if upload else None
+        blob = upload_blob(store, facts, stored) if upload else None
         metadata_blob = store_metadata(store, facts)
         # Aliases before the record: an alias of a record not (yet) created finds nothing.
         for other in facts.other_uuids:
@@ -130,7 +131,7 @@ def _register_one(
         for uuid in (facts.uuid, *facts.other_uuids):
             if uuid != record.uuid:
                 store.create_alias(uuid, record.uuid)
-        restore_blobs(store, record, facts, upload=upload, progress=progress)
+        restore_blobs(store, record, facts, upload=upload, progress=stored)
         # Re-publish the entry if a crashed writer left it out of the index.
         entry = store.index(refresh=False).entries.get(record.uuid)
         if entry is None or entry["registered_at"] != _events.generation_of(record):
@@ -138,7 +139,26 @@ def _register_one(
             store.publish([_events.put_event(record, state)])
     if tags:
         change_tags(store, record.uuid, add=tags)
+    stored.finish(facts.size)
     return Registration(path=facts.path, record=record, created=existing is None)
+
+
+class _Counted:
+    """A progress callback that counts, so that a file's storing step can report the bytes it skipped
+    (already stored, not uploaded): each file then accounts for its size twice, hashing and storing,
+    and a bar's total is known before anything is read."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress, self.done = progress, 0
+
+    def __call__(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(count)
+
+    def finish(self, size: int) -> None:
+        if size > self.done:
+            self(size - self.done)
 
 
 def register_paths(
@@ -173,7 +193,9 @@ def register_paths(
             record and metadata are stored and the file stays where it is.
         allow_missing_parents: Register even when a parent is not in the
             catalogue (the link is kept, pointing at an unregistered uuid).
-        progress: Called with byte counts while hashing and uploading.
+        progress: Called with byte counts while hashing and storing; each file accounts for its
+            size twice (hashed, then uploaded, found already stored or not uploaded), so a bar's
+            total is twice the sum of the files' sizes.
         on_registered: Called after each file, e.g. to print a line.
         code_checkout: A git checkout of the training code: its commit and dirty
             state go into each new record's ``registered_with``.
@@ -218,7 +240,9 @@ def register_paths(
         facts.links = links_for(facts, lineage, allow_missing_parents=allow_missing_parents)
     batch: dict[str, FileFacts] = {}
     for facts in inspected:
-        facts.hash(progress=progress)
+        hashed = _Counted(progress)
+        facts.hash(progress=hashed)
+        hashed.finish(facts.size)  # a hash given by the caller reads nothing
         other = batch.get(facts.uuid)
         if other is not None:
             if other.sha256 != facts.sha256:
@@ -227,6 +251,7 @@ def register_paths(
                     f"{other.path} and {facts.path} carry the same uuid {facts.uuid} but differ",
                     hint="register them separately; one of them is a modified copy",
                 )
+            _Counted(progress).finish(facts.size)  # stored once, with the other
             continue  # the same file twice (e.g. last.ckpt next to its epoch file)
         batch[facts.uuid] = facts
     ordered = order(list(batch.values()))

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         upload=not args.no_upload,
         allow_missing_parents=args.allow_missing_parents,
         code_checkout=args.code_checkout,
+        progress=True,  # a byte bar on stderr when it is a terminal; nothing in batch logs
     )
 
     def show(registration) -> None:
