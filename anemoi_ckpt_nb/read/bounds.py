@@ -128,6 +128,8 @@ def _check_no_allocation(func: Any, args: tuple, kwargs: dict | None = None) -> 
     """
     kwargs = kwargs or {}
     torch = sys.modules.get("torch")  # not imported: no torch class can be on the pickle's stack
+    if torch is not None and not hasattr(torch, "nn"):
+        import torch  # half imported by another thread: importing waits for it to finish
 
     if torch is not None and func is torch.nn.Parameter:
         _check_parameter_args(args, kwargs)
@@ -140,6 +142,9 @@ def _check_no_allocation(func: Any, args: tuple, kwargs: dict | None = None) -> 
             )
         return
     np = sys.modules.get("numpy")
+    if np is not None and not hasattr(np, "ndarray"):
+        # Half imported by another thread (convert --jobs N): importing waits for it to finish.
+        import numpy as np
     if np is not None and isinstance(func, type) and issubclass(func, np.ndarray):
         shape = args[0] if args else kwargs.get("shape", ())
         if _numel(shape, _call_text(func, args)) != 0:
