@@ -94,17 +94,20 @@ def test_example_checkpoint_drifted_from_this_environment_warns(training_checkpo
 def test_missing_package_warns_with_the_install_command(tmp_path):
     path = write_checkpoint(tmp_path / "m.ckpt", current_metadata(anemoi__utils=UTILS, anemoi__models="0.3.0"))
     report = validate_checkpoint(path)
-    assert report.verdict == "warnings"
+    assert report.verdict == "compatible" and report.environment_verdict == "warnings"  # the file is fine
     missing = next(f for f in report.findings if f.code == "package-missing")
+    assert missing.scope == "environment"
     assert "anemoi.models 0.3.0" in missing.message and missing.hint == "pip install anemoi-models==0.3.0"
+    assert report.exit_code() == 0 and report.exit_code(environment=True) == 1
 
 
 def test_older_package_installed_than_trained_is_incompatible(tmp_path):
     path = write_checkpoint(tmp_path / "new.ckpt", current_metadata(anemoi__utils="99.0.0"))
     report = validate_checkpoint(path)
-    assert report.verdict == "incompatible"
+    assert report.environment_verdict == "incompatible" and report.verdict == "compatible"
     assert [p.status for p in report.packages] == ["older-installed"]
     assert not report.can_load_for_inference
+    assert report.exit_code() == 0 and report.exit_code(environment=True) == 2
 
 
 def test_all_packages_compares_non_anemoi_ones_too(tmp_path):
@@ -232,3 +235,23 @@ def test_inference_checkpoint_needs_the_pickled_model_classes(tmp_path):
     assert any(name.startswith("anemoi.models.") for name in report.unmapped_classes)
     missing = next(f for f in report.findings if f.code == "classes-not-installed")
     assert "anemoi.models" in missing.message
+
+
+def test_a_real_inference_file_is_judged_apart_from_the_environment_checking_it(capsys):
+    """Issue 12: anemoi-training's own inference file, here without anemoi-models, once exited 1 for the environment."""
+    real = Path(__file__).parent / "data" / "real" / "current" / "gnn" / "run"
+    path = next(real.glob("*/inference-last.ckpt"))
+    report = validate_checkpoint(path)
+    assert report.verdict == "compatible", render_text(report)
+    here = {f.code for f in report.findings if f.scope == "environment"}
+    file = {f.code for f in report.findings if f.scope == "file" and f.severity != "info"}
+    assert file == set(), render_text(report)
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("verdict: compatible (exit 0)")
+    if here:  # this environment differs from anemoi-training's (it does, without anemoi-models): shown apart
+        assert "this environment (" in out and "--environment counts them" in out
+        assert main(["validate", str(path), "--environment", "--json"]) == report.exit_code(environment=True) > 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["file_verdict"] == "compatible" and data["environment_counted"]
+        assert {f["scope"] for f in data["findings"] if f["code"] in here} == {"environment"}

@@ -164,7 +164,7 @@ def inspect_file(
             )
         kind, fmt = _KINDS.get(ck.kind, ("inference", "anemoi"))
         conversion = metadata.get("conversion")
-        if isinstance(conversion, dict) and conversion.get("format") in ("anemoi", "safetensors"):
+        if isinstance(conversion, dict) and conversion.get("format") in ("anemoi", "safetensors", "pickled"):
             kind, fmt = "inference", conversion["format"]  # written by our converter
         training = metadata.get("training") if isinstance(metadata.get("training"), dict) else {}
         facts = FileFacts(

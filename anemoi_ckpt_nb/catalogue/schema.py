@@ -39,7 +39,7 @@ Kind = Literal["training", "inference"]
 #: ``anemoi``: a torch zip archive as anemoi-training writes it (Lightning dict or
 #: pickled model); ``safetensors``: weights with the metadata in the header;
 #: ``state-dict``: a plain ``torch.save`` of the weights.
-Format = Literal["anemoi", "safetensors", "state-dict"]
+Format = Literal["anemoi", "safetensors", "state-dict", "pickled"]
 
 DEFAULT_PROTECTED_TAGS: tuple[str, ...] = ("production-ready",)
 

@@ -9,9 +9,10 @@ from anemoi_ckpt_nb.cli._catalogue import add_catalogue_option, open_catalogue
 #: Statuses besides those every command returns (listed in the command reference).
 EXIT_STATUS = {
     0: "compatible",
-    1: "compatible with warnings (older metadata layout, a package missing here or newer than in training)",
-    2: "incompatible (unreadable file, no metadata, missing keys, an installed package older than in "
-    "training), with --strict also on warnings; or an error explained on stderr",
+    1: "compatible with warnings (older metadata layout, pending migrations; with --environment also a "
+    "package missing here or newer than in training)",
+    2: "incompatible (unreadable file, no metadata, missing keys; with --environment also an installed "
+    "package older than in training), with --strict also on warnings; or an error explained on stderr",
 }
 
 
@@ -21,12 +22,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="check a checkpoint's format, metadata version and environment; exit 0/1/2",
         description="Report the format and metadata version of a checkpoint, the migrations that would run, "
         "unknown or missing keys, classes that could not be mapped, and how the installed packages compare "
-        "with the training ones. Exit 0 compatible, 1 compatible with warnings, 2 incompatible. "
+        "with the training ones. Exit 0 compatible, 1 compatible with warnings, 2 incompatible: the file's "
+        "verdict; findings about this environment (packages, Python) are shown apart and count with --environment. "
         "A registered checkpoint (ID) is checked from the catalogue's copy of its metadata.",
     )
     parser.add_argument("target", metavar="PATH|ID", help="a checkpoint file, or the uuid or name of a registered one")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--strict", action="store_true", help="treat warnings as incompatible (exit 2)")
+    parser.add_argument("--environment", action="store_true",
+                        help="count the findings about this environment (packages missing, older or newer than in "
+                        "training; another Python) in the verdict and exit status, not only the file's")
     parser.add_argument("--all-packages", action="store_true", help="compare every recorded package, not only anemoi ones")
     add_catalogue_option(parser)
 
@@ -41,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = open_catalogue(args, read_only=True).get(args.target).validate(all_packages=args.all_packages)
     if args.json:
-        print(json.dumps(report.to_dict(strict=args.strict), indent=2))
+        print(json.dumps(report.to_dict(strict=args.strict, environment=args.environment), indent=2))
     else:
-        print(render_text(report, strict=args.strict))
-    return report.exit_code(strict=args.strict)
+        print(render_text(report, strict=args.strict, environment=args.environment))
+    return report.exit_code(strict=args.strict, environment=args.environment)

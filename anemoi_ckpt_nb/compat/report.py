@@ -1,7 +1,10 @@
 """The report of ``anemoi-ckpt validate``: its findings, the package checks, the verdict and exit code, and its text.
 
 Verdicts: ``compatible`` (exit 0), ``warnings`` (exit 1), ``incompatible``
-(exit 2); ``strict`` turns warnings into incompatible.
+(exit 2); ``strict`` turns warnings into incompatible. The verdict is the file's: findings
+about this environment (the packages and Python here, :data:`ENVIRONMENT_CODES`) are kept
+apart, with their own ``environment_verdict``, and count only with ``environment=True``
+(``validate --environment``), since they change with the machine, not with the file.
 """
 
 from __future__ import annotations
@@ -11,6 +14,12 @@ from typing import Any, Literal
 
 Severity = Literal["info", "warning", "error"]
 Verdict = Literal["compatible", "warnings", "incompatible"]
+Scope = Literal["file", "environment"]
+
+#: Findings about the environment that runs the check, not about the file.
+ENVIRONMENT_CODES = frozenset({
+    "python-version", "package-missing", "package-newer", "package-older", "package-version", "classes-not-installed",
+})
 
 EXIT_CODES: dict[str, int] = {"compatible": 0, "warnings": 1, "incompatible": 2}
 
@@ -23,6 +32,8 @@ class Finding:
     code: str
     message: str
     hint: str | None = None
+    #: ``file``, or ``environment`` for what depends on the packages installed here.
+    scope: Scope = "file"
 
 
 @dataclass
@@ -54,39 +65,60 @@ class ValidationReport:
     can_load_for_inference: bool = False
     #: What the file is and what runs it, in words (see :func:`describe_kind`).
     what: str | None = None
+    #: ``[(runner, what it needs), ...]`` (:mod:`anemoi_ckpt_nb.read.runs_with`).
+    runs_with: list[tuple[str, str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     #: For a catalogue's copy of the metadata: the registered checkpoint's uuid and file name, so
     #: that advice names commands that work on it (the file must be downloaded to be upgraded).
     registered: tuple[str, str] | None = None
 
     def add(self, severity: Severity, code: str, message: str, hint: str | None = None) -> None:
-        self.findings.append(Finding(severity, code, message, hint))
+        scope: Scope = "environment" if code in ENVIRONMENT_CODES else "file"
+        self.findings.append(Finding(severity, code, message, hint, scope))
 
     @property
     def verdict(self) -> Verdict:
-        """``incompatible`` if any error, ``warnings`` if any warning, else ``compatible``."""
-        levels = {f.severity for f in self.findings}
-        if "error" in levels:
-            return "incompatible"
-        return "warnings" if "warning" in levels else "compatible"
+        """The file's: ``incompatible`` if any error about it, ``warnings`` if any warning, else ``compatible``."""
+        return _verdict(f for f in self.findings if f.scope == "file")
 
-    def exit_code(self, *, strict: bool = False) -> int:
-        """0, 1 or 2 for compatible, warnings, incompatible; ``strict`` makes warnings 2."""
-        code = EXIT_CODES[self.verdict]
-        return 2 if strict and code == 1 else code
+    @property
+    def environment_verdict(self) -> Verdict:
+        """The same, from the findings about this environment alone."""
+        return _verdict(f for f in self.findings if f.scope == "environment")
 
-    def to_dict(self, *, strict: bool = False) -> dict[str, Any]:
+    def counted_verdict(self, *, strict: bool = False, environment: bool = False) -> Verdict:
+        """The verdict the exit status reflects: the file's, and this environment's with ``environment``."""
+        verdicts = [self.verdict, self.environment_verdict] if environment else [self.verdict]
+        verdict = max(verdicts, key=EXIT_CODES.__getitem__)
+        return "incompatible" if strict and verdict == "warnings" else verdict
+
+    def exit_code(self, *, strict: bool = False, environment: bool = False) -> int:
+        """0, 1 or 2 for compatible, warnings, incompatible; ``strict`` makes warnings 2;
+        ``environment`` counts the findings about this environment too."""
+        return EXIT_CODES[self.counted_verdict(strict=strict, environment=environment)]
+
+    def to_dict(self, *, strict: bool = False, environment: bool = False) -> dict[str, Any]:
         """JSON-able form, as ``validate --json`` prints it."""
         data = asdict(self)
         del data["registered"]  # part of the advice already, and not a finding
-        data["verdict"] = "incompatible" if strict and self.verdict == "warnings" else self.verdict
-        data["exit_code"] = self.exit_code(strict=strict)
+        data["file_verdict"] = self.verdict
+        data["environment_verdict"] = self.environment_verdict
+        data["verdict"] = self.counted_verdict(strict=strict, environment=environment)
+        data["exit_code"] = self.exit_code(strict=strict, environment=environment)
         data["strict"] = strict
+        data["environment_counted"] = environment
         return data
 
 
+def _verdict(findings: Any) -> Verdict:
+    levels = {f.severity for f in findings}
+    if "error" in levels:
+        return "incompatible"
+    return "warnings" if "warning" in levels else "compatible"
 
-def render_text(report: ValidationReport, *, strict: bool = False) -> str:
+
+
+def render_text(report: ValidationReport, *, strict: bool = False, environment: bool = False) -> str:
     """The report as the lines ``anemoi-ckpt validate`` prints."""
 
     def listed(items: list[str], limit: int = 8) -> str:
@@ -108,13 +140,22 @@ def render_text(report: ValidationReport, *, strict: bool = False) -> str:
         lines.append("  packages (trained -> installed):")
         for p in report.packages:
             lines.append(f"    {p.package}: {p.trained or '?'} -> {p.installed or 'not installed'} ({p.status})")
+    from anemoi_ckpt_nb.read.runs_with import runs_with_text
+
+    lines.append(f"  runs with: {runs_with_text(report.runs_with, report.format)}")
     lines.append(f"  can convert: {'yes' if report.can_convert else 'no'}; "
                  f"can load for inference here: {'yes' if report.can_load_for_inference else 'no'}")
-    for finding in report.findings:
-        if finding.severity == "info":
-            continue
+    shown = [f for f in report.findings if f.severity != "info"]
+    for finding in (f for f in shown if f.scope == "file"):
         hint = f" ({finding.hint})" if finding.hint else ""
         lines.append(f"  {finding.severity}: {finding.message}{hint}")
-    data = report.to_dict(strict=strict)
+    here = [f for f in shown if f.scope == "environment"]
+    if here:
+        counted = "counted in the verdict" if environment else "not counted: --environment counts them"
+        lines.append(f"  this environment ({report.environment_verdict}; {counted}):")
+        for finding in here:
+            hint = f" ({finding.hint})" if finding.hint else ""
+            lines.append(f"    {finding.severity}: {finding.message}{hint}")
+    data = report.to_dict(strict=strict, environment=environment)
     lines.append(f"verdict: {data['verdict']} (exit {data['exit_code']})")
     return "\n".join(lines)

@@ -77,6 +77,11 @@ def validate_metadata(
     """
     report = ValidationReport(path=label, format=format, metadata_source="catalogue", what=describe_kind(format),
                               registered=registered)
+    from anemoi_ckpt_nb.read.runs_with import models_version, runs_with
+
+    conversion = metadata.get("conversion") if isinstance(metadata, dict) else None
+    report.runs_with = runs_with(format, conversion_format=conversion.get("format") if isinstance(conversion, dict) else None,
+                                 models_version=models_version(metadata))
     report.add("info", "metadata-only", "checked the catalogue's copy of the metadata; pickled classes were not checked",
                "download the file and validate it for a full check")
     check_metadata(report, metadata, all_packages=all_packages)
@@ -97,6 +102,7 @@ def validate_checkpoint(path: str | Path, *, all_packages: bool = False) -> Vali
     """
     from anemoi_ckpt_nb.compat.anemoi_metadata import CURRENT_VERSION
     from anemoi_ckpt_nb.read.reader import open_checkpoint
+    from anemoi_ckpt_nb.read.runs_with import runs_with_file
 
     report = ValidationReport(path=str(path), current_version=CURRENT_VERSION)
     try:
@@ -109,6 +115,7 @@ def validate_checkpoint(path: str | Path, *, all_packages: bool = False) -> Vali
         report.what = describe_kind(ck.kind, ck.label, path=str(path))
         report.metadata_source = _metadata_source(Path(path), ck)
         _check_classes(report, ck)
+        report.runs_with = runs_with_file(ck)
         metadata = ck.metadata
     if metadata is None:
         report.add("error", "no-metadata", "the file holds no Anemoi metadata: it cannot be converted or run by anemoi-inference",
@@ -130,8 +137,8 @@ def describe_kind(kind: str | None, label: str | None = None, *, path: str = "FI
     if kind == "inference":
         return "an inference checkpoint (the pickled model): anemoi-inference runs it"
     if kind in ("state-dict", "safetensors"):
-        return (f"{label or kind}: the weights alone; anemoi-inference runs the inference file, "
-                "which needs the model code to rebuild")
+        return (f"{label or kind}: weights, no pickled model; anemoi-inference's default runner cannot load it, "
+                "the anemoi-ckpt runner and load_model build the model when it carries its graph (see runs with)")
     return None
 
 

@@ -74,15 +74,9 @@ class _Plan:
 
 def written_with(metadata: dict | None) -> str | None:
     """The anemoi-models version recorded in ``provenance_training.module_versions``."""
-    provenance = (metadata or {}).get("provenance_training") or {}
-    versions = provenance.get("module_versions") if isinstance(provenance, dict) else None
-    if isinstance(versions, dict):
-        version = versions.get(MODULE) or versions.get(PACKAGE)
-        if isinstance(version, dict):  # anemoi-utils >= 0.5 records {"version": ..., "path": ...}
-            version = version.get("version")
-        if isinstance(version, str):
-            return version
-    return None
+    from anemoi_ckpt_nb.read.runs_with import models_version
+
+    return models_version(metadata)
 
 
 def _plan(checkpoint: Any, path: Path) -> _Plan:

@@ -155,6 +155,7 @@ def checkpoint_card(
         ("dataset", _e(field(record, "dataset", "-"))),
         ("saved", _e(_text.format_time(field(record, "saved_at")))),
         ("registered", _e(_text.format_time(field(record, "registered_at")))),
+        ("runs with", _e(_text.runs_with_line(record))),
     ]
     body = (
         "<div class='ackpt-header'><svg class='ackpt-icon'><use href='#ackpt-icon-checkpoint'></use></svg>"

@@ -125,7 +125,20 @@ def card_rows(record: Any, tags: Iterable[str] = ()) -> list[tuple[str, str]]:
         ("dataset", str(field(record, "dataset", "-"))),
         ("saved", format_time(field(record, "saved_at"))),
         ("registered", format_time(field(record, "registered_at"))),
+        ("runs with", runs_with_line(record)),
     ]
+
+
+def runs_with_line(record: Any) -> str:
+    """Which runner runs a registered checkpoint, from its kind, format and lineage alone."""
+    from anemoi_ckpt_nb.read.runs_with import runs_with, runs_with_text
+
+    kind, fmt = field(record, "kind"), field(record, "format", "anemoi")
+    converted = any(relation == "converted-from" for _, relation in parent_links(record))
+    if kind == "inference" and fmt == "state-dict":
+        return runs_with_text([], kind)
+    conversion_format = fmt if converted else ("safetensors" if fmt == "safetensors" else None)
+    return runs_with_text(runs_with(kind, conversion_format=conversion_format), kind)
 
 
 def checkpoint_text(record: Any, *, tags: Iterable[str] = ()) -> str:

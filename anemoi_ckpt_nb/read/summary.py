@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from anemoi_ckpt_nb.read.identity import str_or_none
+from anemoi_ckpt_nb.read.runs_with import runs_with_file, runs_with_text
 
 #: :attr:`CheckpointFile.label` of each kind, for files not written by the converter.
 KIND_LABELS = {
@@ -138,6 +139,7 @@ def checkpoint_summary(ck: Any) -> dict[str, Any]:
         # The arrays as read (perhaps only described): their shapes need no numpy.
         "supporting_arrays": {name: list(shape) for name, shape in _array_shapes(ck._supporting_arrays)},
         "opaque_classes": [f"{module}.{name}" for module, name in ck.opaque_classes],
+        "runs_with": [list(pair) for pair in runs_with_file(ck)],
     }
 
 
@@ -173,6 +175,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     if summary["supporting_arrays"]:
         arrays = ", ".join(f"{name} {tuple(shape)}" for name, shape in summary["supporting_arrays"].items())
         lines.append(f"  arrays        {arrays}")
+    if "runs_with" in summary:
+        lines.append(f"  runs with     {runs_with_text([tuple(p) for p in summary['runs_with']], summary['kind'])}")
     opaque = summary["opaque_classes"]
     lines.append(f"  opaque        {len(opaque)} classes not rebuilt" + (":" if opaque else ""))
     lines.extend(f"                {name}" for name in opaque)
