@@ -80,12 +80,8 @@ def runs_with_file(ck: Any) -> list[tuple[str, str]]:
     conversion_format = conversion.get("format") if isinstance(conversion, dict) else None
     if not metadata:
         return []
-    try:
-        has_graph = ck.model_inputs() is not None
-    except Exception:  # a damaged graph: reported by the commands that read it, nothing runs it
-        has_graph = False
-    return runs_with(ck.kind, conversion_format=conversion_format, has_graph=has_graph,
-                     models_version=models_version(metadata))
+    # Whether the graph is there is not read: that would import numpy, which inspect must not.
+    return runs_with(ck.kind, conversion_format=conversion_format, models_version=models_version(metadata))
 
 
 def models_version(metadata: Any) -> str | None:
