@@ -1,6 +1,6 @@
 """The public objects: :class:`Catalogue` and :class:`Checkpoint`, thin faces that delegate to the packages below, and :func:`convert_many`.
 
-May import: every package below it (``notebook`` to display, ``runs``, ``sites``, ``catalogue``, ``conversion``, ``compat``, ``read``, ``storage``, ``errors``); never ``cli``.
+May import: every package below it (``notebook`` to display, ``runs``, ``sites``, ``catalogue``, ``conversion``, ``compat``, ``read``, ``storage``, ``errors``, ``settings``); never ``cli``.
 """
 
 from anemoi_ckpt_nb.api.batch import ConvertReport, convert_many

@@ -1,5 +1,5 @@
 """Which checkpoint a run was forked from, by the run manifests in ``manifests/`` (written by
-:mod:`anemoi_ckpt_nb.runs.plans`).
+:mod:`anemoi_ckpt_nb.runs.manifest`).
 
 A fork that loads only the weights records no ``parent_uuid``: the ``fork`` or ``plan``
 manifest naming its new run id is what links it to its parent. Registration asks for every

@@ -24,7 +24,7 @@ TAGS = "tags/"
 #: Where each checkpoint's copies are (anemoi_ckpt_nb.sites.locations), one document per uuid.
 LOCATIONS = "locations/"
 BLOBS = "blobs/sha256/"
-#: Run manifests of forks and resumes (written by ``anemoi_ckpt_nb.runs.plans``).
+#: Run manifests of forks and resumes (written by ``anemoi_ckpt_nb.runs.manifest``).
 MANIFESTS = "manifests/"
 #: ``aliases/<uuid>.json``: the other uuid a file holds -> the uuid its record is filed under.
 ALIASES = "aliases/"

@@ -1,5 +1,7 @@
 """Realistic Anemoi checkpoints, written with ``torch.save``, for tests, benchmarks and the demo.
 
+May import: ``anemoi_ckpt_nb.read`` only (to embed the metadata); torch, numpy, pydantic, omegaconf and safetensors inside functions.
+
 The files have the anatomy described in DESIGN.md: a Lightning dict with
 ``epoch``, ``global_step``, ``pytorch-lightning_version``, ``state_dict``
 (weights prefixed ``model.``), ``loops``, ``callbacks``, ``optimizer_states``
@@ -27,9 +29,6 @@ new one and records ``fork_run_id``. A pickled inference model keeps what
 torch-geometric's message passing keeps: type annotations
 (``types.GenericAlias``, ``typing.Union``), ``inspect._empty`` and its
 ``Inspector`` objects.
-
-May import: ``anemoi_ckpt_nb.read`` (to embed the metadata) only; torch, numpy, pydantic, omegaconf and
-safetensors inside the functions that need them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Storage backends behind one small interface (see :mod:`.base`), and file hashing with its cache (:mod:`.hashing`).
 
-May import: ``anemoi_ckpt_nb.errors`` only (boto3 inside the S3 backend).
+May import: ``anemoi_ckpt_nb.errors`` and ``anemoi_ckpt_nb.settings`` only (boto3 inside the S3 backend).
 
 :func:`open_storage` maps a URL scheme to a backend class and imports it on
 first use, so ``boto3`` is only imported when an ``s3://`` URL is opened:

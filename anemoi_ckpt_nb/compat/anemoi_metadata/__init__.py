@@ -1,5 +1,7 @@
 """Pydantic models of the Anemoi checkpoint metadata, one per known version.
 
+May import: ``anemoi_ckpt_nb.errors`` only.
+
 The metadata is ``hyper_parameters["metadata"]`` in a training checkpoint and
 the embedded ``anemoi-metadata/anemoi.json`` (older: ``ai-models.json``).
 Its ``version`` key says which layout it has:

@@ -1,5 +1,7 @@
 """Translation layer: bring old documents and checkpoint metadata to the current form.
 
+May import: ``compat.anemoi_metadata`` and ``errors`` only; document kinds are registered from above (:mod:`.documents`).
+
 ``migrate(doc, kind)`` runs an ordered chain of small, named, pure steps and
 says which ran. Kinds:
 

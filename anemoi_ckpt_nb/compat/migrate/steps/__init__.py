@@ -1,5 +1,7 @@
 """The ordered chain of steps that brings Anemoi metadata to the current version.
 
+May import: ``compat.migrate.base`` and ``errors`` only: each step is a pure function of a document.
+
 Order matters: the dataset fixes (m01-m03) work on the old layouts, m05 and
 m06 then change the layout. To add a step, write ``mNN_<what>.py`` with a
 ``STEP`` and add it to :data:`ANEMOI_METADATA_STEPS` (see README, Contributing).
