@@ -1,5 +1,8 @@
-"""The training face: a Lightning callback that anemoi-training loads from its config, which captures
-every checkpoint it saves into a spool for ``anemoi-ckpt sync`` (:mod:`.callback`)::
+"""The training face: a Lightning callback, loaded by anemoi-training from its config, that spools every checkpoint it saves.
+
+May import: ``runs`` (its spool and capture modules only), ``storage``, ``errors``, ``settings``; nothing imports it.
+
+The spool is registered later by ``anemoi-ckpt sync`` (:mod:`.callback`)::
 
     diagnostics:
       callbacks:
@@ -8,9 +11,6 @@ every checkpoint it saves into a spool for ``anemoi-ckpt sync`` (:mod:`.callback
 It runs inside the training process, so it stays light: importing this package imports nothing,
 the callback module imports pytorch-lightning (there when anemoi-training is) and the capture
 code of ``runs``, and nothing that talks to a network.
-
-May import: ``runs`` (its spool and capture modules only), ``storage``, ``errors``, ``settings``;
-nothing imports it.
 """
 
 from __future__ import annotations
