@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +72,13 @@ with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dst:
             break
         left -= done
     os.fsync(dst.fileno())
+"""
+EMPTY_BUCKET = r"""
+import sys, boto3
+bucket = boto3.resource("s3").Bucket(sys.argv[1])
+bucket.objects.all().delete()
+for upload in bucket.multipart_uploads.all():
+    upload.abort()
 """
 UPLOAD = r"""
 import sys, boto3
@@ -163,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     from convert import parse_size  # the sizes convert.py takes
 
+    # An installed package has its bytecode compiled (pip does it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile every module in every run instead.
+    subprocess.run([PY, "-m", "compileall", "-q", str(HERE.parent / "anemoi_ckpt_nb")], check=True, capture_output=True)
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="torchfree-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     server = None
@@ -210,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
 
             def fresh(which: str, round_: int) -> None:
                 remember(source, sha256)
+                # Each run stores the whole file again: empty the bucket first, or the disk fills up.
+                subprocess.run([PY, "-c", EMPTY_BUCKET, server.bucket], check=True, env=env, capture_output=True)
+                vacuum = f"http://127.0.0.1:{server.ports['master.port']}/vol/vacuum?garbageThreshold=0.0001"
+                try:  # and have SeaweedFS give the deleted objects' space back
+                    urllib.request.urlopen(vacuum, timeout=600).read()
+                except OSError as error:
+                    print(f"vacuum failed ({error}); the disk may fill up", file=sys.stderr)
                 if which == "ours":
                     url = f"s3://{server.bucket}/bench-{round_}"
                     subprocess.run([str(SCRIPT), "init", url], check=True, env=env, capture_output=True)

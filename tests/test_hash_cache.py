@@ -127,9 +127,36 @@ def test_direct_reads_refused_after_open_fall_back_to_ordinary_reads(blob, monke
         os.close(os.open(blob, os.O_RDONLY | os.O_DIRECT))
     except OSError:
         pytest.skip(f"the file system of {blob.parent} refuses O_DIRECT at open (the ordinary path)")
+    # Not from the page cache (which holds the blob just written): from the disk, directly.
+    monkeypatch.setattr("anemoi_ckpt_nb.conversion.files._cache_reader", lambda fd: None)
     hasher = Unaligned(blob)
     assert hasher.result() == hashlib.sha256(blob.read_bytes()).hexdigest()
     assert hasher._direct is False  # it did fall back
+
+
+@pytest.mark.parametrize("evicted", ["none", "all", "second half", "every other chunk"])
+def test_the_source_hash_takes_what_the_page_cache_holds_and_reads_the_rest(tmp_path, monkeypatch, evicted):
+    """Chunks the page cache holds are read from it, the others from the disk around it: the same hash."""
+    monkeypatch.setenv("ANEMOI_CKPT_HASH_CACHE", "off")
+    chunk = SourceHash.CHUNK
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(4 * chunk + 12345))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # clean pages only: those can be dropped
+        size = path.stat().st_size
+        spans = {
+            "none": [],
+            "all": [(0, size)],
+            "second half": [(size // 2, size - size // 2)],
+            "every other chunk": [(offset, chunk) for offset in range(0, size, 2 * chunk)],
+        }[evicted]
+        for offset, length in spans:
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    hasher = SourceHash(path)
+    assert hasher.result() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_register_then_convert_reads_the_source_once_for_its_hash(tmp_path):

@@ -89,7 +89,9 @@ class SourceHash:
     allow it: every byte is needed once, so the cache's copy and bookkeeping are
     pure cost (on the 2-core test machine they doubled the CPU time of hashing a
     cold 2.8 GB checkpoint), and the user's cached files are not evicted by it.
-    Elsewhere the file is read the ordinary way.
+    Elsewhere the file is read the ordinary way. What the page cache already holds
+    (a checkpoint just written or inspected) is taken from it (``RWF_NOWAIT`` reads,
+    which fail instead of waiting for the disk), not read from the disk again.
 
     A sha256 remembered for the file (:mod:`anemoi_ckpt_nb.storage.hashing`: it was
     registered, converted or upgraded before, unchanged since) is taken as it is,
@@ -113,12 +115,13 @@ class SourceHash:
         from anemoi_ckpt_nb.storage.hashing import cache_enabled, cached_sha256
 
         self._fd, self._direct = _open_for_reading(path, direct=True)
+        self._cached_fd = _cache_reader(self._fd) if self._direct else None
         self._digest: str | None = None
         self._error: BaseException | None = None
         self._stat = os.fstat(self._fd)
         self._cache = cache_enabled()
         if self._cache and (known := cached_sha256(self._fd, self._stat)) is not None:
-            os.close(self._fd)
+            self._close()
             self._digest, self._reader, self._hasher = known, None, None
             return
         self._sha256 = hashlib.sha256()
@@ -155,6 +158,16 @@ class SourceHash:
             self._full.put(error)
 
     def _pread(self, buffer: Any, offset: int) -> int:
+        if self._cached_fd is not None:
+            try:  # all of the chunk from the page cache, or nothing
+                count = os.preadv(self._cached_fd, [buffer], offset, os.RWF_NOWAIT)
+                if count == len(buffer) or offset + count >= self._stat.st_size:
+                    return count
+            except BlockingIOError:
+                pass
+            except OSError:  # RWF_NOWAIT refused by this file system: the disk, around the cache
+                os.close(self._cached_fd)
+                self._cached_fd = None
         try:
             return os.preadv(self._fd, [buffer], offset)
         except OSError as error:
@@ -195,7 +208,12 @@ class SourceHash:
             self._stop.set()
             self._free.put(None)
             self._reader.join()
-            os.close(self._fd)
+            self._close()
+
+    def _close(self) -> None:
+        os.close(self._fd)
+        if self._cached_fd is not None:
+            os.close(self._cached_fd)
 
     def result(self) -> str:
         """Wait for the hash and return it (hex).
@@ -230,6 +248,17 @@ def _open_for_reading(path: Path, *, direct: bool) -> tuple[int, bool]:
             if error.errno != errno.EINVAL:  # tmpfs and some others refuse O_DIRECT this way
                 raise
     return os.open(path, flags), False
+
+
+def _cache_reader(fd: int) -> int | None:
+    """A second, ordinary descriptor of the file ``fd`` has open (the same file, even if its path
+    was replaced since), for reads from the page cache; ``None`` where that cannot be had."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return None
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
 
 
 def write_sidecar(path: Path, metadata: dict[str, Any], *, fd: int | None = None) -> None:

@@ -7,6 +7,7 @@ placeholder attributes). Everything not here goes through the deny-list and plac
 
 from __future__ import annotations
 
+import collections
 import pickle
 import sys
 from functools import lru_cache
@@ -35,14 +36,15 @@ from anemoi_ckpt_nb.read.rebuilders import (
 )
 
 
+#: The factories a pickled defaultdict may have (it runs one later, on any missing key).
+_PLAIN_FACTORIES = (list, dict, set, frozenset, tuple, int, float, str, bool, collections.OrderedDict, collections.Counter)
+
+
 def _safe_defaultdict(factory: Any = None, *args: Any) -> Any:
     # The factory runs later, on any missing key: only plain containers, numbers and placeholders.
-    import collections
-
-    plain = (list, dict, set, frozenset, tuple, int, float, str, bool, collections.OrderedDict, collections.Counter)
     if is_reference(factory):
         raise _unsafe_callable(factory)  # the factory would be called on the first missing key
-    if factory is not None and not is_placeholder_class(factory) and not any(factory is p for p in plain):
+    if factory is not None and not is_placeholder_class(factory) and not any(factory is p for p in _PLAIN_FACTORIES):
         raise pickle.UnpicklingError(f"defaultdict with factory {factory!r} is refused")
     return collections.defaultdict(factory, *args)
 
