@@ -61,6 +61,15 @@ def test_capture_reads_distribution_versions_without_importing_them():
     assert not torch_imported and not pyg_imported
 
 
+def test_an_import_name_is_found_under_its_distribution_however_it_is_spelled() -> None:
+    # One lookup serves capture (tracked names), validate (any module a checkpoint names) and the
+    # model loader: a dotted name finds its dashed distribution, a submodule its top-level one.
+    assert env.installed_version("anemoi.ckpt_nb") == importlib.metadata.version("anemoi-ckpt-nb")
+    assert env.installed_version("torch") == importlib.metadata.version("torch")
+    assert env.installed_version("botocore.client") == importlib.metadata.version("botocore")
+    assert env.installed_version("no_such_package.anywhere") is None
+
+
 def test_git_state_of_clean_and_dirty_checkouts(code_checkout):
     clean = env.git_state(code_checkout)
     assert clean.commit == git(code_checkout, "rev-parse", "HEAD").strip()

@@ -86,18 +86,26 @@ class CheckpointCode(_Model):
 
 
 def installed_version(import_name: str) -> str | None:
-    """The installed version of a package, read from its distribution metadata.
+    """The installed version of a package, read from its distribution metadata; nothing is imported.
 
     Args:
-        import_name: ``anemoi.models``, ``torch``, ... (see :data:`TRACKED_PACKAGES`).
+        import_name: ``anemoi.models``, ``torch``, ... (see :data:`TRACKED_PACKAGES`); an import name
+            not tracked there is looked up as itself, with dots as dashes (``anemoi.inference`` ->
+            anemoi-inference), then by its top-level name.
 
     Returns:
         The version string, or ``None`` when no distribution provides it.
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    names = (TRACKED_PACKAGES.get(import_name, import_name), *_ALTERNATIVE_DISTRIBUTIONS.get(import_name, ()))
-    for name in names:
+    names = (
+        TRACKED_PACKAGES.get(import_name, import_name),
+        *_ALTERNATIVE_DISTRIBUTIONS.get(import_name, ()),
+        import_name,
+        import_name.replace(".", "-"),
+        import_name.split(".")[0],
+    )
+    for name in dict.fromkeys(names):
         try:
             return version(name)
         except PackageNotFoundError:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from anemoi_ckpt_nb.compat.environment import installed_version
 from anemoi_ckpt_nb.compat.report import PackageCheck, ValidationReport
 
 #: Packages anemoi-inference does not compare: training-only, or tooling.
@@ -25,21 +26,6 @@ EXEMPT_PACKAGES = frozenset({
     "lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities",
 })
 EXEMPT_NAMESPACES = frozenset({"hydra_plugins"})
-
-
-def installed_version(module: str) -> str | None:
-    """Installed version of the distribution providing ``module`` (``anemoi.models`` -> anemoi-models).
-
-    Read from distribution metadata only; nothing is imported.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in (module, module.replace(".", "-"), module.split(".")[0]):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def _considered(module: str, *, all_packages: bool) -> bool:

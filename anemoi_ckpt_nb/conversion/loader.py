@@ -14,12 +14,12 @@ never run).
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from anemoi_ckpt_nb.compat.environment import installed_version
 from anemoi_ckpt_nb.errors import ModelLoadError, ModelPackageMissingError
 
 PACKAGE = "anemoi-models"
@@ -167,15 +167,8 @@ def _require(plan: _Plan) -> None:
             ) from error
 
 
-def installed_version() -> str | None:
-    try:
-        return importlib.metadata.version(PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _cannot_build(plan: _Plan, reason: str) -> ModelLoadError:
-    installed, needed = installed_version(), plan.written_with
+    installed, needed = installed_version(MODULE), plan.written_with
     if needed and installed and needed != installed:
         hint = f"it was written with {PACKAGE} {needed}; install that version: pip install {PACKAGE}=={needed}"
         return ModelLoadError(plan.path, f"{PACKAGE} {installed} cannot build its model: {reason}", hint=hint)
