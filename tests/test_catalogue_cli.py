@@ -68,8 +68,17 @@ def test_register_list_show_tag_lineage_download_clean(tmp_path):
     table = cli("ls", "--catalogue", url, "--run", forked[0].run_id[:8]).stdout
     assert table.splitlines()[0].split()[:3] == ["UUID", "KIND", "RUN"] and "2 checkpoints in" in table
 
-    tagged = cli("tag", "--catalogue", url, base[0].uuid[:8], "+production-ready", "-nightly", "candidate").stdout
+    # A protected tag is changed only with a confirmation, as the tag editor's box asks; nothing else changes.
+    unconfirmed = cli("tag", "--catalogue", url, base[0].uuid[:8], "+production-ready", "-nightly", check=False)
+    assert unconfirmed.returncode == 2
+    assert "'production-ready' is a protected tag: confirm to add it" in one_line_error(unconfirmed)
+    assert f"anemoi-ckpt tag --confirm-protected {base[0].uuid[:8]} +production-ready" in unconfirmed.stderr
+    assert json.loads(cli("show", base[0].uuid, "--catalogue", url, "--json").stdout)["tags"] == ["nightly"]
+    tagged = cli("tag", "--catalogue", url, base[0].uuid[:8], "+production-ready", "-nightly", "candidate",
+                 "--confirm-protected").stdout
     assert tagged.strip().endswith("tags candidate, production-ready")
+    removing = one_line_error(cli("tag", "--catalogue", url, base[0].uuid, "-production-ready", check=False))
+    assert "'production-ready' is a protected tag: confirm to remove it" in removing
     shown = json.loads(cli("show", base[0].uuid[:8], "--catalogue", url, "--json").stdout)
     assert shown["uuid"] == base[0].uuid and shown["tags"] == ["candidate", "production-ready"]
     assert [(e["action"], e["tag"]) for e in shown["tag_history"]] == [

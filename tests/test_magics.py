@@ -84,6 +84,14 @@ def test_use_register_ls_show_tag_lineage(shell, tmp_path, run, capsys):
     ckpt(shell, f"tag {base[-1].uuid} +reviewed -candidate")
     assert "tags reviewed" in capsys.readouterr().out
     assert Catalogue(url).get(base[-1].uuid).tags == ["reviewed"]
+    # The one rule of protected tags: a confirmation, in the notebook's words.
+    with pytest.raises(UsageError, match=r"'production-ready' is a protected tag: confirm to add it") as info:
+        ckpt(shell, f"tag {base[-1].uuid} +production-ready")
+    assert f"`%ckpt tag --confirm-protected {base[-1].uuid[:8]} +production-ready`" in str(info.value)
+    assert "anemoi-ckpt" not in str(info.value)
+    assert Catalogue(url).get(base[-1].uuid).tags == ["reviewed"]
+    ckpt(shell, f"tag --confirm-protected {base[-1].uuid} +production-ready")
+    assert Catalogue(url).get(base[-1].uuid).tags == ["production-ready", "reviewed"]
 
     graph = ckpt(shell, f"lineage {base[-1].uuid[:8]}")
     assert isinstance(graph, LineageGraph)
@@ -133,6 +141,8 @@ def test_errors_are_one_sentence_usage_errors(shell, tmp_path):
     with pytest.raises(UsageError, match=r"no checkpoint 'nope' in the catalogue") as info:
         ckpt(shell, "show nope")
     assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+    # Hints name what a notebook user types (before: `anemoi-ckpt ls`).
+    assert "`%ckpt ls" in str(info.value) and "anemoi-ckpt ls" not in str(info.value)
     with pytest.raises(UsageError, match="No closing quotation"):
         ckpt(shell, 'show "unclosed')
 
@@ -146,3 +156,28 @@ def test_debug_variable_shows_the_real_error(shell, tmp_path, monkeypatch):
 
 def test_the_router_names_every_subcommand_of_the_issue():
     assert list(magics.ROUTES) == ["ls", "show", "register", "convert", "tag", "lineage", "fork", "resume", "validate", "use"]
+
+
+def test_notebook_hints_use_the_magic_or_a_shell_command():
+    assert magics.notebook_hint("see `anemoi-ckpt ls --tag x`") == "see `%ckpt ls --tag x`"
+    assert magics.notebook_hint("run `anemoi-ckpt info`") == "run `!anemoi-ckpt info`"  # no %ckpt info
+    assert magics.notebook_hint("the anemoi-ckpt-nb package") == "the anemoi-ckpt-nb package"
+
+
+def test_ls_without_a_catalogue_creates_nothing_and_says_how_to_choose_one(shell, tmp_path, monkeypatch, capsys):
+    from anemoi_ckpt_nb import settings
+
+    monkeypatch.delenv("ANEMOI_CKPT_CATALOGUE")
+    default = settings.default_catalogue_path()
+    assert not default.exists()
+    assert ckpt(shell, "ls") is None
+    out = capsys.readouterr().out
+    assert "no catalogue configured" in out and "`%ckpt use URL`" in out and "--create" in out
+    assert not default.exists() and not default.parent.exists()  # before: created there and shown empty
+    assert ckpt(shell, "ls --json") is None and capsys.readouterr().out.strip() == "[]"
+    # A catalogue named in $ANEMOI_CKPT_CATALOGUE that is not there yet: said, not created either.
+    monkeypatch.setenv("ANEMOI_CKPT_CATALOGUE", str(tmp_path / "later"))
+    assert ckpt(shell, "ls") is None
+    assert "nothing registered yet" in capsys.readouterr().out and not (tmp_path / "later").exists()
+    with pytest.raises(UsageError, match="no catalogue here"):
+        ckpt(shell, f"ls --catalogue {tmp_path / 'named'}")

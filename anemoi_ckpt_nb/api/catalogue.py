@@ -231,13 +231,16 @@ class Catalogue(Registering, Maintenance):
 
     def retag(
         self, ref: str, *, add: Sequence[str] = (), remove: Sequence[str] = (),
-        on_unchanged: Callable[[list[str]], None] | None = None,
+        on_unchanged: Callable[[list[str]], None] | None = None, confirm_protected: bool = True,
     ) -> list[str]:
         """Add and remove tags in one compare-and-swap; returns the tags afterwards.
         ``on_unchanged`` is called with the changes that had nothing to do (``+tag`` it had,
-        ``-tag`` it had not)."""
+        ``-tag`` it had not); ``confirm_protected=False`` refuses a change naming a protected
+        tag (``ProtectedError``), as ``anemoi-ckpt tag`` does without ``--confirm-protected``."""
         record = _search.resolve(self._store, ref)
-        return list(_tags.change_tags(self._store, record.uuid, add=add, remove=remove, on_unchanged=on_unchanged).tags)
+        return list(_tags.change_tags(
+            self._store, record.uuid, add=add, remove=remove, on_unchanged=on_unchanged, confirm_protected=confirm_protected,
+        ).tags)
 
     def download(
         self, ref: str, dest: str | os.PathLike, *, progress: Callable[[int], None] | None = None

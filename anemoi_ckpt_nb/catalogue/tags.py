@@ -28,10 +28,35 @@ from anemoi_ckpt_nb.errors import (
     ConflictError,
     InvalidTagError,
     NotRegisteredError,
+    ProtectedError,
 )
 
 #: Attempts before a tag change gives up (each conflict means someone else's write succeeded).
 MAX_ATTEMPTS = 100
+
+
+def refuse_unconfirmed_protected(
+    add: Sequence[str], remove: Sequence[str], protected: Sequence[str], *, ref: str = "ID"
+) -> None:
+    """The one rule of protected tags for the faces a person types or clicks in (the tag
+    editor, ``anemoi-ckpt tag``, ``%ckpt tag``): a change that names a protected tag, to add
+    or to remove it, needs a confirmation; this refuses it, naming the tags (and ``ref``, the
+    checkpoint, in the command of the hint).
+
+    Raises:
+        ProtectedError: ``add`` or ``remove`` names a tag of ``protected``.
+    """
+    for action, tags in (("add", add), ("remove", remove)):
+        named = [tag for tag in dict.fromkeys(tags) if tag in protected]
+        if named:
+            one = len(named) == 1
+            raise ProtectedError(
+                f"{', '.join(repr(tag) for tag in named)} {'is a protected tag' if one else 'are protected tags'}: "
+                f"confirm to {action} {'it' if one else 'them'}",
+                hint=f"pass --confirm-protected: `anemoi-ckpt tag --confirm-protected {ref} {'+' if action == 'add' else '-'}{named[0]}`",
+            )
+
+
 def change_tags(
     store: CatalogueStore,
     uuid: str,
@@ -41,6 +66,7 @@ def change_tags(
     by: Who | None = None,
     max_attempts: int = MAX_ATTEMPTS,
     on_unchanged: Callable[[list[str]], None] | None = None,
+    confirm_protected: bool = True,
 ) -> TagState:
     """Add and remove tags of a registered checkpoint, recording who did what and when.
 
@@ -56,6 +82,9 @@ def change_tags(
         max_attempts: Compare-and-swap attempts before giving up.
         on_unchanged: Called, when some changes had nothing to do, with them as
             ``+tag`` (it had it already) and ``-tag`` (it did not have it).
+        confirm_protected: False refuses, before reading or writing anything, a change that
+            names a protected tag (:func:`refuse_unconfirmed_protected`); code that calls the
+            API has confirmed by writing the call.
 
     Returns:
         The tag state after the change.
@@ -63,6 +92,7 @@ def change_tags(
     Raises:
         NotRegisteredError: no record with this uuid.
         InvalidTagError: a tag name is invalid.
+        ProtectedError: ``confirm_protected`` is False and a protected tag is named.
         CatalogueError: the state kept changing for ``max_attempts`` attempts.
     """
     # dict.fromkeys: a tag named twice is one change, in the order given.
@@ -71,6 +101,8 @@ def change_tags(
     both = set(add) & set(remove)
     if both:
         raise InvalidTagError(sorted(both)[0], f"cannot both add and remove {', '.join(sorted(both))}")
+    if not confirm_protected:
+        refuse_unconfirmed_protected(add, remove, store.descriptor.protected_tags, ref=uuid[:8])
     record = store.read_record(uuid)
     if record is None:
         raise NotRegisteredError(uuid, hint="list the catalogue with `anemoi-ckpt ls`")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from anemoi_ckpt_nb.cli import COMMANDS
-from anemoi_ckpt_nb.cli._catalogue import open_catalogue
+from anemoi_ckpt_nb.cli._catalogue import catalogue_url, open_catalogue
 from anemoi_ckpt_nb.cli._errors import describe
 from anemoi_ckpt_nb.errors import CkptError
 
@@ -85,10 +86,25 @@ def _cli_run(args: argparse.Namespace) -> None:
 
 def _ls(args: argparse.Namespace) -> Any:
     if args.json:
-        return _cli_run(args)
+        return _cli_run(args)  # read-only; "[]" where there is no catalogue yet
+    from anemoi_ckpt_nb import settings
+    from anemoi_ckpt_nb.errors import CatalogueNotFoundError
+
+    try:
+        catalogue = open_catalogue(args, read_only=True)  # looking creates nothing
+    except CatalogueNotFoundError as error:
+        if catalogue_url(args):  # a catalogue named on the line must exist
+            raise
+        if settings.catalogue().is_default:
+            print("no catalogue configured for this kernel: `%ckpt use URL` for an existing one "
+                  "(s3://bucket/prefix or a folder), `%ckpt use URL --create` for a new one, or set "
+                  f"${settings.ENV_CATALOGUE}; without one the first `%ckpt register` creates {error.url}")
+        else:
+            print(f"nothing registered yet: {error.url} (from ${settings.ENV_CATALOGUE}) does not exist; "
+                  "the first `%ckpt register` creates it, `%ckpt use URL --create` makes an empty one")
+        return None
     from anemoi_ckpt_nb.notebook.html import CatalogueTable
 
-    catalogue = open_catalogue(args)
     frame = catalogue.to_pandas(tags=args.tag, kind=args.kind, run_id=args.run, text=args.text, site=args.site)
     return CatalogueTable(frame, title=catalogue.url, protected_tags=catalogue.protected_tags)
 
@@ -131,6 +147,17 @@ ROUTES: dict[str, Callable[[argparse.Namespace], Any]] = {
 }
 
 
+def notebook_hint(text: str) -> str:
+    """A message's commands as a notebook user types them: ``anemoi-ckpt ls`` -> ``%ckpt ls``;
+    a command ``%ckpt`` lacks stays a shell command (``!anemoi-ckpt info``)."""
+
+    def words(match: re.Match[str]) -> str:
+        command = match.group(1)
+        return f"%ckpt {command}" if command in ROUTES else f"!anemoi-ckpt {command}"
+
+    return re.sub(r"(?<![\w!-])anemoi-ckpt ([a-z][a-z-]*)", words, text)
+
+
 def help_text() -> str:
     """What ``%ckpt`` alone prints: each subcommand and its one-line help."""
     lines = ["%ckpt COMMAND [options]   (COMMAND --help for its options)", ""]
@@ -170,7 +197,7 @@ class CkptMagics(Magics):
         except (CkptError, OSError, LookupError, ValueError) as error:
             if os.environ.get("ANEMOI_CKPT_DEBUG"):
                 raise
-            raise UsageError(describe(error)) from None
+            raise UsageError(notebook_hint(describe(error))) from None
 
 
 def load_ipython_extension(ipython) -> None:

@@ -12,9 +12,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "tag",
         help="add or remove tags: tag ID +candidate -old",
         description="Add (+TAG or TAG) and remove (-TAG) tags of a checkpoint in one atomic change; "
-        "who and when is recorded. Put --catalogue before ID.",
+        "who and when is recorded. Put --catalogue before ID. A protected tag (production-ready by "
+        "default; `anemoi-ckpt init --protect`) is changed only with --confirm-protected, as the "
+        "notebook's tag editor asks its confirmation box to be ticked.",
     )
     add_catalogue_option(parser)
+    parser.add_argument(
+        "--confirm-protected", action="store_true",
+        help="confirm adding or removing a protected tag (also accepted after the tags)",
+    )
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name")
     parser.add_argument("changes", nargs=argparse.REMAINDER, metavar="+TAG|-TAG", help="tags to add or remove")
 
@@ -25,10 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from anemoi_ckpt_nb.errors import CatalogueError
 
     add, remove = [], []
+    confirmed = args.confirm_protected
     for change in args.changes:
-        if change.startswith("--"):
+        if change == "--confirm-protected":
+            confirmed = True
+        elif change.startswith("--"):
             raise CatalogueError(f"option {change} after the tags", hint="put options before ID: anemoi-ckpt tag --catalogue URL ID +T")
-        if change.startswith("-"):
+        elif change.startswith("-"):
             remove.append(change[1:])
         else:
             add.append(change[1:] if change.startswith("+") else change)
@@ -42,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
         parts = ([f"already tagged {', '.join(had)}"] if had else []) + ([f"not tagged {', '.join(had_not)}"] if had_not else [])
         print(f"anemoi-ckpt: {checkpoint.uuid[:8]} was {' and '.join(parts)}: nothing to do for those", file=sys.stderr)
 
-    tags = catalogue.retag(checkpoint.uuid, add=add, remove=remove, on_unchanged=say_unchanged)
+    tags = catalogue.retag(checkpoint.uuid, add=add, remove=remove, on_unchanged=say_unchanged, confirm_protected=confirmed)
     print(f"{checkpoint.uuid}: tags {', '.join(tags) or '(none)'}")
     return 0
