@@ -5,12 +5,16 @@ They run against a real local catalogue with real example checkpoints.
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import pytest
 
 pytest.importorskip("ipywidgets")
 
 from anemoi_ckpt_nb.api import Catalogue  # noqa: E402
-from anemoi_ckpt_nb.notebook.widgets import ANY, CatalogueBrowser, ConvertPanel, TagEditor  # noqa: E402
+from anemoi_ckpt_nb.notebook.browser import ANY, CatalogueBrowser  # noqa: E402
+from anemoi_ckpt_nb.notebook.widgets import ConvertPanel, TagEditor  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,23 @@ def test_tag_editor_adds_and_removes_through_the_catalogue(catalogue, example_pr
     assert "removed &#x27;candidate&#x27;" in status(editor)
     assert catalogue.get(checkpoint.uuid).refresh().tags == []
     assert editor.tags == []
+
+
+def _press_enter(text) -> None:
+    """What the front end sends when Enter is pressed in a Text box (jupyter-widgets' TextView)."""
+    text._handle_msg({"content": {"data": {"method": "custom", "content": {"event": "submit"}}}, "buffers": []})
+
+
+def test_enter_in_the_tag_box_adds_the_tag(catalogue, example_project):
+    checkpoint = catalogue.get(example_project["resumed"][1].uuid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # not through the deprecated Text.on_submit
+        editor = checkpoint.tag_editor()
+    editor.new_tag.value = "entered"
+    _press_enter(editor.new_tag)
+    assert catalogue.get(checkpoint.uuid).tags == ["entered"]
+    assert "added &#x27;entered&#x27;" in status(editor) and editor.new_tag.value == ""
+    editor.remove_buttons["entered"].click()
 
 
 def test_tag_editor_shows_a_conflict_and_changes_nothing(catalogue, example_project):
@@ -164,19 +185,55 @@ def test_convert_button_converts_registers_and_shows_the_card(tmp_path, training
     assert len(catalogue.search(kind="inference")) == 1
 
 
-def test_convert_button_reports_failure_and_is_disabled_for_inference(tmp_path, training_checkpoint):
+def test_convert_button_converts_once_and_never_names_a_command_line_flag(tmp_path, training_checkpoint):
     catalogue = Catalogue.create(tmp_path / "catalogue")
     checkpoint = catalogue.register(training_checkpoint.path)
     panel = checkpoint.convert_button(tmp_path / "out")
     panel.button.click()
-    # The same output again: refused (no overwrite), shown as one sentence, button usable again.
+    first = panel.converted
+    # Done: the button is off (before: enabled, and a second click failed with "pass --overwrite").
+    assert first is not None and panel.button.disabled and panel.button.description == "Converted"
+    card = panel.result.value
+    assert panel.convert() is first
+    assert "already converted" in status(panel) and first.uuid in status(panel)
+    assert panel.result.value == card and panel.progress.bar_style == "success"
+    assert len(catalogue.search(kind="inference")) == 1
+
+    # The cell run again: a new panel finds the registered conversion and shows its card.
     again = checkpoint.convert_button(tmp_path / "out")
     again.button.click()
-    assert again.converted is None
-    assert "conversion failed" in status(again) and again.progress.bar_style == "danger"
-    assert not again.button.disabled
-    inference = panel.converted.convert_button(tmp_path / "x")
+    assert again.converted == first and again.button.disabled
+    assert "already converted" in status(again) and first.uuid in again.result.value
+    assert "conversion failed" not in status(again) and "overwrite" not in status(again)
+    assert len(catalogue.search(kind="inference")) == 1
+
+    # A file of that name that is not a registered conversion: said in the panel's own terms.
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / first.filename).write_bytes(b"someone else's file")
+    stray = checkpoint.convert_button(tmp_path / "stray")
+    stray.button.click()
+    assert stray.converted is None and not stray.button.disabled and stray.progress.bar_style == "danger"
+    assert "conversion failed" in status(stray) and "already exists" in status(stray)
+    assert "--overwrite" not in status(stray) and "overwrite=True" not in status(stray)
+    assert "convert_button(" in status(stray)
+
+    inference = first.convert_button(tmp_path / "x")
     assert inference.button.disabled and "only training checkpoints convert" in status(inference)
+
+
+def _same_card(html: str) -> str:
+    # Each card's collapsible sections get page-unique ids; the rest is the same.
+    return re.sub(r"ackpt-[a-z]+-[0-9a-f-]{36}", "ID", html)
+
+
+def test_convert_panel_card_is_the_card_of_cat_get_with_locations(tmp_path, training_checkpoint):
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    checkpoint = catalogue.register(training_checkpoint.path)
+    panel = checkpoint.convert_button(tmp_path / "out")
+    panel.button.click()
+    shown = catalogue.get(panel.converted.uuid)._repr_html_()
+    assert "Locations" in shown
+    assert _same_card(panel.result.value) == _same_card(shown)  # before: no Locations section
 
 
 class _ProgressDisplayBroke(Exception):
@@ -229,6 +286,31 @@ def test_browser_filters_by_tag_kind_and_run_and_shows_card_and_lineage(catalogu
     assert browser.detail.value == ""
 
 
+def test_browser_keeps_the_chosen_row_while_the_filters_change(catalogue, example_project):
+    forked = example_project["forked"]
+    browser = CatalogueBrowser(catalogue, renderer="builtin")
+    assert browser.rows.value is None and browser.detail.value == ""  # nothing chosen, no card
+    chosen = forked[-1].uuid
+    assert [uuid for _, uuid in browser.rows.options].index(chosen) > 0
+    browser.rows.value = chosen
+    card = browser.detail.value
+    assert chosen in card and "Locations" in card  # the card cat.get(uuid) shows
+
+    browser.kind.value = "training"  # still listed: still chosen (before: the first row and its card)
+    assert browser.rows.value == chosen and browser.detail.value == card
+    run_id = forked[0].run_id
+    for typed in range(1, 9):  # typed one character at a time, each one a search
+        browser.run.value = run_id[:typed]
+        assert browser.rows.value == chosen and browser.detail.value == card
+    other = next(c for c in example_project["base"] if not c.run_id.startswith(run_id[:8]))
+    browser.run.value = other.run_id[:8]  # hidden by the filter: unselected, no card nobody chose
+    assert chosen not in {uuid for _, uuid in browser.rows.options}
+    assert browser.rows.value is None and browser.detail.value == ""
+    browser.run.value = ""
+    assert browser.rows.value is None and browser.detail.value == ""
+    browser.kind.value = ANY
+
+
 def test_browser_refresh_picks_up_new_tags(catalogue, example_project):
     browser = CatalogueBrowser(catalogue, renderer="builtin")
     catalogue.tag(example_project["resumed"][-1].uuid, "fresh-tag")
@@ -249,3 +331,26 @@ def test_widget_messages_and_chips_take_their_colours_from_the_theme(catalogue, 
     chip = editor.remove_buttons["themed"]
     assert chip.button_style == "" and "ackpt-chip" in chip._dom_classes
     editor.remove_buttons["themed"].click()
+
+
+def test_widgets_say_what_they_are_in_plain_text(catalogue, example_project):
+    # What a notebook saved without widget state shows until the cell runs again
+    # (before: "ConvertPanel(children=(HBox(...").
+    from IPython.core.interactiveshell import InteractiveShell
+
+    formatter = InteractiveShell.instance().display_formatter
+    try:
+        checkpoint = catalogue.get(example_project["base"][0].uuid)
+        shown = {
+            "Tag editor of ": checkpoint.tag_editor(),
+            "Convert panel of ": checkpoint.convert_button("inference"),
+            f"Catalogue browser of {catalogue.url}": catalogue.browser(renderer="builtin"),
+        }
+        for start, widget in shown.items():
+            data, _ = formatter.format(widget)
+            text = data["text/plain"]
+            assert text.startswith(start) and "run the cell to use it" in text, text
+            assert "children=" not in text and "application/vnd.jupyter.widget-view+json" in data
+            assert checkpoint.uuid[:8] in text or start.startswith("Catalogue")
+    finally:
+        InteractiveShell.clear_instance()

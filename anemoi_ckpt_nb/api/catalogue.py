@@ -156,7 +156,7 @@ class Catalogue(Registering, Maintenance):
 
     def browser(self, *, renderer: str | None = None):
         """An ipywidgets browser: filter by tag, kind and run; a selected row shows its card and lineage."""
-        from anemoi_ckpt_nb.notebook.widgets import CatalogueBrowser
+        from anemoi_ckpt_nb.notebook.browser import CatalogueBrowser
 
         return CatalogueBrowser(self, renderer=renderer)
 

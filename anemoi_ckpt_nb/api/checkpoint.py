@@ -206,13 +206,9 @@ class Checkpoint(FileActions):
     # --- notebook display (built in anemoi_ckpt_nb.notebook, imported on use) -----------------
 
     def _repr_html_(self) -> str:
-        from anemoi_ckpt_nb.notebook.html import checkpoint_card
+        from anemoi_ckpt_nb.notebook.html import checkpoint_card_of
 
-        try:
-            locations = self.locations()
-        except Exception:  # a repr must not raise (e.g. the catalogue is unreachable)
-            locations = None
-        return checkpoint_card(self.record, tags=self.tags, protected_tags=self.catalogue.protected_tags, locations=locations)
+        return checkpoint_card_of(self)
 
     def lineage(self, *, depth: int | None = None, direction: str = "family", collapse: int | None = 4, renderer: str | None = None):
         """This checkpoint's lineage graph (``.source`` DOT, ``.svg()``; SVG in notebooks); see :mod:`anemoi_ckpt_nb.notebook.graph`.

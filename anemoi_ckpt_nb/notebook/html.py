@@ -190,6 +190,18 @@ def checkpoint_card(
     return _wrap(body, fallback)
 
 
+def checkpoint_card_of(checkpoint: Any) -> str:
+    """The card of a registered checkpoint (a :class:`~anemoi_ckpt_nb.notebook.handed.HandedCheckpoint`)
+    with its tags and copies: what ``cat.get(uuid)`` shows, and the widgets show the same."""
+    try:
+        locations = checkpoint.locations()
+    except Exception:  # noqa: BLE001 - a display must not raise (e.g. the catalogue is unreachable)
+        locations = None
+    return checkpoint_card(
+        checkpoint.record, tags=checkpoint.tags, protected_tags=checkpoint.catalogue.protected_tags, locations=locations
+    )
+
+
 def _location_lines(locations: Iterable[Any]) -> list[tuple[str, str, str, str, str]]:
     """``(site, kind, url, verified, problem)`` text of each copy."""
     field = _text.field

@@ -1,4 +1,4 @@
-"""ipywidgets for notebooks: a tag editor, a convert button, a catalogue browser.
+"""ipywidgets for notebooks: a tag editor and a convert button (the catalogue browser is in :mod:`.browser`).
 
 Each widget is an ``ipywidgets.VBox`` whose parts are attributes, so that code
 (and the tests) can drive it as a user would: set ``editor.new_tag.value`` and
@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import html
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
-from anemoi_ckpt_nb.errors import CkptError
+from anemoi_ckpt_nb.catalogue.tags import refuse_unconfirmed_protected
+from anemoi_ckpt_nb.conversion.plan import OVERWRITE_PYTHON_HINT
+from anemoi_ckpt_nb.errors import CkptError, ConvertError, ProtectedError
 from anemoi_ckpt_nb.notebook import html as _html
 from anemoi_ckpt_nb.notebook import text as _text
 from anemoi_ckpt_nb.notebook.handed import HandedCatalogue, HandedCheckpoint
 
-ANY = "(any)"
 #: Widget HTML is not inside a card, so it names the notebook's font itself.
 _FONT = "var(--jp-ui-font-family, -apple-system, Helvetica, Arial, sans-serif)"
 
@@ -42,23 +44,45 @@ def _styles() -> widgets.HTML:
     return widgets.HTML(_html.stylesheet(), layout=widgets.Layout(display="none"))
 
 
+class Described:
+    """A widget whose plain-text form says what it is: a notebook saved without widget state
+    shows that text (not ``ConvertPanel(children=(HBox(...``) until its cell runs again."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        data = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
+        data["text/plain"] = f"{self.describe()} (an interactive widget: run the cell to use it)"
+        return data
+
+
+def _named(checkpoint: HandedCheckpoint) -> str:
+    return f"{checkpoint.name or checkpoint.filename} ({_text.short_uuid(checkpoint.uuid)})"
+
+
 def _error_text(error: BaseException) -> str:
     # Our errors are already one sentence with a hint; others get their type name and,
     # as messages of other libraries may span lines, are joined onto one.
     return str(error) if isinstance(error, CkptError) else f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
-class TagEditor(widgets.VBox):
+class TagEditor(Described, widgets.VBox):
     """Shows a checkpoint's tags and adds or removes them, writing through to the catalogue.
 
     Before each change it re-reads the tags: if someone else changed them since they
     were shown, it shows the new state and a conflict message, and changes nothing.
     Adding or removing a protected tag (the catalogue's ``protected_tags``) needs the
-    confirmation box ticked; the box clears after each change.
+    confirmation box ticked (the rule of ``anemoi-ckpt tag --confirm-protected``,
+    :func:`~anemoi_ckpt_nb.catalogue.tags.refuse_unconfirmed_protected`); the box clears
+    after each change.
 
     Attributes:
         checkpoint: The :class:`~anemoi_ckpt_nb.api.Checkpoint` edited.
-        new_tag: Text box for a tag to add; ``add_button`` adds it.
+        new_tag: Text box for a tag to add; Enter in it or ``add_button`` adds it.
         remove_buttons: Tag -> the button that removes it.
         confirm: Confirmation box for protected tags.
         refresh_button: Re-reads the tags.
@@ -86,6 +110,9 @@ class TagEditor(widgets.VBox):
         self.status = widgets.HTML("")
         self.remove_buttons: dict[str, widgets.Button] = {}
         self.add_button.on_click(lambda _: self.add())
+        # Enter in the box: the front end sends a "submit" message (Text.on_submit, its only
+        # other door, is deprecated in ipywidgets 8; continuous_update=False would also add on blur).
+        self.new_tag.on_msg(self._on_text_message)
         self.refresh_button.on_click(lambda _: self.refresh())
         super().__init__(
             [
@@ -99,6 +126,13 @@ class TagEditor(widgets.VBox):
         )
         self._shown = self._read()
         self._show(self._shown[0])
+
+    def describe(self) -> str:
+        return f"Tag editor of {_named(self.checkpoint)}, tags: {', '.join(self._shown[0]) or 'none'}"
+
+    def _on_text_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
+        if content.get("event") == "submit":
+            self.add()
 
     # --- state ------------------------------------------------------------------------
 
@@ -152,7 +186,10 @@ class TagEditor(widgets.VBox):
 
     def _change(self, tag: str, *, add: bool) -> bool:
         verb = "add" if add else "remove"
-        if tag in self.protected and not self.confirm.value:
+        try:
+            if not self.confirm.value:
+                refuse_unconfirmed_protected([tag] if add else [], [] if add else [tag], self.protected)
+        except ProtectedError:
             self.status.value = _message(
                 "error", f"'{tag}' is a protected tag: tick the confirmation box to {verb} it"
             )
@@ -191,16 +228,21 @@ class TagEditor(widgets.VBox):
         )
 
 
-class ConvertPanel(widgets.VBox):
+class ConvertPanel(Described, widgets.VBox):
     """A "Convert" button with a progress bar: writes the inference checkpoint of a training
-    checkpoint, registers it (``converted-from``) and shows its card.
+    checkpoint, registers it (``converted-from``) and shows its card, as ``cat.get(uuid)`` does.
+
+    Once converted the button stays disabled: a panel converts once. If the output file is
+    already there and registered as a conversion of this checkpoint (the cell ran before),
+    the panel says so and shows that checkpoint's card instead of converting again.
 
     Attributes:
         button: Starts the conversion.
         progress: Fraction of tensor bytes copied (0 to 1).
         status: The last message.
         result: HTML of the new checkpoint's card once converted.
-        converted: The new :class:`~anemoi_ckpt_nb.api.Checkpoint`, or None.
+        converted: The inference :class:`~anemoi_ckpt_nb.api.Checkpoint` (converted now, or found
+            registered), or None.
     """
 
     def __init__(
@@ -228,114 +270,77 @@ class ConvertPanel(widgets.VBox):
             self.status.value = _message("info", f"only training checkpoints convert; this one is {checkpoint.kind}")
         super().__init__([widgets.HBox([self.button, self.progress]), self.status, self.result, _styles()])
 
+    def describe(self) -> str:
+        done = f"; converted: {_named(self.converted)}" if self.converted is not None else ""
+        return f"Convert panel of {_named(self.checkpoint)} into {self.dest_dir}{done}"
+
     def _on_progress(self, done: int, total: int) -> None:
         self.progress.value = done / total if total else 1.0
 
     def convert(self) -> HandedCheckpoint | None:
-        """Convert now (what the button does). Returns the new checkpoint, or None on failure.
+        """Convert now (what the button does). Returns the inference checkpoint, or None on failure.
 
         Any failure, expected or not, is shown as one sentence in the panel (a button
-        callback has nowhere else to report it), and the button is usable again.
+        callback has nowhere else to report it), and the button is usable again. A panel
+        that has converted does not convert again: it says so and keeps the card.
         """
+        if self.converted is not None:
+            text = f"already converted: {self.converted.filename}, uuid {self.converted.uuid}; its card is below"
+            self.status.value = _message("info", text)
+            return self.converted
         self.button.disabled = True
+        self.progress.value, self.progress.bar_style = 0.0, "info"
+        self.status.value = _message("info", f"converting into {self.dest_dir} ...")
         try:
-            self.progress.value, self.progress.bar_style = 0.0, "info"
-            self.status.value = _message("info", f"converting into {self.dest_dir} ...")
-            try:
-                new = self.checkpoint.convert(self.dest_dir, format=self.format, tags=self.tags, progress=self._on_progress)
-            except Exception as error:  # noqa: BLE001 - shown to the user; a click handler must not fail silently
-                self.progress.bar_style = "danger"
-                self.status.value = _message("error", f"conversion failed: {_error_text(error)}")
-                return None
-            self.converted = new
-            self.progress.value, self.progress.bar_style = 1.0, "success"
-            self.status.value = _message("ok", f"converted: {new.filename} ({_text.format_bytes(new.size)}), uuid {new.uuid}")
-            try:
-                self.result.value = _html.checkpoint_card(
-                    new.record, tags=new.tags, protected_tags=self.checkpoint.catalogue.protected_tags
-                )
-            except Exception as error:  # noqa: BLE001 - converted and registered; only the card is missing
-                self.result.value = _message("error", f"could not show the card of {new.uuid}: {_error_text(error)}")
-            return new
-        finally:
-            self.button.disabled = False
+            new = self.checkpoint.convert(self.dest_dir, format=self.format, tags=self.tags, progress=self._on_progress)
+        except Exception as error:  # noqa: BLE001 - shown to the user; a click handler must not fail silently
+            return self._failed(error)
+        self.converted = new
+        self._done("ok", f"converted: {new.filename} ({_text.format_bytes(new.size)}), uuid {new.uuid}")
+        return new
 
-
-class CatalogueBrowser(widgets.VBox):
-    """Browse a catalogue: filter by tag, kind and run; selecting a row shows its card and lineage.
-
-    Attributes:
-        tag, kind: Dropdowns (``"(any)"`` for no filter).
-        run: Text box: a run id or its first characters.
-        rows: The matching checkpoints (``rows.value`` is the selected uuid).
-        detail: HTML of the selected checkpoint's card and lineage graph.
-    """
-
-    def __init__(self, catalogue: HandedCatalogue, *, renderer: str | None = None) -> None:
-        self.catalogue = catalogue
-        self.renderer = renderer
-        self.tag = widgets.Dropdown(description="tag", options=[ANY], value=ANY)
-        self.kind = widgets.Dropdown(description="kind", options=[ANY, "training", "inference"], value=ANY)
-        self.run = widgets.Text(description="run", placeholder="run id or prefix")
-        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
-        self.count = widgets.HTML("")
-        self.rows = widgets.Select(options=[], rows=10, layout=widgets.Layout(width="100%"))
-        self.rows.add_class("ackpt-rows")  # monospace, so that the labels' columns line up
-        self.detail = widgets.HTML("")
-        for control in (self.tag, self.kind, self.run):
-            control.observe(lambda _: self.update(), names="value")
-        self.refresh_button.on_click(lambda _: self.update(reload_tags=True))
-        self.rows.observe(lambda change: self.select(change["new"]), names="value")
-        super().__init__(
-            [
-                widgets.HTML(f"<span style='font-family:{_FONT}'><b>Catalogue</b> <code>{html.escape(catalogue.url)}</code></span>"),
-                widgets.HBox([self.tag, self.kind, self.run, self.refresh_button]),
-                self.count,
-                self.rows,
-                self.detail,
-                _styles(),
-            ]
-        )
-        self.update(reload_tags=True)
-
-    def update(self, *, reload_tags: bool = False) -> None:
-        """Re-run the search with the current filters."""
-        if reload_tags:
-            tags = sorted({t for entry in self.catalogue.entries() for t in entry.get("tags", ())})
-            current = self.tag.value
-            self.tag.options = [ANY, *tags]
-            self.tag.value = current if current in tags else ANY
-        filters: dict[str, Any] = {}
-        if self.tag.value != ANY:
-            filters["tags"] = [self.tag.value]
-        if self.kind.value != ANY:
-            filters["kind"] = self.kind.value
-        if self.run.value.strip():
-            filters["run_id"] = self.run.value.strip()
-        entries = self.catalogue.entries(**filters)
-        self.count.value = f"{len(entries)} checkpoint{'s' if len(entries) != 1 else ''}"
-        self.rows.options = [(self._label(entry), entry["uuid"]) for entry in entries]
-
-    @staticmethod
-    def _label(entry: dict[str, Any]) -> str:
-        parts = [_text.short_uuid(entry["uuid"]), entry.get("kind", "?"), entry.get("name") or entry.get("filename", "")]
-        if entry.get("global_step") is not None:
-            parts.append(f"step {entry['global_step']}")
-        if entry.get("tags"):
-            parts.append("[" + ", ".join(entry["tags"]) + "]")
-        return "  ".join(str(p) for p in parts if p)
-
-    def select(self, uuid: str | None) -> None:
-        """Show the card and lineage of ``uuid`` (what selecting a row does)."""
-        if not uuid:
-            self.detail.value = ""
-            return
+    def _done(self, kind: str, text: str) -> None:
+        self.button.disabled, self.button.description, self.button.icon = True, "Converted", "check"
+        self.progress.value, self.progress.bar_style = 1.0, "success"
+        self.status.value = _message(kind, text)
         try:
-            checkpoint = self.catalogue.get(uuid)
-            card = _html.checkpoint_card(
-                checkpoint.record, tags=checkpoint.tags, protected_tags=self.catalogue.protected_tags
-            )
-            graph = checkpoint.lineage(renderer=self.renderer)
-            self.detail.value = card + f"<div class='ackpt-lineage-view'>{graph.svg()}</div>"
-        except (CkptError, OSError) as error:
-            self.detail.value = _message("error", _error_text(error))
+            self.result.value = _html.checkpoint_card_of(self.converted)
+        except Exception as error:  # noqa: BLE001 - converted and registered; only the card is missing
+            self.result.value = _message("error", f"could not show the card of {self.converted.uuid}: {_error_text(error)}")
+
+    def _failed(self, error: BaseException) -> None:
+        exists = isinstance(error, ConvertError) and error.python_hint == OVERWRITE_PYTHON_HINT
+        found = self._registered_conversion(Path(error.destination)) if exists else None
+        if found is not None:
+            self.converted = found
+            self._done("info", f"already converted: {error.destination} is registered as {found.uuid}; its card is below")
+            return None
+        self.button.disabled = False
+        self.progress.bar_style = "danger"
+        if exists:
+            # The converter's hint is the CLI's --overwrite or Python's overwrite=True: neither is in this panel.
+            text = (f"{error.destination} already exists and is not a registered conversion of this checkpoint: "
+                    "remove it, or make a panel for another folder, e.g. convert_button(\"inference-2/\")")
+        else:
+            text = _error_text(error)
+        self.status.value = _message("error", f"conversion failed: {text}")
+        return None
+
+    def _registered_conversion(self, destination: Path) -> HandedCheckpoint | None:
+        """The inference checkpoint converted from this one and registered from ``destination``
+        on this host (the same size still), if any."""
+        catalogue = self.checkpoint.catalogue
+        try:
+            where = (socket.gethostname(), str(destination.resolve()))
+            size = destination.stat().st_size
+            for entry in catalogue.entries(kind="inference"):
+                parents = {(p.get("uuid"), p.get("relation")) for p in entry.get("parents", ())}
+                if (self.checkpoint.uuid, "converted-from") not in parents or entry.get("filename") != destination.name:
+                    continue
+                found = catalogue.get(entry["uuid"])
+                source = _text.field(found.record, "source")
+                if (_text.field(source, "host"), _text.field(source, "path")) == where and found.size == size:
+                    return found
+        except (CkptError, OSError):  # the catalogue is unreachable: the failure is shown as it is
+            return None
+        return None
