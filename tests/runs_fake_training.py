@@ -9,6 +9,10 @@ reads its metadata, and writes the new session's checkpoints with
 the weights, as anemoi-training 0.17 does): a resume keeps the run id and
 continues the epochs, a fork takes ``training.run_id`` (or a fresh one) and
 records ``fork_run_id``. It writes ``DIR/standin.json`` describing what it did.
+
+With ``$ANEMOI_CKPT_SPOOL`` set (as the plan script's step 2 sets it) it leaves in that spool what
+``anemoi_ckpt_nb.training.RegisterCheckpoints`` would (that callback is tested with the real
+anemoi-training in test_training_callback.py). ``--fail`` exits with status 3 after saving.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", required=True)
     parser.add_argument("--checkpoints", type=int, default=2)
+    parser.add_argument("--fail", action="store_true")
     args, rest = parser.parse_known_args(argv)
     overrides = {}
     for item in rest:
@@ -93,8 +98,23 @@ def main(argv: list[str] | None = None) -> int:
         "load_weights_only": overrides.get("training.load_weights_only"),
         "host": socket.gethostname(),
     }
+    if os.environ.get("ANEMOI_CKPT_SPOOL"):
+        capture_like_the_callback(Path(os.environ["ANEMOI_CKPT_SPOOL"]), start, written, weights_only=weights_only)
+        report["spool"] = os.environ["ANEMOI_CKPT_SPOOL"]
     Path(args.output, "standin.json").write_text(json.dumps(report, indent=2))
-    return 0
+    return 3 if args.fail else 0
+
+
+def capture_like_the_callback(folder: Path, start: Path, written: list, *, weights_only: bool) -> None:
+    """The file the session started from, then each saved file; a weights-only fork's files name the first."""
+    from anemoi_ckpt_nb.runs.capture import prepare
+    from anemoi_ckpt_nb.runs.spool import Spool
+
+    spool = Spool(folder)
+    started = prepare(spool, start).finish(role="start")
+    parents = [{"entry": started.key, "relation": "forked-from"}] if weights_only else []
+    for checkpoint in written:
+        prepare(spool, checkpoint.path).finish(run_id=checkpoint.run_id, parents=parents)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from anemoi_ckpt_nb.cli import main
 from anemoi_ckpt_nb.compat import environment as env
 from anemoi_ckpt_nb.runs import cache as run_cache
 from anemoi_ckpt_nb.runs import plans as runs
+from anemoi_ckpt_nb.runs.spool import Spool
 from anemoi_ckpt_nb.errors import (
     CacheError,
     ConflictError,
@@ -310,33 +312,88 @@ def test_plan_writes_a_two_step_slurm_script(project, tmp_path):
     subprocess.run(["bash", "-n", str(script)], check=True)
 
 
-def test_plan_script_runs_both_steps_and_the_new_run_links_back(project, tmp_path):
-    """No SLURM here: a stand-in ``sbatch`` records its arguments and runs the job as SLURM would."""
-    catalogue, written, cache = project
+STANDIN_SBATCH = """#!/usr/bin/env bash
+# Stands in for sbatch: records its arguments, prints a job id (--parsable) and runs the job now,
+# as SLURM would later: the script itself, or a --wrap command.
+log="$(dirname "$0")/sbatch.args"
+echo "$@" >> "$log"
+id=$((41 + $(wc -l < "$log")))
+echo "$id"
+wrap=""; words=()
+for arg in "$@"; do
+  case "$arg" in --wrap=*) wrap="${arg#--wrap=}" ;; --*) ;; *) words+=("$arg") ;; esac
+done
+if [[ -n "$wrap" ]]; then SLURM_JOB_ID=$id sh -c "$wrap" >&2; else SLURM_JOB_ID=$id bash "${words[@]}" >&2; fi
+"""
+
+
+def standin_sbatch(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(
-        '#!/usr/bin/env bash\necho "$@" > "$(dirname "$0")/sbatch.args"\nSLURM_JOB_ID=42 bash "$@"\n'
-    )
+    (bin_dir / "sbatch").write_text(STANDIN_SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
+    return bin_dir, {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def registered_run(catalogue: Catalogue, run_id: str) -> list:
+    return [catalogue.get(e["uuid"]) for e in catalogue.entries() if e.get("run_id") == run_id]
+
+
+def test_plan_script_runs_all_three_steps_and_the_new_run_is_registered_as_it_trains(project, tmp_path):
+    """No SLURM here: a stand-in ``sbatch`` records its arguments and runs the jobs as SLURM would."""
+    catalogue, written, cache = project
+    bin_dir, environ = standin_sbatch(tmp_path)
     out = tmp_path / "new-run"
     script = tmp_path / "fork.sh"
     parent = written[0]
     assert main(["plan", parent.uuid, "--fork", "--catalogue", catalogue.url, "--cache", str(cache),
-                 "-o", str(script), "--slurm", "--train-command", train_command(out)]) == 0
+                 "-o", str(script), "--sync-partition", "transfer", "--account", "proj",
+                 "--gpus-per-node", "4", "--train-command", train_command(out)]) == 0
     manifest = runs.list_manifests(catalogue.store.storage)[0]
 
-    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(script)], env=environ, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert (bin_dir / "sbatch.args").read_text().split() == [str(script.resolve()), "train"]
+    train, sync = (line.split() for line in (bin_dir / "sbatch.args").read_text().splitlines())
+    assert train == ["--parsable", str(script.resolve()), "train"]
+    # Step 3 waits for step 2 whatever its outcome, on a partition with network, without the GPUs of step 2.
+    assert sync[:5] == ["--parsable", "--dependency=afterany:42", "--partition=transfer",
+                        f"--job-name=anemoi-sync-{parent.uuid[:8]}", "--account=proj"]
+    assert sync[5:] == ["--wrap=bash", str(script.resolve()), "sync"]
     report = json.loads((out / "standin.json").read_text())
     assert report["offline"] == "1" and report["relation"] == "fork"
     assert report["started_from"] == manifest.checkpoint.path and report["run_id"] == manifest.run_id
+    assert report["spool"] == str(cache / "spool")
 
-    new = catalogue.register_run(out / manifest.run_id)
-    assert {tuple(p) for c in new for p in [(c.parents[0].uuid, c.parents[0].relation)]} == {(parent.uuid, "forked-from")}
+    # Step 3 registered the new run, linked to its parent (a weights-only fork: named by the capture).
+    new = registered_run(catalogue, manifest.run_id)
+    assert len(new) == 2 and {(c.parents[0].uuid, c.parents[0].relation) for c in new} == {(parent.uuid, "forked-from")}
     assert catalogue.get(parent.uuid) in new[-1].ancestors()
+    assert Spool.open(cache / "spool").pending() == []
+
+
+def test_plan_script_without_slurm_syncs_what_a_failed_training_saved(project, tmp_path, capsys):
+    catalogue, written, cache = project
+    out, script, spool = tmp_path / "resumed", tmp_path / "resume.sh", tmp_path / "my spool"
+    parent = written[-1]
+    assert main(["plan", parent.uuid, "--resume", "--catalogue", catalogue.url, "--cache", str(cache),
+                 "-o", str(script), "--spool", str(spool), "--train-command", train_command(out) + " --fail"]) == 0
+    assert f"bash {script} sync" in capsys.readouterr().out
+    text = script.read_text()
+    assert f"SPOOL={shlex.quote(str(spool))}\n" in text and "sync) step_sync ;;" in text
+
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr  # training's status, after step 3 ran
+    assert "[step 3/3] registering the checkpoints captured in" in done.stdout
+    new = registered_run(catalogue, parent.run_id)
+    assert len(new) == len(written) + 2
+    resumed = [c for c in new if c.uuid not in {w.uuid for w in written}]
+    assert {(p.uuid, p.relation) for c in resumed for p in c.parents} >= {(parent.uuid, "resumed-from")}
+    # Step 3 alone, again: nothing left to do; with no spool at all, it says what to add.
+    again = subprocess.run(["bash", str(script), "sync"], capture_output=True, text=True)
+    assert again.returncode == 0 and "0 registered" in again.stdout, again.stderr
+    shutil.rmtree(spool)
+    none = subprocess.run(["bash", str(script), "sync"], capture_output=True, text=True)
+    assert none.returncode == 0 and "is anemoi_ckpt_nb.training.RegisterCheckpoints in diagnostics.callbacks?" in none.stdout
 
 
 def test_the_catalogue_policy_can_require_a_clean_checkout(project, tmp_path):

@@ -16,8 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Check code versions, store a run manifest (catalogue and cache) and write a bash script "
         "with two steps: step 1 (login node, network) runs `anemoi-ckpt prefetch`; step 2 (compute node, "
         "ANEMOI_CKPT_OFFLINE=1) runs `anemoi-ckpt verify-cache` against the manifest and then the training "
-        "command with the overrides. With --slurm the script carries #SBATCH directives and, run on the "
-        "login node without arguments, does step 1 and submits itself for step 2.",
+        "command with the overrides, the training callback capturing every checkpoint into a spool; step 3 "
+        "(network) runs `anemoi-ckpt sync` on that spool. Run without arguments on the login node, the script "
+        "does all three in turn; with --slurm it carries #SBATCH directives, does step 1, submits itself for "
+        "step 2 and step 3 after it (with --sync-partition) or says when to run `bash SCRIPT sync`.",
     )
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix or name of a registered training checkpoint")
     which = parser.add_mutually_exclusive_group(required=True)
@@ -29,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="shell words that start training, followed by the overrides (default: %(default)s; "
                         "e.g. 'srun anemoi-training train --config-name=mine')")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="one more Hydra override (repeatable)")
+    parser.add_argument("--spool", metavar="DIR",
+                        help="the spool of the training callback (ANEMOI_CKPT_SPOOL in step 2), synced by step 3 "
+                        "(default: CACHE/spool; best on the file system of the run's output, where captures are hard links)")
     slurm = parser.add_argument_group("SLURM (step 2)")
     slurm.add_argument("--slurm", action="store_true", help="add #SBATCH directives; implied by any option below")
     slurm.add_argument("--account")
@@ -42,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--mem")
     slurm.add_argument("--job-name")
     slurm.add_argument("--sbatch-option", action="append", default=[], metavar="OPT", help="another directive, e.g. --sbatch-option=--exclusive")
+    slurm.add_argument("--sync-partition", metavar="P",
+                       help="a partition whose nodes reach the catalogue: step 3 (sync) is submitted there, to run "
+                       "when step 2 ends; without it, run `bash SCRIPT sync` on the login node")
 
 
 _SLURM_FIELDS = ("account", "partition", "qos", "time", "nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "mem", "job_name")
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     values = {name: getattr(args, name) for name in _SLURM_FIELDS}
     slurm = None
-    if args.slurm or args.sbatch_option or any(v is not None for v in values.values()):
+    if args.slurm or args.sbatch_option or args.sync_partition or any(v is not None for v in values.values()):
         slurm = SlurmOptions(**values, extra=list(args.sbatch_option))
     checkpoint = open_catalogue(args, read_only=True).get(args.ref)
     start = checkpoint.fork if args.mode == "fork" else checkpoint.resume
@@ -63,11 +71,18 @@ def run(args: argparse.Namespace) -> int:
         train_command=args.train_command,
         extra_overrides=args.override,
         slurm=slurm,
+        spool=args.spool,
+        sync_partition=args.sync_partition,
     )
     common.print_drift(manifest)
     print(f"{script}: {manifest.mode} of {manifest.parent.uuid}, run manifest {manifest.uuid} ({manifest.local_path})")
-    if slurm is not None:
+    if slurm is not None and args.sync_partition:
+        print(f"  on the login node: bash {script}   (prefetch, sbatch for the offline training step, "
+              f"then sync on partition {args.sync_partition})")
+    elif slurm is not None:
         print(f"  on the login node: bash {script}   (prefetch, then sbatch for the offline training step)")
+        print(f"  when training has ended, on the login node: bash {script} sync   (registers what it saved)")
     else:
-        print(f"  bash {script} prefetch   on a node with network;   bash {script} train   on the compute node")
+        print(f"  bash {script} prefetch   on a node with network;   bash {script} train   on the compute node;   "
+              f"bash {script} sync   on a node with network, after training")
     return 0

@@ -109,6 +109,8 @@ def render_script(
     slurm: SlurmOptions | None = None,
     anemoi_ckpt: list[str] | None = None,
     script_name: str = "job.sh",
+    spool: str | Path | None = None,
+    sync_partition: str | None = None,
 ) -> str:
     """The bash script of a plan.
 
@@ -123,11 +125,17 @@ def render_script(
         anemoi_ckpt: The command that runs this toolkit (default: this Python
             with ``-m anemoi_ckpt_nb``); ``$ANEMOI_CKPT`` overrides it at run time.
         script_name: Shown in the usage comments.
+        spool: The training callback's spool (``ANEMOI_CKPT_SPOOL`` of step 2), which step 3
+            syncs; default ``<cache>/spool``.
+        sync_partition: With ``slurm``: a partition whose nodes reach the catalogue, where step 3
+            is submitted to run after step 2 (``afterany``); without it the script says how to
+            run step 3 on the login node.
 
     Returns:
         The script text.
     """
     anemoi_ckpt = anemoi_ckpt or default_anemoi_ckpt()
+    spool = spool if spool is not None else Path(cache) / "spool"
     uuid = manifest.parent.uuid
     name = f" ({manifest.parent_name})" if manifest.parent_name else ""
     run = manifest.run_id or "chosen by anemoi-training when it starts"
@@ -148,6 +156,7 @@ def render_script(
         f"#   run id        {_comment(run)}",
         f"#   parent run    {_comment(manifest.parent_run_id or '-')}",
         f"#   config        {manifest.training.layout} layout ({_comment(manifest.training.layout_reason)})",
+        f"#   spool         {_comment(spool)}",
     ]
     if manifest.drift:
         lines.append(f"#   drift         {len(manifest.drift)} difference(s) recorded in the manifest"
@@ -159,11 +168,23 @@ def render_script(
         "#   step 1, login node (network): download and verify the checkpoint into the cache",
         f"#       bash {shown} prefetch",
         "#   step 2, compute node (offline, ANEMOI_CKPT_OFFLINE=1): verify the cached file and the",
-        "#           code versions against the run manifest, then train",
+        "#           code versions against the run manifest, then train; with",
+        "#           anemoi_ckpt_nb.training.RegisterCheckpoints in diagnostics.callbacks every",
+        "#           checkpoint is captured into the spool ($ANEMOI_CKPT_SPOOL)",
         f"#       {'sbatch' if slurm is not None else 'bash'} {shown} train",
-        f"#   bash {shown}   on the login node does step 1, then "
-        + ("submits step 2 with sbatch." if slurm is not None else "runs step 2 in this shell."),
+        "#   step 3, login node (network): register the spool in the catalogue, parents first;",
+        "#           safe to repeat, also while training runs (e.g. from cron:",
+        f"#           */30 * * * * bash /path/to/{shown} sync)",
+        f"#       bash {shown} sync",
     ]
+    if slurm is None:
+        lines.append(f"#   bash {shown}   on the login node runs steps 1, 2 and 3 in this shell.")
+    elif sync_partition:
+        lines.append(f"#   bash {shown}   on the login node does step 1, submits step 2 with sbatch and "
+                     f"step 3 to partition {_comment(sync_partition)} after it.")
+    else:
+        lines.append(f"#   bash {shown}   on the login node does step 1 and submits step 2 with sbatch; "
+                     "run step 3 when it has ended.")
     if slurm is not None:
         lines += [
             "#",
@@ -185,15 +206,18 @@ def render_script(
         f"CACHE={_q(cache)}",
         f"CHECKPOINT={_q(uuid)}",
         f"MANIFEST={_q(manifest_path)}",
+        f"SPOOL={_q(spool)}",
         "",
         "step_prefetch() {",
-        '  echo "[step 1/2] login node: fetching checkpoint $CHECKPOINT into $CACHE"',
+        '  echo "[step 1/3] login node: fetching checkpoint $CHECKPOINT into $CACHE"',
         '  "${CKPT[@]}" prefetch "$CHECKPOINT" --cache "$CACHE" --catalogue "$CATALOGUE"',
         "}",
         "",
         "step_train() {",
         "  export ANEMOI_CKPT_OFFLINE=1",
-        '  echo "[step 2/2] compute node, offline: verifying the cached checkpoint against $MANIFEST"',
+        "  # Where anemoi_ckpt_nb.training.RegisterCheckpoints captures the checkpoints (step 3 syncs it).",
+        '  export ANEMOI_CKPT_SPOOL="$SPOOL"',
+        '  echo "[step 2/3] compute node, offline: verifying the cached checkpoint against $MANIFEST"',
         '  "${CKPT[@]}" verify-cache --manifest "$MANIFEST"',
     ]
     if manifest.training.stage_link:
@@ -205,10 +229,19 @@ def render_script(
         ]
     overrides = [*manifest.training.overrides, *extra_overrides]
     lines += [
-        '  echo "[step 2/2] training"',
+        '  echo "[step 2/3] training"',
         f"  {train_command.strip()} \\",
         *[f"    {_q(o)} \\" for o in overrides[:-1]],
         f"    {_q(overrides[-1])}",
+        "}",
+        "",
+        "step_sync() {",
+        '  echo "[step 3/3] registering the checkpoints captured in $SPOOL"',
+        '  if [[ ! -f "$SPOOL/spool.json" ]]; then',
+        '    echo "nothing captured in $SPOOL: is anemoi_ckpt_nb.training.RegisterCheckpoints in diagnostics.callbacks?"',
+        "    return 0",
+        "  fi",
+        '  "${CKPT[@]}" sync "$SPOOL" --catalogue "$CATALOGUE"',
         "}",
         "",
         'mode="${1:-}"',
@@ -218,20 +251,45 @@ def render_script(
         'case "$mode" in',
         "  prefetch) step_prefetch ;;",
         "  train) step_train ;;",
+        "  sync) step_sync ;;",
         "  all)",
         "    step_prefetch",
     ]
-    if slurm is not None:
-        lines.append('    sbatch "$(realpath "${BASH_SOURCE[0]}")" train')
-    else:
-        lines.append("    ( step_train )")
+    lines += _submit_lines(slurm, sync_partition, uuid) if slurm is not None else [
+        # The spool holds what was saved before a failure too: sync it whatever training did.
+        "    status=0",
+        "    ( step_train ) || status=$?",
+        "    step_sync",
+        '    exit "$status"',
+    ]
     lines += [
         "    ;;",
-        '  *) echo "usage: $0 [prefetch|train]" >&2; exit 2 ;;',
+        '  *) echo "usage: $0 [prefetch|train|sync]" >&2; exit 2 ;;',
         "esac",
         "",
     ]
     return "\n".join(lines)
+
+
+def _submit_lines(slurm: SlurmOptions, sync_partition: str | None, uuid: str) -> list[str]:
+    """Step 2 submitted with sbatch; step 3 after it (``afterany``: what a failed run saved counts)
+    on ``sync_partition``, as a small job of its own (``--wrap``: not the training directives)."""
+    lines = [
+        '    self="$(realpath "${BASH_SOURCE[0]}")"',
+        '    job="$(sbatch --parsable "$self" train)"',
+        '    job="${job%%;*}"',
+        '    echo "[step 2/3] submitted as job $job"',
+    ]
+    if not sync_partition:
+        return lines + ['    echo "[step 3/3] when job $job has ended, on the login node: bash $self sync"']
+    options = [f"--partition={sync_partition}", f"--job-name=anemoi-sync-{uuid[:8]}"]
+    if slurm.account is not None:
+        options.append(f"--account={slurm.account}")
+    return lines + [
+        f"    sync_job=\"$(sbatch --parsable --dependency=afterany:\"$job\" {' '.join(_q(o) for o in options)} "
+        '--wrap="bash $(printf %q "$self") sync")"',
+        '    echo "[step 3/3] submitted as job ${sync_job%%;*}, to run when job $job has ended"',
+    ]
 
 
 def write_script(path: str | Path, text: str) -> Path:
@@ -255,6 +313,8 @@ def write_job(
     extra_overrides: list[str] | tuple[str, ...] = (),
     slurm: SlurmOptions | None = None,
     anemoi_ckpt: list[str] | None = None,
+    spool: str | Path | None = None,
+    sync_partition: str | None = None,
 ) -> Path:
     """Render and write the script of a stored manifest (see :func:`render_script`).
 
@@ -288,5 +348,7 @@ def write_job(
         slurm=slurm,
         anemoi_ckpt=anemoi_ckpt,
         script_name=Path(path).name,
+        spool=spool,
+        sync_partition=sync_partition,
     )
     return write_script(path, text)
