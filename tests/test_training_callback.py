@@ -170,3 +170,75 @@ def training_uuid_of(facts: dict[Path, dict], kept: Path, parent: Path) -> str:
     """The pickled uuid of the file the forks started from (a byte copy of ``parent``)."""
     assert kept.read_bytes() == parent.read_bytes()
     return facts[parent]["pickled_uuid"]
+
+
+# A real Lightning run (the training environment's pytorch-lightning) whose spool refuses writes for
+# a few saves: the callback warns, goes on, and captures every file once the spool takes them again.
+READ_ONLY_SPOOL_RUN = """
+import logging, os, sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from anemoi_ckpt_nb.training import RegisterCheckpoints
+
+out, spool = Path(sys.argv[1]), Path(sys.argv[2])
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, index):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(64, 4), batch_size=4)
+
+
+class ReadOnlySpool(pl.Callback):
+    # The file system event of the test: the spool's files/ refuses writes from step 1 to step 4.
+    def on_train_batch_start(self, trainer, module, batch, index):
+        if trainer.global_step in (1, 4):
+            os.chmod(spool / "files", 0o555 if trainer.global_step == 1 else 0o755)
+
+
+callbacks = [ReadOnlySpool(), RegisterCheckpoints(spool=str(spool), retry_seconds=[0] * 8),
+             ModelCheckpoint(dirpath=out / "checkpoint" / "run", every_n_train_steps=1, save_top_k=-1, save_last=True)]
+trainer = pl.Trainer(max_steps=7, accelerator="cpu", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, callbacks=callbacks)
+trainer.fit(Tiny())
+"""
+
+
+def test_a_capture_the_spool_refuses_is_retried_and_training_goes_on(training_python, tmp_path):
+    from rootless import held_to_permissions
+
+    from anemoi_ckpt_nb.runs.spool import Spool
+
+    out, spool = tmp_path / "out", tmp_path / "spool"
+    (spool / "files").mkdir(parents=True)
+    done = subprocess.run([str(training_python), "-c", READ_ONLY_SPOOL_RUN, str(out), str(spool)],
+                          capture_output=True, text=True, timeout=900, preexec_fn=held_to_permissions(),
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.chmod(spool / "files", 0o755)
+    assert done.returncode == 0, done.stderr[-5000:]
+    log = done.stderr
+    assert "could not capture" in log and "Permission denied" in log and "trying again in 0 s (attempt 2 of 9)" in log
+    assert "register it by hand" not in log, log[-3000:]
+    saved = sorted(p.name for p in (out / "checkpoint" / "run").glob("epoch=*.ckpt"))
+    captured = [Path(e.source).name for e in Spool.open(spool).entries()]
+    assert len(saved) == 7 and set(captured) >= {*saved, "last.ckpt"}, (saved, captured)
+    assert all(captured.count(name) == 1 for name in saved)  # each once: a retry is not a second capture
+    for entry in Spool.open(spool).entries():  # what was captured is what was saved
+        path = spool / entry.file
+        assert path.stat().st_size == entry.size
+        if not entry.source.endswith("last.ckpt"):
+            assert path.read_bytes() == Path(entry.source).read_bytes()

@@ -178,6 +178,8 @@ class Registering:
         *,
         allow_missing_parents: bool = False,
         keep_files: bool = False,
+        orphan_age: float | None = None,
+        dry_run: bool = False,
         progress: Callable[[int], None] | None = None,
         on_entry: Callable | None = None,
     ):
@@ -190,6 +192,9 @@ class Registering:
             spool: The spool folder (the callback's ``spool:``).
             allow_missing_parents: Register a file whose parent is neither registered nor spooled.
             keep_files: Keep the captured bytes of registered entries.
+            orphan_age: Seconds captured bytes without an entry (a capture a crash cut short)
+                stay unchanged before they are removed; default a day.
+            dry_run: Register nothing and remove nothing; the report says what would be done.
             progress: Called with byte counts while hashing and uploading.
             on_entry: Called as ``on_entry(entry, outcome, detail)`` after each entry.
 
@@ -200,9 +205,10 @@ class Registering:
             SpoolError: ``spool`` is not a spool folder.
         """
         from anemoi_ckpt_nb.runs.spool import Spool
-        from anemoi_ckpt_nb.runs.sync import sync_spool
+        from anemoi_ckpt_nb.runs.sync import DEFAULT_ORPHAN_AGE, sync_spool
 
         return sync_spool(
             self._store, Spool.open(spool), allow_missing_parents=allow_missing_parents, keep_files=keep_files,
+            orphan_age=DEFAULT_ORPHAN_AGE if orphan_age is None else orphan_age, dry_run=dry_run,
             progress=progress, on_entry=on_entry,
         )

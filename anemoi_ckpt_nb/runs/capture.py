@@ -26,7 +26,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from anemoi_ckpt_nb.errors import SpoolError
+from anemoi_ckpt_nb.errors import ConflictError, SpoolError
 from anemoi_ckpt_nb.runs.spool import ENTRIES, FILES, Entry, Spool, utcnow, new_key
 
 #: Capture methods, in the order tried.
@@ -51,15 +51,18 @@ def rewritten_in_place(name: str) -> bool:
     return name.startswith("inference-") and stem.removeprefix("inference-").startswith("last")
 
 
-def prepare(spool: Spool, source: str | os.PathLike, *, methods: tuple[str, ...] = METHODS) -> Capture:
+def prepare(spool: Spool, source: str | os.PathLike, *, methods: tuple[str, ...] = METHODS,
+            key: str | None = None) -> Capture:
     """Take hold of a saved file's bytes now: clone or link it, or open it for copying.
 
     Cheap: no byte is copied here (:meth:`Capture.finish` does that, off the training
-    thread). Raises ``OSError`` if the file cannot be read.
+    thread). ``key``: the entry's key, made beforehand (:func:`~.spool.new_key`) when other
+    entries name it before it is captured; a new one by default. Raises ``OSError`` if the file
+    cannot be read or the spool cannot be written.
     """
     source = Path(source)
     spool.ensure()
-    key = new_key()
+    key = key or new_key()
     folder = spool.path / FILES / key
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / source.name
@@ -100,6 +103,7 @@ class Capture:
     def __init__(self, spool: Spool, key: str, source: Path, target: Path, method: str, *, fd: int | None = None):
         self.spool, self.key, self.source, self.target, self.method = spool, key, source, target, method
         self._fd = fd
+        self._sha256: str | None = None
 
     @property
     def pending_copy(self) -> bool:
@@ -107,19 +111,24 @@ class Capture:
         return self._fd is not None
 
     def finish(self, **fields: Any) -> Entry:
-        """Copy the bytes if needed, then create the entry. ``fields``: :class:`Entry` fields."""
-        sha256 = None
+        """Copy the bytes if needed, then create the entry. ``fields``: :class:`Entry` fields.
+
+        May be called again after it raised (a retry): the source stays open until the copy is
+        done, and a copy done is not made again. A :class:`SpoolError` means the bytes are lost
+        (the file was rewritten while it was copied): trying again cannot help.
+        """
         if self._fd is not None:
-            try:
-                sha256 = _copy_fd(self._fd, self.target)
-            finally:
-                os.close(self._fd)
-                self._fd = None
+            self._sha256 = _copy_fd(self._fd, self.target)
+            os.close(self._fd)
+            self._fd = None
         st = self.target.stat()
         entry = Entry(key=self.key, file=str(self.target.relative_to(self.spool.path)), source=str(self.source.absolute()),
                       host=socket.gethostname(), method=self.method, size=st.st_size, mtime_ns=st.st_mtime_ns,
-                      sha256=sha256, captured_at=utcnow(), **fields)
-        self.spool.storage.put(f"{ENTRIES}{self.key}.json", entry.to_json(), if_absent=True)
+                      sha256=self._sha256, captured_at=utcnow(), **fields)
+        try:
+            self.spool.storage.put(f"{ENTRIES}{self.key}.json", entry.to_json(), if_absent=True)
+        except ConflictError:  # an earlier attempt created it, then failed after (fsyncing the folder)
+            return self.spool.entry(self.key)
         return entry
 
     def abandon(self) -> None:

@@ -7,7 +7,7 @@ runs after training) registers what the spool holds (:mod:`.sync`). Layout::
 
     spool.json              what the folder is, and the catalogue it feeds (or null)
     entries/<key>.json      one per captured file, created once, only after its bytes are in place
-    files/<key>/<name>      the captured bytes (below)
+    files/<key>/<name>      the captured bytes (below); without an entry after a crash: an orphan
     done/<key>.json         written by sync once the file is registered
     failed/<key>.json       why sync could not register it yet (rewritten on each try)
     claims/<key>.json       a sync at work on the entry, with its lease
@@ -104,6 +104,36 @@ class Entry:
                              hint="move it aside; the other entries are not affected") from None
 
 
+@dataclass
+class Orphan:
+    """Captured bytes in ``files/<key>/`` whose entry was never written."""
+
+    key: str
+    path: Path
+    size: int
+    #: Seconds since anything in the folder last changed.
+    age: float
+    names: list[str]
+
+
+@dataclass
+class SpoolSummary:
+    """What :meth:`Spool.summary` found."""
+
+    path: str
+    catalogue: str | None
+    done: int
+    pending: int
+    #: Pending entries a sync tried and could not register yet.
+    failed: int
+    #: Bytes of the pending entries' files (shared with the run folder when hard-linked).
+    pending_bytes: int
+    #: When the oldest pending entry was captured (ISO 8601, UTC), or None.
+    oldest_pending: str | None
+    orphans: int
+    orphan_bytes: int
+
+
 class Spool:
     """A spool folder: capture files into it, read its entries, mark them done.
 
@@ -176,6 +206,47 @@ class Spool:
                 found.append((entry, "pending", ""))
         return found
 
+    def summary(self) -> SpoolSummary:
+        """What the spool holds: entries by state, the bytes still to register, the oldest, orphans."""
+        done, failed = set(self.keys(DONE)), set(self.keys(FAILED))
+        pending = [self.entry(key) for key in self.keys(ENTRIES) if key not in done]
+        orphans = self.orphans()
+        return SpoolSummary(
+            path=str(self.path), catalogue=self.catalogue, done=len(done), pending=len(pending),
+            failed=sum(e.key in failed for e in pending), pending_bytes=sum(e.size for e in pending),
+            oldest_pending=min((e.captured_at for e in pending), default=None),
+            orphans=len(orphans), orphan_bytes=sum(o.size for o in orphans),
+        )
+
+    def orphans(self) -> list[Orphan]:
+        """Captured bytes without an entry: a capture under way, or one a crash cut short.
+
+        Its age is the time since anything in its folder last changed: a copy under way keeps
+        its ``.part`` file young.
+        """
+        entries = set(self.keys(ENTRIES))
+        try:
+            folders = [p for p in (self.path / FILES).iterdir() if p.is_dir() and p.name not in entries]
+        except FileNotFoundError:
+            return []
+        now, found = time.time(), []
+        for folder in sorted(folders):
+            try:
+                stats = [folder.stat(), *(child.stat() for child in folder.iterdir())]
+            except FileNotFoundError:
+                continue  # its entry was written, or it was released, meanwhile
+            found.append(Orphan(key=folder.name, path=folder, size=sum(st.st_size for st in stats[1:]),
+                                age=max(0.0, now - max(st.st_mtime for st in stats)),
+                                names=sorted(child.name for child in folder.iterdir())))
+        return found
+
+    def remove_orphan(self, orphan: Orphan) -> bool:
+        """Remove an orphan's bytes unless its entry has appeared; True if removed."""
+        if self.storage.exists(f"{ENTRIES}{orphan.key}.json"):
+            return False
+        self.release_files(orphan.key)
+        return True
+
     def is_done(self, key: str) -> bool:
         return self.storage.exists(f"{DONE}{key}.json")
 
@@ -206,7 +277,7 @@ class Spool:
 
     def release_files(self, key: str) -> None:
         folder = self.path / FILES / key
-        for child in folder.glob("*"):
+        for child in folder.glob("*"):  # a `.<name>.part` of a copy cut short too
             child.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             folder.rmdir()

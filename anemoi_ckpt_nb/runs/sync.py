@@ -10,6 +10,12 @@ continues with what is left.
 Registering is idempotent (records are created once, blobs are content-addressed, tags are
 compare-and-swapped), so two syncs of one spool register nothing twice; a claim with a lease
 (``claims/<key>.json``) keeps them from uploading the same file twice meanwhile.
+
+A training process killed while it captured a file (a job's time limit, a node lost) leaves
+bytes without an entry in ``files/<key>/``: an orphan. Nothing can register them (no entry says
+what they are, and a copy cut short is partial), so sync removes an orphan once nothing in its
+folder has changed for ``orphan_age`` (a capture under way writes all the time, or gets its
+entry within moments); younger ones are reported and kept.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CkptError, MissingParentError, SpoolError, describe_error
-from anemoi_ckpt_nb.runs.spool import DONE, ENTRIES, Entry, Spool
+from anemoi_ckpt_nb.runs.spool import DONE, ENTRIES, Entry, Orphan, Spool
 
 #: How long a sync may hold an entry before another one takes it over (an upload of tens of
 #: gigabytes fits); a sync that dies on this host is noticed at once.
 DEFAULT_LEASE = 6 * 3600.0
+#: How long captured bytes without an entry stay unchanged before sync removes them.
+DEFAULT_ORPHAN_AGE = 24 * 3600.0
 
 
 @dataclass
@@ -40,6 +48,14 @@ class SyncReport:
     failed: dict[str, str] = field(default_factory=dict)
     #: Keys another sync is working on.
     busy: list[str] = field(default_factory=list)
+    #: A dry run: nothing was registered or removed; ``pending`` and ``orphans_removed`` say what would be.
+    dry_run: bool = False
+    #: Keys of the entries a dry run would register.
+    pending: list[str] = field(default_factory=list)
+    #: Orphans older than ``orphan_age``, removed (or, in a dry run, to be removed).
+    orphans_removed: list[Orphan] = field(default_factory=list)
+    #: Orphans kept: younger than ``orphan_age``, maybe a capture under way.
+    orphans_kept: list[Orphan] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +73,8 @@ def sync_spool(
     allow_missing_parents: bool = False,
     keep_files: bool = False,
     lease: float = DEFAULT_LEASE,
+    orphan_age: float = DEFAULT_ORPHAN_AGE,
+    dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
     on_entry: Callable[[Entry, str, str], None] | None = None,
 ) -> SyncReport:
@@ -70,6 +88,8 @@ def sync_spool(
         keep_files: Keep the captured bytes of registered entries (by default they are removed:
             the catalogue holds the file now).
         lease: Seconds a claim holds an entry against other syncs.
+        orphan_age: Seconds captured bytes without an entry stay unchanged before they are removed.
+        dry_run: Register nothing and remove nothing; report what would be done.
         progress: Called with byte counts while hashing and uploading.
         on_entry: Called as ``on_entry(entry, outcome, detail)`` with outcome ``registered``,
             ``already``, ``failed``, ``waiting`` or ``busy``; detail is the record uuid or the reason.
@@ -79,7 +99,15 @@ def sync_spool(
     """
     from anemoi_ckpt_nb.compat.environment import capture_environment
 
-    report = SyncReport()
+    report = SyncReport(dry_run=dry_run)
+    for orphan in spool.orphans():
+        if orphan.age < orphan_age:
+            report.orphans_kept.append(orphan)
+        elif dry_run or spool.remove_orphan(orphan):
+            report.orphans_removed.append(orphan)
+    if dry_run:
+        report.pending = [entry.key for entry in spool.pending()]
+        return report
     environment = capture_environment()
     todo = spool.pending()
     waiting: dict[str, str] = {}

@@ -22,7 +22,10 @@ The file the session started from (``ckpt_path``, or the warm start of a weights
 captured at the start, before the run can overwrite it; a weights-only fork writes no
 ``parent_uuid``, so its training files' entries name that capture as their ``forked-from`` parent.
 
-Never breaks training: only global rank 0 works, and every error is logged as a warning.
+Never breaks training: only global rank 0 works, and every error is logged as a warning. A
+capture that fails (a full or read-only spool) is tried again: on the training thread when the
+file could not even be taken hold of (at a later hook, after each of ``retry_seconds``), on the
+worker thread when its copy or entry failed; then given up, with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb import settings
+from anemoi_ckpt_nb.errors import SpoolError
 from anemoi_ckpt_nb.runs.capture import METHODS, prepare
-from anemoi_ckpt_nb.runs.spool import Spool
-from anemoi_ckpt_nb.training.worker import Worker
+from anemoi_ckpt_nb.runs.spool import Spool, new_key
+from anemoi_ckpt_nb.training.worker import RETRY_DELAYS, Worker
 
 try:
     from pytorch_lightning.callbacks import Callback
@@ -84,6 +88,8 @@ class RegisterCheckpoints(Callback):
         capture: Capture methods allowed, in order (``reflink``, ``link``, ``copy``).
         poll_seconds: Look at the run folder at least this often even when no checkpoint callback
             reports a save (a checkpoint saved by other means).
+        retry_seconds: Seconds before each new attempt at a capture that failed; its length
+            bounds the retries (default three, after 10 s, 1 min and 5 min).
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class RegisterCheckpoints(Callback):
         tags: Sequence[str] = (),
         capture: Sequence[str] = METHODS,
         poll_seconds: float = 60.0,
+        retry_seconds: Sequence[float] = RETRY_DELAYS,
     ) -> None:
         super().__init__()
         self.catalogue = catalogue or os.environ.get(settings.ENV_CATALOGUE) or None
@@ -103,6 +110,9 @@ class RegisterCheckpoints(Callback):
         if unknown or not self.methods:
             raise ValueError(f"RegisterCheckpoints: capture methods must be among {', '.join(METHODS)}, not {unknown}")
         self.poll_seconds = float(poll_seconds)
+        self.retry_seconds = tuple(float(t) for t in retry_seconds)
+        if any(t < 0 for t in self.retry_seconds):
+            raise ValueError(f"RegisterCheckpoints: retry_seconds must be 0 or more, not {list(self.retry_seconds)}")
         self.spool: Spool | None = None
         self.errors: list[str] = []
         self.waited = 0.0
@@ -114,6 +124,8 @@ class RegisterCheckpoints(Callback):
         self._last_poll = 0.0
         self._fields: dict[str, Any] = {}
         self._parents: list[dict[str, str]] = []
+        # Files that could not be taken hold of: path -> (its stat then, attempts, when to try again, fields, key).
+        self._retries: dict[Path, tuple[tuple[int, int, int], int, float, dict[str, Any], str]] = {}
 
     def __repr__(self) -> str:
         return f"RegisterCheckpoints(spool={str(self.spool.path) if self.spool else self.spool_option!r})"
@@ -139,7 +151,7 @@ class RegisterCheckpoints(Callback):
         self._seen = self._scan()
         self._signature = self._save_signature(trainer)
         self._last_poll = time.monotonic()
-        self._worker = Worker()
+        self._worker = Worker(retry_delays=self.retry_seconds)
         self._capture_start(trainer, metadata)
         LOGGER.info("anemoi-ckpt: capturing the checkpoints of %s into %s", ", ".join(map(str, self._folders)),
                     self.spool.path)
@@ -160,12 +172,11 @@ class RegisterCheckpoints(Callback):
             weights_only = True
         if start is None or not start.is_file():
             return
-        keys = []
-        for path in (start, start.with_name(f"inference-{start.name}")):
+        # Keys made now: the entries of a weights-only fork name the first, even if its capture must be retried.
+        keys = [new_key(), new_key()]
+        for path, key in zip((start, start.with_name(f"inference-{start.name}")), keys):
             if path.is_file():
-                capture = prepare(self.spool, path, methods=self.methods)
-                self._worker.submit(capture, {**self._fields, "role": "start"})
-                keys.append(capture.key)
+                self._capture(path, {**self._fields, "role": "start"}, key=key)
         if weights_only:
             # Its files name no parent: this capture is their `forked-from` parent.
             self._parents = [{"entry": keys[0], "relation": "forked-from"}]
@@ -211,7 +222,12 @@ class RegisterCheckpoints(Callback):
     def _finish(self, trainer: Any) -> None:
         if self._worker is None:
             return
-        self._poll(trainer, force=True)
+        self._poll(trainer, force=True)  # a failed capture gets its last attempt here
+        for path in self._retries:
+            self.errors.append(f"{path}: not captured before the end of training")
+            LOGGER.warning("anemoi-ckpt: could not capture %s into the spool before the end of training; "
+                           "register it by hand if it still exists", path)
+        self._retries.clear()
         worker, self._worker = self._worker, None
         started = time.monotonic()
         worker.close()
@@ -257,20 +273,55 @@ class RegisterCheckpoints(Callback):
             return
         signature = self._save_signature(trainer)
         now = time.monotonic()
-        if not force and signature == self._signature and now - self._last_poll < self.poll_seconds:
+        due = [path for path, retry in self._retries.items() if force or retry[2] <= now]
+        if not force and not due and signature == self._signature and now - self._last_poll < self.poll_seconds:
             return
         self._signature, self._last_poll = signature, now
         current = self._scan()
         new = [path for path, st in current.items() if self._seen.get(path) != st]
         self._seen = current
+        for path in due:  # as it was when it failed, else it is gone or new (captured below as such)
+            stat, _, _, fields, key = self._retries[path]
+            if current.get(path, stat) == stat and path.is_file() and path not in new:
+                self._capture(path, fields, key=key)
+            else:
+                self._retries.pop(path)
         # Training files first: an inference file is registered after the file it was saved with.
         for path in sorted(new, key=lambda p: (p.name.startswith("inference-"), current[p][2], p.name)):
-            try:
-                capture = prepare(self.spool, path, methods=self.methods)
-            except FileNotFoundError:
-                continue  # deleted between the listing and now (a save beyond num_models_saved)
             parents = [] if path.name.startswith("inference-") else self._parents
-            self._worker.submit(capture, {**self._fields, "role": "saved", "parents": parents})
+            self._capture(path, {**self._fields, "role": "saved", "parents": parents})
+
+    def _capture(self, path: Path, fields: dict[str, Any], *, key: str | None = None) -> None:
+        """Take hold of ``path`` and hand it to the worker; if that fails, try again later (bounded)."""
+        try:
+            capture = prepare(self.spool, path, methods=self.methods, key=key)
+        except FileNotFoundError:
+            self._retries.pop(path, None)  # deleted meanwhile (a save beyond num_models_saved)
+            return
+        except OSError as error:
+            self._retry_later(path, fields, key, error)
+            return
+        self._retries.pop(path, None)
+        self._worker.submit(capture, fields)
+
+    def _retry_later(self, path: Path, fields: dict[str, Any], key: str | None, error: OSError) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        stat = (st.st_ino, st.st_size, st.st_mtime_ns)
+        previous = self._retries.get(path)
+        attempts = previous[1] + 1 if previous and previous[0] == stat else 1
+        what = f"could not capture {path} into the spool ({type(error).__name__}: {error}); training goes on"
+        if isinstance(error, SpoolError) or attempts > len(self.retry_seconds):
+            self._retries.pop(path, None)
+            self.errors.append(f"{path}: {error}")
+            LOGGER.warning("anemoi-ckpt: %s, after %d attempt(s): register it by hand if it still exists", what, attempts)
+            return
+        delay = self.retry_seconds[attempts - 1]
+        self._retries[path] = (stat, attempts, time.monotonic() + delay, fields, key or new_key())
+        LOGGER.warning("anemoi-ckpt: %s, trying again in %g s (attempt %d of %d)", what, delay, attempts + 1,
+                       len(self.retry_seconds) + 1)
 
 
 def _metadata(pl_module: Any) -> dict[str, Any]:
