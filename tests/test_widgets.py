@@ -352,5 +352,8 @@ def test_widgets_say_what_they_are_in_plain_text(catalogue, example_project):
             assert text.startswith(start) and "run the cell to use it" in text, text
             assert "children=" not in text and "application/vnd.jupyter.widget-view+json" in data
             assert checkpoint.uuid[:8] in text or start.startswith("Catalogue")
+            assert repr(widget) == f"<{widget.describe()}>"
+        half_built = TagEditor.__new__(TagEditor)  # a repr asked for before __init__ ran must not raise
+        assert repr(half_built) == "<TagEditor>"
     finally:
         InteractiveShell.clear_instance()

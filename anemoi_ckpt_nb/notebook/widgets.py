@@ -52,7 +52,10 @@ class Described:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"<{self.describe()}>"
+        try:
+            return f"<{self.describe()}>"
+        except Exception:  # noqa: BLE001 - a repr must not raise (e.g. asked for while being built)
+            return f"<{type(self).__name__}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         data = super()._repr_mimebundle_(**kwargs)  # type: ignore[misc]
