@@ -198,6 +198,10 @@ class InvalidKeyError(StorageError, ValueError):
     """A storage key is malformed (empty part, ``..``, a leading dot, ...)."""
 
 
+class SymlinkRefusedError(StorageError):
+    """A symlink where a folder storage keeps an object or a folder: never followed (docs/threat-model.md)."""
+
+
 class BucketNotFoundError(StorageError):
     """The S3 bucket named in the storage URL does not exist."""
 
@@ -374,10 +378,7 @@ class UnknownSiteError(SiteError, LookupError):
 
 
 class LastCopyError(SiteError, ProtectedError):
-    """Dropping this location would leave a kept checkpoint without a verified copy.
-
-    Carries ``uuid`` and ``site``.
-    """
+    """Dropping this location would leave a kept checkpoint without a verified copy. Carries ``uuid``, ``site``."""
 
     def __init__(self, uuid: str, site: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)

@@ -42,7 +42,7 @@ def open_store(
     implicit = url is None and storage is None
     if storage is None:
         url = default_url() if url is None else os.fspath(url)
-        storage = open_storage(url)
+        storage = open_storage(url, **({"role": f"the catalogue {url}"} if _is_local(str(url)) else {}))
     try:
         return CatalogueStore.open(storage), False
     except CatalogueNotFoundError as error:

@@ -235,6 +235,11 @@ def prefetch(
             f"checkpoint {record.uuid} was registered without uploading its bytes, so there is nothing to download",
             hint=f"copy it from {record.source.host}:{record.source.path}, or register it again without --no-upload",
         ).with_python_hint(f"copy it from {record.source.host}:{record.source.path}, or register it again with upload=True")
+    if folder.is_symlink():  # planted in a shared cache: writing through it would fill another folder
+        raise CacheError(
+            folder, f"{folder} is a symbolic link (to {os.readlink(folder)}); anemoi-ckpt never writes through one",
+            hint=f"check who made it (ls -l {folder}), remove the link itself (rm {folder}) and run the command again",
+        )
     folder.mkdir(parents=True, exist_ok=True)
     entry = CacheEntry(
         uuid=record.uuid,

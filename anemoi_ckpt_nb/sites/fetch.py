@@ -28,6 +28,7 @@ from anemoi_ckpt_nb.errors import (
     IntegrityError,
     NoReachableCopyError,
     ObjectNotFoundError,
+    SymlinkRefusedError,
 )
 from anemoi_ckpt_nb.sites import locations as _loc
 from anemoi_ckpt_nb.sites.registry import (
@@ -117,6 +118,8 @@ def describe_error(error: BaseException) -> str:
         return "missing"
     if isinstance(error, IntegrityError):
         return "sha256 mismatch"
+    if isinstance(error, SymlinkRefusedError):
+        return error.cli_text()  # what to do about a planted link matters as much as where it is
     if isinstance(error, CkptError):
         return error.message
     return f"{type(error).__name__}: {error}"

@@ -170,7 +170,7 @@ def open_site_storage(site: Site | CatalogueSite, store: CatalogueStore | None =
             raise TypeError("the catalogue's own site needs the catalogue store")
         return store.storage
     if site.kind == "filesystem":
-        return open_storage(Path(site.url))
+        return open_storage(Path(site.url), role=f"site {site.name!r} ({site.url})")
     options = {k: v for k, v in (("endpoint_url", site.endpoint_url), ("profile", site.profile)) if v}
     return open_storage(site.url, **options)
 

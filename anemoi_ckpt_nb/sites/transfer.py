@@ -144,19 +144,17 @@ def _copy_from(
             max_single_copy=max_single_copy, progress=progress,
         )
         return "server-side-copy"
-    source_root = _copy.local_root(source)
-    if source_root is not None:
-        path = Path(source_root) / source_key
-        if not path.is_file():
-            raise ObjectNotFoundError(source.url, source_key, "no such object")
-        dest.upload_file(dest_key, path, sha256=record.sha256, progress=progress)
+    if _copy.local_root(source) is not None:
+        # Read through a descriptor held on the object itself: a planted symlink is refused, never followed.
+        with source.opened_path(source_key) as path:
+            dest.upload_file(dest_key, path, sha256=record.sha256, progress=progress)
         return "uploaded"
     dest_root = _copy.local_root(dest)
     if dest_root is not None:
-        target = Path(dest_root) / dest_key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        check_space(target.parent, record.size, hint=f"free space under {dest_root}")
-        source.download_file(source_key, target, sha256=record.sha256, progress=progress)
+        # Written in the folder reached without following a symlink (<site>/<uuid> planted as one).
+        with dest.pinned_path(dest_key, create_folder=True) as target:
+            check_space(target.parent, record.size, hint=f"free space under {dest_root}")
+            source.download_file(source_key, target, sha256=record.sha256, progress=progress)
         return "streamed"
     staging.mkdir(parents=True, exist_ok=True)
     staged = staging / record.sha256

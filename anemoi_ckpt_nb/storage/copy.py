@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from anemoi_ckpt_nb.errors import ConflictError, IntegrityError, ObjectNotFoundError
+from anemoi_ckpt_nb.errors import ConflictError, IntegrityError
 from anemoi_ckpt_nb.storage.base import ProgressCallback, Storage
 
 GiB = 1024**3
@@ -212,16 +212,9 @@ def hash_object(storage: Storage, key: str, *, progress: ProgressCallback | None
         ObjectNotFoundError: no such object.
         StorageUnreachableError, StorageAccessError: the storage cannot be read.
     """
-    root = local_root(storage)
-    if root is not None:
-        from anemoi_ckpt_nb.storage._keys import check_key
-
-        path = os.path.join(root, check_key(storage.url, key))
-        try:
-            f = open(path, "rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise ObjectNotFoundError(storage.url, key, "no such object") from None
-        with f:
+    if local_root(storage) is not None:
+        local: Any = storage
+        with local.opened_path(key) as path, open(path, "rb") as f:  # never through a planted symlink
             return _digest(iter(lambda: f.read(_CHUNK), b""), progress)
     if is_s3(storage):
         from anemoi_ckpt_nb.storage import _s3_transfer as transfer

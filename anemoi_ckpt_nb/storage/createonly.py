@@ -82,8 +82,10 @@ def _libc_renameat2() -> Callable[..., int] | None:
     return func
 
 
-def rename_noreplace(source: Path, target: Path) -> None:
+def rename_noreplace(source: Path, target: Path, *, dir_fd: int | None = None) -> None:
     """Rename ``source`` to ``target`` unless ``target`` exists, atomically (Linux ``renameat2``).
+
+    With ``dir_fd``, both are names in that folder (:mod:`.nofollow`).
 
     Raises:
         FileExistsError: ``target`` exists.
@@ -94,9 +96,10 @@ def rename_noreplace(source: Path, target: Path) -> None:
         raise CreateOnlyUnsupported("renameat2 is not in this system's C library")
     import ctypes
 
-    if func(
-        _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
-    ) != 0:
+    at = _AT_FDCWD if dir_fd is None else dir_fd
+    if dir_fd is not None:
+        source, target = Path(source.name), Path(target.name)
+    if func(at, os.fsencode(source), at, os.fsencode(target), _RENAME_NOREPLACE) != 0:
         code = ctypes.get_errno()
         exc = OSError(code, os.strerror(code), str(target))  # EEXIST -> FileExistsError
         if code in _RENAMEAT2_REFUSED:
@@ -113,7 +116,12 @@ def acquire_lock(root: Path, key: str) -> int:
     folder = root / ".locks"
     folder.mkdir(parents=True, exist_ok=True)
     stripe = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % _LOCK_STRIPES
-    fd = os.open(folder / f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    # Never through a planted symlink (ELOOP, a typed error in LocalStorage): it would create files elsewhere.
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(f"{stripe:03d}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666, dir_fd=folder_fd)
+    finally:
+        os.close(folder_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as exc:
@@ -127,20 +135,24 @@ def acquire_lock(root: Path, key: str) -> int:
     return fd
 
 
-def create_only(url: str, root: Path, methods: Sequence[str], key: str, tmp: Path, path: Path) -> None:
+def create_only(
+    url: str, root: Path, methods: Sequence[str], key: str, tmp: Path, path: Path, *, dir_fd: int | None = None
+) -> None:
     """Give ``tmp`` the name ``path`` only if no object has it yet, by the first of ``methods`` the filesystem takes.
+
+    With ``dir_fd`` (a descriptor on their folder, :mod:`.nofollow`), both are taken relative to it.
 
     Raises:
         ConflictError: the name exists.
         StorageError: the filesystem supports none of the create-only methods.
     """
-    device = os.stat(path.parent).st_dev
+    device = os.stat(path.parent).st_dev if dir_fd is None else os.fstat(dir_fd).st_dev
     reasons = []
     for method in methods:
         reason = _REFUSED.get((device, method))
         if reason is None:
             try:
-                _create_by(method, root, key, tmp, path)
+                _create_by(method, root, key, tmp, path, dir_fd)
                 return
             except FileExistsError:
                 raise ConflictError(
@@ -161,12 +173,14 @@ def create_only(url: str, root: Path, methods: Sequence[str], key: str, tmp: Pat
     )
 
 
-def _create_by(method: str, root: Path, key: str, tmp: Path, path: Path) -> None:
+def _create_by(method: str, root: Path, key: str, tmp: Path, path: Path, dir_fd: int | None) -> None:
     """One create-only method: FileExistsError if the name is taken, CreateOnlyUnsupported
     if the filesystem refuses the method."""
+    at = {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
+    source, target = (tmp, path) if dir_fd is None else (tmp.name, path.name)
     if method == "link":
         try:
-            os.link(tmp, path)
+            os.link(source, target, **at, follow_symlinks=False)
         except FileExistsError:
             raise
         except OSError as exc:
@@ -174,14 +188,17 @@ def _create_by(method: str, root: Path, key: str, tmp: Path, path: Path) -> None
                 raise _refusal("hard link", exc) from None
             raise
     elif method == "renameat2":
-        rename_noreplace(tmp, path)
+        rename_noreplace(tmp, path, dir_fd=dir_fd)
     else:
         # Safe only against writers taking the same lock: put, replace, delete and
         # upload_file of LocalStorage all do, and the name is checked and taken while holding it.
         fd = acquire_lock(root, key)
         try:
-            if os.path.lexists(path):
+            try:
+                os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.replace(source, target, **at)
+            else:
                 raise FileExistsError(errno.EEXIST, "exists", str(path))
-            os.replace(tmp, path)
         finally:
             os.close(fd)

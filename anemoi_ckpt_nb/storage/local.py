@@ -11,7 +11,10 @@ The contract's guarantees come from the filesystem:
 * compare-and-swap, plain overwrites and deletes take an exclusive ``flock``
   on a lock file chosen by the key's hash, then ``os.replace``. Lock files
   live under ``<root>/.locks/``; temporaries are ``.tmp.*`` next to their
-  target. Listings skip dotted names.
+  target. Listings skip dotted names;
+* a symlink is never followed below the root (:mod:`.nofollow`): every folder of a key and
+  the object itself are opened relative to their parent with ``O_NOFOLLOW``, and a planted
+  link is refused with :class:`~anemoi_ckpt_nb.errors.SymlinkRefusedError` (listings skip it).
 
 The etag is the sha256 of the content (as S3's ETag is an MD5 of it), cached
 in an extended attribute with the size and mtime it belongs to, so ``stat``
@@ -44,10 +47,9 @@ from anemoi_ckpt_nb.storage._transfer import (
     CHUNK,
     copy_hashed,
     download_resumable,
-    fsync_dir,
     upload_mismatch,
 )
-from anemoi_ckpt_nb.storage import temporaries
+from anemoi_ckpt_nb.storage import nofollow, temporaries
 from anemoi_ckpt_nb.storage.base import ObjectInfo, Orphan, ProgressCallback, Storage
 from anemoi_ckpt_nb.storage.temporaries import Temporary
 from anemoi_ckpt_nb.storage.createonly import (
@@ -67,7 +69,7 @@ def _etag_fd(fd: int) -> str:
     return sha256_fd(fd)
 
 
-class LocalStorage(Storage):
+class LocalStorage(nofollow.NoFollowPaths, Storage):
     """Objects as files under ``root``; safe with several threads and processes.
 
     Args:
@@ -75,16 +77,19 @@ class LocalStorage(Storage):
         create_only_methods: The create-only methods to try, in order, from
             :data:`CREATE_ONLY_METHODS` (the default: all of them). Restrict it to
             force one, e.g. ``("lock",)`` where the others misbehave.
+        role: What the folder is to a catalogue (``"site 'hpc'"``), named in the
+            error about a planted symlink.
 
     Raises:
         StorageURLError: an unknown create-only method.
     """
 
     def __init__(
-        self, root: str | Path, *, create_only_methods: Sequence[str] | None = None
+        self, root: str | Path, *, create_only_methods: Sequence[str] | None = None, role: str | None = None
     ) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = self.root.as_uri()
+        self.role = role or f"the folder {self.root}"
         methods = CREATE_ONLY_METHODS if create_only_methods is None else create_only_methods
         self.create_only_methods = tuple(methods)
         unknown = [m for m in self.create_only_methods if m not in CREATE_ONLY_METHODS]
@@ -121,6 +126,8 @@ class LocalStorage(Storage):
                 self.url, key, f"a parent of this key is an object, not a folder ({exc.filename})"
             ) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP and exc.filename:  # a lock file's folder planted as a link
+                raise nofollow.refusal(self.url, key, Path(os.fsdecode(exc.filename)), where=self.role) from None
             if exc.errno == errno.ENOSPC:
                 raise StorageError(
                     self.url, key, "no space left", hint=f"free space under {self.root}"
@@ -154,14 +161,9 @@ class LocalStorage(Storage):
         """
         create_only(self.url, self.root, self.create_only_methods, key, tmp, path)
 
-    def _temp_next_to(self, path: Path) -> Temporary:
-        """A ``.tmp.*`` next to ``path``, locked while we hold it (:mod:`.temporaries`)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return temporaries.create(path.parent)
-
-    def _write_temp(self, path: Path, data: bytes) -> tuple[Temporary, str]:
-        """Write ``data`` whole to a fsynced temporary next to ``path``."""
-        temp = self._temp_next_to(path)
+    def _write_temp(self, dir_fd: int, path: Path, data: bytes) -> tuple[Temporary, str]:
+        """Write ``data`` whole to a fsynced ``.tmp.*`` next to ``path`` (in ``dir_fd``), locked while we hold it."""
+        temp = temporaries.create(path.parent, dir_fd=dir_fd)
         try:
             with os.fdopen(temp.fd, "wb") as f:
                 f.write(data)
@@ -174,11 +176,12 @@ class LocalStorage(Storage):
             raise
         return temp, sha
 
-    def _open_object(self, key: str) -> int:
-        """A read-only fd on the object's current file."""
+    def _open_object(self, key: str, dir_fd: int | None = None) -> int:
+        """A read-only fd on the object's current file, never through a symlink (``dir_fd``: its folder's)."""
         path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            with nofollow.held(self._parent(key) if dir_fd is None else os.dup(dir_fd)) as folder:
+                fd = nofollow.open_object(self.url, folder, key.rpartition("/")[2], path, key=key, where=self.role)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFoundError(self.url, key, "no such object") from None
         if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
@@ -197,27 +200,28 @@ class LocalStorage(Storage):
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> str:
         path = self._path(key)
-        with self._errors(key):
-            temp, sha = self._write_temp(path, bytes(data))
+        with self._errors(key), nofollow.held(self._parent(key, create=True)) as dir_fd:
+            temp, sha = self._write_temp(dir_fd, path, bytes(data))
             try:
                 if if_absent:
-                    self._create_only(key, temp.path, path)
+                    create_only(self.url, self.root, self.create_only_methods, key, temp.path, path, dir_fd=dir_fd)
                 else:
                     with self._lock(key):
-                        os.replace(temp.path, path)
-                fsync_dir(path.parent)
+                        self._refuse_link(dir_fd, key)
+                        os.replace(temp.name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                self._sync(dir_fd)
             finally:
                 temp.release()
         return sha
 
     def replace(self, key: str, data: bytes, *, etag: str) -> str:
         path = self._path(key)
-        with self._errors(key):
-            temp, sha = self._write_temp(path, bytes(data))
+        with self._errors(key), nofollow.held(self._parent(key, create=True)) as dir_fd:
+            temp, sha = self._write_temp(dir_fd, path, bytes(data))
             try:
                 with self._lock(key):
                     try:
-                        fd = self._open_object(key)
+                        fd = self._open_object(key, dir_fd)
                     except ObjectNotFoundError:
                         raise ConflictError(self.url, key, "vanished since it was read") from None
                     try:
@@ -226,8 +230,8 @@ class LocalStorage(Storage):
                         os.close(fd)
                     if current != etag:
                         raise ConflictError(self.url, key, "changed since it was read")
-                    os.replace(temp.path, path)
-                fsync_dir(path.parent)
+                    os.replace(temp.name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                self._sync(dir_fd)
             finally:
                 temp.release()
         return sha
@@ -241,13 +245,29 @@ class LocalStorage(Storage):
                 os.close(fd)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        with self._errors(key):
+            try:
+                os.close(self._open_object(key))
+            except ObjectNotFoundError:
+                return False
+        return True
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        missing = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
-        with self._errors(key), self._lock(key), contextlib.suppress(*missing):
-            path.unlink()
+        name = self._path(key).name
+        with self._errors(key), self._lock(key):
+            try:
+                dir_fd = self._parent(key)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            with nofollow.held(dir_fd):
+                try:
+                    st = os.lstat(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    return
+                if stat_mod.S_ISLNK(st.st_mode):  # unlinking would be safe, but someone planted it: say so
+                    raise nofollow.refusal(self.url, key, self._path(key), where=self.role)
+                if stat_mod.S_ISREG(st.st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         head, _, _ = prefix.rpartition("/")
@@ -256,34 +276,15 @@ class LocalStorage(Storage):
                 check_key(self.url, head)
             except InvalidKeyError:
                 return  # no valid key starts so; and "../" must not walk outside the root
-        start = self.root / head if head else self.root
-        yield from self._walk(start, f"{head}/" if head else "", prefix)
-
-    def _walk(self, folder: Path, base: str, prefix: str) -> Iterator[ObjectInfo]:
         try:
-            entries = list(os.scandir(folder))
+            folder = self._parent(f"{head}/x" if head else "x")
         except (FileNotFoundError, NotADirectoryError):
             return
-        items = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            key = base + entry.name
-            if entry.is_dir(follow_symlinks=False):
-                # "a/" sorts where every "a/..." key does, keeping key order overall.
-                folder_key = key + "/"
-                if folder_key.startswith(prefix) or prefix.startswith(folder_key):
-                    items.append((folder_key, True, entry.path))
-            elif key.startswith(prefix):
-                items.append((key, False, entry.path))
-        for key, is_dir, path in sorted(items):
-            if is_dir:
-                yield from self._walk(Path(path), key, prefix)
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except (FileNotFoundError, IsADirectoryError):
-                continue  # deleted while we listed
+        with nofollow.held(folder):
+            yield from self._walk(folder, f"{head}/" if head else "", prefix)
+
+    def _walk(self, folder: int, base: str, prefix: str) -> Iterator[ObjectInfo]:
+        for key, fd in nofollow.walk_files(folder, base, prefix):
             try:
                 st = os.fstat(fd)
                 if stat_mod.S_ISREG(st.st_mode):
@@ -314,9 +315,11 @@ class LocalStorage(Storage):
         with open(path, "rb") as source, self._errors(key):
             if (known := self._known(key)) is not None and known.etag == sha256:
                 return known  # content-addressed: already stored and verified
+            dir_fd = self._parent(key, create=True)
+        with self._errors(key), nofollow.held(dir_fd), open(path, "rb") as source:
             # What a killed upload left here (a blob's folder, a site copy's) goes first.
-            temporaries.sweep(target.parent)
-            temp = self._temp_next_to(target)
+            temporaries.sweep(nofollow.pinned(dir_fd, target.parent))
+            temp = temporaries.create(target.parent, dir_fd=dir_fd)
             try:
                 with os.fdopen(temp.fd, "wb") as out:
                     got, size = copy_hashed(source, out, progress=progress)
@@ -326,8 +329,9 @@ class LocalStorage(Storage):
                         raise upload_mismatch(self.url, key, path, got, sha256)
                     record_sha256(out.fileno(), got)
                 with self._lock(key):
-                    os.replace(temp.path, target)
-                fsync_dir(target.parent)
+                    self._refuse_link(dir_fd, key)
+                    os.replace(temp.name, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                self._sync(dir_fd)
             finally:
                 temp.release()
         return ObjectInfo(key=key, size=size, etag=sha256)

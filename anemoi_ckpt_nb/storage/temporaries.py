@@ -18,9 +18,11 @@ Nothing is ever followed through a symlink: a symlink with a temporary's name is
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import secrets
 import stat as stat_mod
 import tempfile
 import time
@@ -34,6 +36,7 @@ PREFIX = ".tmp."
 SUFFIX = ".tmp"
 
 _NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 #: How long a temporary on a filesystem without ``flock`` must have been left unchanged to count as
 #: dead (a day, as ``rclone cleanup`` waits for multipart uploads).
 UNLOCKED_AGE = 24 * 3600.0
@@ -54,19 +57,31 @@ class Temporary:
     there (after a rename into place it is not).
     """
 
-    def __init__(self, path: Path, fd: int, lock_fd: int) -> None:
+    def __init__(self, path: Path, fd: int, lock_fd: int, *, dir_fd: int | None = None) -> None:
         self.path = path
         self.fd = fd
         self._lock_fd: int | None = lock_fd
+        #: With :func:`create` given a folder descriptor: ours (a copy), the name is relative to it.
+        self.dir_fd = dir_fd
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
     def release(self) -> None:
         if self._lock_fd is None:
             return
         try:
-            self.path.unlink(missing_ok=True)
+            if self.dir_fd is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path.name, dir_fd=self.dir_fd)
         finally:
             os.close(self._lock_fd)
             self._lock_fd = None
+            if self.dir_fd is not None:
+                os.close(self.dir_fd)
 
     def __enter__(self) -> Temporary:
         return self
@@ -75,7 +90,7 @@ class Temporary:
         self.release()
 
 
-def _lock_new(path: Path, fd: int) -> Temporary | None:
+def _lock_new(path: Path, fd: int, dir_fd: int | None = None) -> Temporary | None:
     """Lock a file just created; None if a remover unlinked it before the lock was taken."""
     lock_fd = os.dup(fd)
     try:
@@ -91,14 +106,26 @@ def _lock_new(path: Path, fd: int) -> Temporary | None:
     except BaseException:
         os.close(lock_fd)
         raise
-    return Temporary(path, fd, lock_fd)
+    return Temporary(path, fd, lock_fd, dir_fd=None if dir_fd is None else os.dup(dir_fd))
 
 
-def create(folder: str | os.PathLike, *, prefix: str = PREFIX, suffix: str = "") -> Temporary:
-    """A new, locked temporary in ``folder`` under a random name (``<prefix><random><suffix>``)."""
+def create(folder: str | os.PathLike, *, prefix: str = PREFIX, suffix: str = "", dir_fd: int | None = None) -> Temporary:
+    """A new, locked temporary in ``folder`` under a random name (``<prefix><random><suffix>``).
+
+    Args:
+        dir_fd: a descriptor on ``folder`` (:mod:`.nofollow`): the temporary is made and later
+            removed relative to it, so a folder swapped for a symlink meanwhile is not followed.
+    """
     while True:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
-        held = _lock_new(Path(name), fd)
+        if dir_fd is None:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+        else:
+            name = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
+            try:
+                fd = os.open(os.path.basename(name), _CREATE, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+        held = _lock_new(Path(name), fd, dir_fd)
         if held is not None:
             return held
 
@@ -107,7 +134,7 @@ def create_named(path: str | os.PathLike) -> Temporary:
     """A new, locked temporary named ``path`` (created exclusively: ``FileExistsError`` if it exists)."""
     path = Path(path)
     while True:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(path, _CREATE, 0o600)
         held = _lock_new(path, fd)
         if held is not None:
             return held
