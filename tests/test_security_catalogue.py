@@ -270,3 +270,53 @@ def test_a_location_key_outside_the_checkpoints_folder_is_never_read_or_deleted(
     edit_json(url / "locations" / f"{ck.uuid}.json", change)
     run_cli(capsys, "clean", "--drop-location", "shared", ck.uuid, "--apply", "--catalogue", str(url))
     assert other_copy.is_file() and other_copy.read_bytes() == kept
+
+
+# --- aliases no record stands behind: clean --orphans --------------------------------------------
+
+
+def alias_path(url: Path, uuid: str) -> Path:
+    return url / "aliases" / f"{uuid}.json"
+
+
+def test_clean_orphans_sweeps_an_alias_whose_record_is_gone_dry_run_first(hostile, tmp_path, capsys):
+    catalogue, ck, url = hostile
+    kept = examples.write_training_checkpoint(tmp_path / "run" / "kept.ckpt", weights_bytes=20_000)
+    catalogue.register(kept.path)
+    record_path(url, ck.uuid).unlink()  # what a clean killed between the record and its aliases leaves
+    stray = alias_path(url, ck.embedded_uuid)
+    assert stray.is_file() and alias_path(url, kept.embedded_uuid).is_file()
+    # Younger than --orphan-age (24 hours by default): it may be a registration in flight.
+    code, out, err = run_cli(capsys, "clean", "--orphans", "--catalogue", str(url))
+    assert code == 0 and ck.embedded_uuid not in out, (out, err)
+    code, dry, err = run_cli(capsys, "clean", "--orphans", "--orphan-age", "0", "--catalogue", str(url))
+    assert code == 0, err
+    assert f"aliases/{ck.embedded_uuid}.json" in dry and "stray alias" in dry and ck.uuid in dry, dry
+    assert kept.embedded_uuid not in dry and stray.is_file()  # a dry run removes nothing
+    code, out, err = run_cli(capsys, "clean", "--orphans", "--orphan-age", "0", "--apply", "--catalogue", str(url))
+    assert code == 0, err
+    assert not stray.exists() and alias_path(url, kept.embedded_uuid).is_file()
+    assert Catalogue(url).get(kept.embedded_uuid).uuid == kept.uuid
+
+
+def test_a_planted_alias_is_refused_by_show_and_swept_by_clean_orphans(hostile, tmp_path, capsys):
+    catalogue, ck, url = hostile
+    other = examples.write_training_checkpoint(tmp_path / "run" / "other.ckpt", weights_bytes=20_000)
+    # Filed by hand under ck's record, which names only its own other uuid.
+    alias_path(url, other.uuid).write_text(json.dumps({"schema_version": 1, "alias": other.uuid, "uuid": ck.uuid}))
+    bogus = alias_path(url, str(_uuid.uuid4()))
+    bogus.write_text(json.dumps({"schema_version": 1, "alias": str(_uuid.uuid4()), "uuid": ck.uuid}))
+    junk = url / "aliases" / "x.json"
+    junk.write_text("{}")
+    code, out, err = run_cli(capsys, "show", other.uuid, "--catalogue", str(url))
+    assert code == 2 and f"aliases/{other.uuid}.json" in err and "clean --orphans" in err, (out, err)
+    # Nothing young about these: they count at any --orphan-age.
+    code, dry, err = run_cli(capsys, "clean", "--orphans", "--catalogue", str(url))
+    assert code == 0, err
+    assert all(name in dry for name in (f"aliases/{other.uuid}.json", bogus.name, "aliases/x.json")), dry
+    assert ck.embedded_uuid not in dry
+    code, out, err = run_cli(capsys, "clean", "--orphans", "--apply", "--catalogue", str(url))
+    assert code == 0, err
+    assert sorted(p.name for p in (url / "aliases").iterdir()) == [f"{ck.embedded_uuid}.json"]
+    # The file that really holds that uuid registers now: nothing claims it.
+    assert catalogue.register(other.path).record.uuid == other.uuid

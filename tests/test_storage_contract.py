@@ -308,3 +308,14 @@ def test_no_lost_update_with_8_threads(storage):
     for t in threads:
         t.join()
     assert storage.get("counter")[0] == b"80"
+
+
+def test_a_listing_says_when_an_object_was_written_where_the_backend_knows(storage, backend):
+    import time
+
+    storage.put("aged/x", b"1")
+    [info] = storage.list("aged/")
+    if backend[0].startswith("memory"):
+        assert info.modified is None
+    else:  # clean --orphans tells a young alias (a registration in flight) from a stray one by it
+        assert info.modified is not None and abs(time.time() - info.modified) < 600

@@ -29,6 +29,7 @@ from anemoi_ckpt_nb.errors import (
     CatalogueNotFoundError,
     ConflictError,
     ObjectNotFoundError,
+    SchemaError,
 )
 from anemoi_ckpt_nb.storage.base import Storage
 
@@ -140,7 +141,13 @@ class CatalogueStore:
         if record is not None:
             return record
         target = self.read_alias(uuid)
-        return self.read_record(target) if target is not None and target != uuid else None
+        record = self.read_record(target) if target is not None and target != uuid else None
+        if record is not None and record.other_uuids and uuid not in {*record.other_uuids, record.metadata_uuid}:
+            raise SchemaError(  # an alias written by hand: it would answer with another checkpoint
+                f"{self.url}/{layout.alias_key(uuid)}: it files {uuid} under {target}, whose record does not name it",
+                hint="`anemoi-ckpt clean --orphans` lists it and `--apply` removes it",
+            )
+        return record
 
     def read_alias(self, uuid: str) -> str | None:
         """The uuid of the record that ``uuid`` is another uuid of, or None."""
@@ -150,7 +157,12 @@ class CatalogueStore:
             data, _ = self.storage.get(layout.alias_key(uuid))
         except ObjectNotFoundError:
             return None
-        return read_document(Alias, "alias", data, f"{self.url}/{layout.alias_key(uuid)}").uuid
+        where = f"{self.url}/{layout.alias_key(uuid)}"
+        alias = read_document(Alias, "alias", data, where)
+        if alias.alias != uuid or not layout.is_uuid(alias.uuid):
+            raise SchemaError(f"{where}: it files {alias.alias!r} under {alias.uuid!r}; the layout allows only {uuid} under a uuid",
+                              hint="`anemoi-ckpt clean --orphans` lists it and `--apply` removes it")
+        return alias.uuid
 
     def create_alias(self, alias: str, uuid: str) -> None:
         """File ``alias`` as another uuid of the record ``uuid`` (create-only; the same pair again is fine).

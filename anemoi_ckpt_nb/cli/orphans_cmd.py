@@ -11,11 +11,13 @@ def add_orphans_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--orphans", action="store_true",
         help="instead of checkpoints, remove what killed register, replicate or convert commands left: temporary "
-        "files no process holds and stale S3 multipart uploads, in the catalogue and at its sites",
+        "files no process holds and stale S3 multipart uploads, in the catalogue and at its sites, and aliases "
+        "(aliases/UUID.json) no record names",
     )
     parser.add_argument(
         "--orphan-age", type=_positive(float, "0 or more", zero=True), default=24.0, metavar="HOURS",
-        help="with --orphans: hours without a new part before a multipart upload counts (default 24)",
+        help="with --orphans: hours without a new part before a multipart upload counts, and an alias whose record "
+        "is missing (default 24)",
     )
 
 

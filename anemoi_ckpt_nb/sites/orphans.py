@@ -3,7 +3,8 @@
 A ``register``, ``replicate`` or ``convert`` killed half-way leaves a temporary file (a folder)
 or an unfinished multipart upload (S3) that no record points at. The next run into the same
 folder removes the temporaries of its own kind; this sweeps them all, in the catalogue's storage
-and at every site of ``catalogue.json``:
+and at every site of ``catalogue.json``, and the catalogue's aliases no record stands behind
+(:mod:`anemoi_ckpt_nb.catalogue.aliases`):
 
 * a temporary file counts when no process holds it: every writer holds an ``flock`` on its
   temporaries for as long as it lives (:mod:`anemoi_ckpt_nb.storage.temporaries`), so a live
@@ -95,4 +96,26 @@ def clean_orphans(store: CatalogueStore, *, min_age: float = DEFAULT_MIN_AGE, dr
                 report.orphans.append((site_name, orphan))
             else:
                 report.skipped.append((site_name, orphan))
+    _sweep_aliases(store, report, min_age=min_age, dry_run=dry_run)
     return report
+
+
+def _sweep_aliases(store: CatalogueStore, report: OrphanReport, *, min_age: float, dry_run: bool) -> None:
+    """The catalogue's aliases that no record stands behind (:mod:`anemoi_ckpt_nb.catalogue.aliases`)."""
+    from anemoi_ckpt_nb.catalogue import aliases
+    from anemoi_ckpt_nb.catalogue.store import catalogue_site_name
+    from anemoi_ckpt_nb.storage.base import Orphan
+
+    name = catalogue_site_name(store)
+    try:
+        strays = aliases.stray_aliases(store, min_age=min_age)
+    except (CkptError, OSError) as error:
+        report.unreachable.append((name, f"aliases: {error}"))
+        return
+    for stray in strays:
+        url = f"{store.url.rstrip('/')}/{stray.key}"
+        orphan = Orphan(url=url, kind=f"stray alias: {stray.why}", size=stray.size, age=stray.age, handle=stray)
+        if dry_run or aliases.remove_stray_alias(store, stray):
+            report.orphans.append((name, orphan))
+        else:
+            report.skipped.append((name, orphan))

@@ -35,6 +35,8 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    #: When it was last written (seconds since the epoch), where a listing says (a folder, S3); else None.
+    modified: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

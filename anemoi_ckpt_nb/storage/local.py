@@ -288,7 +288,7 @@ class LocalStorage(nofollow.NoFollowPaths, Storage):
             try:
                 st = os.fstat(fd)
                 if stat_mod.S_ISREG(st.st_mode):
-                    yield ObjectInfo(key=key, size=st.st_size, etag=_etag_fd(fd))
+                    yield ObjectInfo(key=key, size=st.st_size, etag=_etag_fd(fd), modified=st.st_mtime)
             finally:
                 os.close(fd)
 

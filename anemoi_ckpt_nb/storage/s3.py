@@ -205,7 +205,10 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Prefix=base + prefix
             )
             found = [
-                ObjectInfo(key=item["Key"][len(base) :], size=item["Size"], etag=item["ETag"])
+                ObjectInfo(
+                    key=item["Key"][len(base) :], size=item["Size"], etag=item["ETag"],
+                    modified=item["LastModified"].timestamp() if item.get("LastModified") else None,
+                )
                 for page in pages
                 for item in page.get("Contents", ())
                 if item["Key"].startswith(base + prefix)
