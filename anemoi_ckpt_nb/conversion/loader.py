@@ -118,7 +118,7 @@ def build(plan: _Plan, *, device: Any = "cpu") -> Any:
     statistics = decode(spec["statistics"], array)
     tendencies = decode(spec.get("statistics_tendencies"), array)
     try:
-        config = _config(plan.metadata["config"])
+        config = _config(plan.metadata["config"], plan.path)
         data_indices = _data_indices(config, spec["data_indices"])
         with _quiet_init():
             from anemoi.models.interface import AnemoiModelInterface
@@ -198,10 +198,19 @@ def _graph(spec: dict[str, Any], array: Any) -> Any:
     return graph
 
 
-def _config(config: dict[str, Any]) -> Any:
+def _config(config: dict[str, Any], path: Path) -> Any:
+    """The file's config for anemoi-models, once every class it would build is one it may (:mod:`.targets`)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.create(translate_config(config))
+    from anemoi_ckpt_nb.conversion.targets import check_targets
+
+    created = OmegaConf.create(translate_config(config))
+    try:
+        resolved = OmegaConf.to_container(created, resolve=True)
+    except Exception as error:  # a missing or cyclic interpolation, an unknown resolver
+        raise ModelLoadError(path, f"its config cannot be resolved: {_short(error)}") from error
+    check_targets(resolved, path)
+    return created
 
 
 def translate_config(config: dict[str, Any]) -> dict[str, Any]:
