@@ -147,8 +147,22 @@ def test_clean_never_deletes_through_a_blob_folder_planted_as_a_symlink(world, c
     record = url / "records" / f"{ck.uuid}.json"
     record.write_text(record.read_text().replace(json.loads(record.read_text())["registered_at"], "2000-01-01T00:00:00Z"))
     Catalogue(url).rebuild_index()
-    run_cli(capsys, "clean", "--older-than", "1", "--apply", "--catalogue", str(url))
+    code, out, err = run_cli(capsys, "clean", "--older-than", "1", "--apply", "--catalogue", str(url))
     assert (victim / blob.name).read_bytes() == b"the victim's file, named as the attacker chose"
+    assert code == 0 and ck.uuid in out, (out, err)  # the rest of the clean went on
+    assert not (url / "records" / f"{ck.uuid}.json").exists()
+
+
+def test_a_record_planted_as_a_symlink_is_refused_by_show_and_left_by_clean(world, tmp_path, capsys):
+    catalogue, ck, url, site, victim = world
+    record = url / "records" / f"{ck.uuid}.json"
+    (victim / "record.json").write_text(record.read_text().replace(json.loads(record.read_text())["registered_at"], "2000-01-01T00:00:00Z"))
+    plant(record, victim / "record.json")
+    code, out, err = run_cli(capsys, "show", ck.uuid, "--catalogue", str(url))
+    assert code == 2 and refused(err, record), (out, err)
+    code, out, err = run_cli(capsys, "clean", "--older-than", "1", "--apply", "--catalogue", str(url))
+    assert code == 0, (out, err)
+    assert record.is_symlink() and (victim / "record.json").is_file() and blob_of(url, ck.uuid).is_file()
 
 
 # --- a shared cache ----------------------------------------------------------------------------

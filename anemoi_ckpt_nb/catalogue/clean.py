@@ -30,7 +30,10 @@ from anemoi_ckpt_nb.catalogue import layout
 from anemoi_ckpt_nb.catalogue.policy import CleanPlan, Decision, plan_clean
 from anemoi_ckpt_nb.catalogue.schema import CheckpointRecord, RetentionPolicy, utcnow
 from anemoi_ckpt_nb.catalogue.store import CatalogueStore
-from anemoi_ckpt_nb.errors import CkptError, SchemaError
+from anemoi_ckpt_nb.errors import CkptError, SchemaError, SymlinkRefusedError
+
+#: A record that cannot be trusted: edited by hand, or a symlink planted in a folder catalogue.
+_UNTRUSTED = (SchemaError, SymlinkRefusedError)
 
 LOG = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def clean(
         entry = entries.get(decision.uuid)
         try:
             record = store.read_record(decision.uuid)
-        except SchemaError as error:  # edited by hand: nothing it names is trusted, nothing is deleted
+        except _UNTRUSTED as error:  # nothing it names is trusted, nothing is deleted
             LOG.warning("clean %s: %s", decision.uuid, error)
             plan.keep.append(Decision(decision.uuid, False, "its record does not follow the layout", decision.size, decision.label))
             continue
@@ -100,18 +103,32 @@ def clean(
         decision = _with_files(store, decision, users, planned_copies, record)
         store.storage.delete(layout.record_key(record.uuid))
         store.publish([_events.delete_event(record.uuid, _events.generation_of(record))])
-        store.storage.delete(layout.tags_key(record.uuid))
+        _delete(store, record, layout.tags_key(record.uuid))
         for key in _aliases_of(store, record):
-            store.storage.delete(key)
+            _delete(store, record, key)
         # Copies at other sites and locations/<uuid>.json (anemoi_ckpt_nb.sites.drop).
         for note in forget_copies(store, record):
             LOG.warning("clean %s: %s", record.uuid, note)
         for key in _blobs_to_delete(store, record, users):
-            store.storage.delete(key)
+            _delete(store, record, key)
         done.append(decision)
     plan.delete = done
     plan.applied = True
     return plan
+
+
+def _delete(store: CatalogueStore, record: CheckpointRecord, key: str) -> None:
+    try:
+        store.storage.delete(key)
+    except SymlinkRefusedError as error:  # planted: left for a person to look at, the rest goes on
+        LOG.warning("clean %s: %s", record.uuid, error)
+
+
+def _present(store: CatalogueStore, key: str) -> bool:
+    try:
+        return store.storage.exists(key)
+    except SymlinkRefusedError:
+        return False  # a planted link is never deleted: not listed
 
 
 def _blobs_to_delete(store: CatalogueStore, record: CheckpointRecord, users: Counter, *, count: bool = True) -> list[str]:
@@ -149,7 +166,7 @@ def _aliases_of(store: CatalogueStore, record: CheckpointRecord) -> list[str]:
             continue
         try:
             target = store.read_alias(uuid)
-        except SchemaError as error:
+        except _UNTRUSTED as error:
             LOG.warning("clean %s: %s; left alone", record.uuid, error)
             continue
         if target == record.uuid:
@@ -178,13 +195,13 @@ def _with_files(
     if record is None:
         try:
             record = store.read_record(decision.uuid)
-        except SchemaError as error:
+        except _UNTRUSTED as error:
             return dataclasses.replace(decision, files=(f"nothing: {error.message}",))
         if record is None:
             return decision
     base = store.url.rstrip("/")
     keys = [layout.record_key(record.uuid)]
-    keys += [k for k in (layout.tags_key(record.uuid), layout.locations_key(record.uuid)) if store.storage.exists(k)]
+    keys += [k for k in (layout.tags_key(record.uuid), layout.locations_key(record.uuid)) if _present(store, k)]
     keys += _aliases_of(store, record)
     keys += _blobs_to_delete(store, record, users, count=False)
     files = [f"{base}/{key}" for key in keys] + list(planned_copies(store, record) if planned_copies else ())
