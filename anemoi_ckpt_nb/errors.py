@@ -1,14 +1,13 @@
 """Typed exceptions that carry context.
 
-Every error the toolkit raises on purpose is a :class:`CkptError`. Each one
-names the thing it is about (a file, a catalogue object, a storage key) and,
-where one exists, a ``hint``: the action or command that fixes it. The CLI and
-the notebook magics format these at the edge (one sentence, no traceback);
-the core never prints.
+Every error the toolkit raises on purpose is a :class:`CkptError`. Each one names the thing it is
+about (a file, a catalogue object, a storage key) and, where one exists, a ``hint``: the action or
+command that fixes it. The CLI and the notebook magics format these at the edge (one sentence, no
+traceback); the core never prints.
 
-Each family also subclasses the builtin a caller would naturally catch
-(``OSError`` for files and storage, ``LookupError`` for missing objects,
-``ValueError`` for bad input), so plain ``except OSError`` keeps working.
+Each family also subclasses the builtin a caller would naturally catch (``OSError`` for files and
+storage, ``LookupError`` for missing objects, ``ValueError`` for bad input), so plain ``except
+OSError`` keeps working.
 """
 
 from __future__ import annotations
@@ -129,12 +128,9 @@ class UnsafePickleError(CheckpointReadError):
 class ConvertError(CkptError):
     """A conversion failed. Carries ``source`` and ``destination``."""
 
-    def __init__(
-        self, source: object, destination: object, message: str, *, hint: str | None = None
-    ) -> None:
+    def __init__(self, source: object, destination: object, message: str, *, hint: str | None = None) -> None:
         super().__init__(f"{source} -> {destination}: {message}", hint=hint)
-        self.source = str(source)
-        self.destination = str(destination)
+        self.source, self.destination = str(source), str(destination)
 
 
 class ModelLoadError(CkptError):
@@ -148,14 +144,20 @@ class ModelLoadError(CkptError):
 
 class ModelPackageMissingError(ModelLoadError, ImportError):
     """Building the model needs a package that is not installed (anemoi-models, torch-geometric).
-
-    Carries ``package`` and ``version`` (the one the checkpoint was written with, if known).
-    """
+    Carries ``package`` and ``version`` (the one the checkpoint was written with, if known)."""
 
     def __init__(self, path: object, reason: str, *, package: str, version: str | None = None, hint: str | None = None) -> None:
         super().__init__(path, reason, hint=hint)
-        self.package = package
-        self.version = version
+        self.package, self.version = package, version
+
+
+class ModelVersionGapError(ModelLoadError):
+    """Another anemoi-models version wrote the checkpoint, and the installed one cannot build it (no
+    translation known to give the same model). Carries ``written_with`` and ``installed`` (versions)."""
+
+    def __init__(self, path: object, reason: str, *, written_with: str, installed: str, hint: str | None = None) -> None:
+        super().__init__(path, reason, hint=hint)
+        self.written_with, self.installed = written_with, installed
 
 
 # --- storage ------------------------------------------------------------------

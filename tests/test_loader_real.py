@@ -63,6 +63,8 @@ def test_converted_files_build_the_model_anemoi_training_pickled(real_python, mo
         assert "error" not in result, result
         assert result["equal"], f"{path.name}: predict_step differs by up to {result['max_abs']}"
         assert result["eval"]
+        assert result["same_ties"], f"{path.name}: parameters shared in anemoi-training's model are not shared"
+        assert result["on_meta"] == [], f"{path.name}: left on the meta device: {result['on_meta']}"
     assert report["versions"]["anemoi-models"] == "0.19.0"
 
 
@@ -103,3 +105,36 @@ def test_examples_write_beside_the_real_packages_and_leave_them_alone(real_pytho
                                capture_output=True, text=True, cwd=tmp_path, env=env)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.strip() == "True"
+
+
+EARLY = ROOT / "tests" / "data" / "real" / "early-2025"
+VERSION_GAP = """
+import json, sys
+from anemoi_ckpt_nb import load_model
+from anemoi_ckpt_nb.errors import ModelVersionGapError
+out = {}
+for path in sys.argv[1:]:
+    try:
+        load_model(path)
+        out[path] = {"built": True}
+    except ModelVersionGapError as error:
+        out[path] = {"written_with": error.written_with, "installed": error.installed, "message": str(error), "hint": error.hint}
+print(json.dumps(out))
+"""
+
+
+def test_an_early_2025_file_is_refused_with_the_version_gap_named(real_python):
+    """anemoi-training 0.3.3 / anemoi-models 0.4.2 files: another model layout, which load_model does not guess at."""
+    folders = sorted((EARLY / "gnn" / "run").glob("*/"))
+    if not folders:
+        _missing(f"the early-2025 real fixtures ({EARLY}) are not there")
+    files = [folders[0] / "last.ckpt", folders[0] / "inference-last.ckpt"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([real_python, "-c", VERSION_GAP, *map(str, files)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for path in files:
+        result = report[str(path)]
+        assert (result.get("written_with"), result.get("installed")) == ("0.4.2", "0.19.0"), result
+        assert "written with anemoi-models 0.4.2" in result["message"] and "anemoi-models 0.19.0 cannot build" in result["message"]
+        assert "anemoi-models==0.4.2" in result["hint"] and "default runner" in result["hint"]

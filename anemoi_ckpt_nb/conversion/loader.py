@@ -14,13 +14,14 @@ never run).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.compat.environment import installed_version
-from anemoi_ckpt_nb.errors import ModelLoadError, ModelPackageMissingError
+from anemoi_ckpt_nb.errors import ModelLoadError, ModelPackageMissingError, ModelVersionGapError
 
 PACKAGE = "anemoi-models"
 #: The module name anemoi-training records in ``provenance_training.module_versions``.
@@ -42,10 +43,11 @@ def load_model(source: str | Path, *, device: str = "cpu") -> Any:
         checkpoint's.
 
     Raises:
-        ModelLoadError: anemoi-models (or torch-geometric) is missing, the checkpoint
-            holds no graph (a file converted before graphs were written: convert its
-            training checkpoint again), or the installed anemoi-models cannot build it
-            (the message names the version the checkpoint was written with).
+        ModelLoadError: anemoi-models (or torch-geometric) is missing
+            (``ModelPackageMissingError``), the checkpoint holds no graph (a file converted
+            before graphs were written: convert its training checkpoint again), or the
+            installed anemoi-models cannot build it; ``ModelVersionGapError`` when another
+            anemoi-models version wrote it (an early-2025 file on 0.19), naming both.
         CheckpointReadError: the file cannot be read.
     """
     from anemoi_ckpt_nb.read.reader import open_checkpoint
@@ -59,10 +61,12 @@ def load_model(source: str | Path, *, device: str = "cpu") -> Any:
 class _Plan:
     """What a model is built from, read from one checkpoint."""
 
-    def __init__(self, path: Path, metadata: dict, inputs: Any, weights: dict[str, Any], supporting_arrays: dict) -> None:
+    def __init__(self, checkpoint: Any, path: Path, metadata: dict, inputs: Any, weights: dict[str, str], supporting_arrays: dict) -> None:
+        self.checkpoint = checkpoint  # open while the model is built
         self.path = path
         self.metadata = metadata
         self.inputs = inputs
+        #: ``{name in the model: name in the file}``
         self.weights = weights
         self.supporting_arrays = supporting_arrays
 
@@ -97,8 +101,8 @@ def _plan(checkpoint: Any, path: Path) -> _Plan:
     for name in checkpoint.weights:
         mapped = map_name(name, kind)
         if mapped is not None:
-            weights[mapped] = checkpoint.tensor(name)
-    return _Plan(path, metadata, inputs, weights, checkpoint.supporting_arrays or {})
+            weights[mapped] = name
+    return _Plan(checkpoint, path, metadata, inputs, weights, checkpoint.supporting_arrays or {})
 
 
 def build(plan: _Plan, *, device: Any = "cpu") -> Any:
@@ -106,24 +110,50 @@ def build(plan: _Plan, *, device: Any = "cpu") -> Any:
     import torch
 
     _require(plan)
-    from anemoi_ckpt_nb.read.model_inputs import decode
-
-    spec = plan.inputs.spec
     arrays = plan.inputs.arrays
 
     def array(name: str) -> Any:
         return arrays[name]
 
+    from anemoi_ckpt_nb.conversion import empty
+
+    model = _construct(plan, array, empty.parameters_on_meta())
+    # A buffer made from a parameter at build time would stay on the meta device: such a model
+    # is built the ordinary way (initial weights drawn) and the checkpoint's copied in.
+    assign = not _buffers_on_meta(model)
+    if not assign:
+        model = _construct(plan, array, contextlib.nullcontext())
+    groups = empty.tied(model)
+    weights = empty.read_weights(plan.checkpoint, plan.weights, model)
+    try:
+        model.load_state_dict(weights, strict=True, assign=assign)
+    except RuntimeError as error:
+        raise _cannot_build(plan, f"its weights do not fit the model built: {_short(error)}") from error
+    if assign:
+        empty.tie(model, groups)
+    del weights
+    left = empty.meta_tensors(model)
+    if left:  # strict loading names every parameter: only a bug of ours could leave one
+        raise _cannot_build(plan, f"{len(left)} tensors of the model were not filled, first {left[:3]}")
+    model.eval()
+    return model.to(torch.device(device))
+
+
+def _construct(plan: _Plan, array: Any, parameters: Any) -> Any:
+    """``AnemoiModelInterface`` of ``plan``, its parameters made under ``parameters`` (a context)."""
+    from anemoi_ckpt_nb.read.model_inputs import decode
+
+    spec = plan.inputs.spec
     graph = _graph(spec["graph"], array)
     statistics = decode(spec["statistics"], array)
     tendencies = decode(spec.get("statistics_tendencies"), array)
     try:
         config = _config(plan.metadata["config"], plan.path)
         data_indices = _data_indices(config, spec["data_indices"])
-        with _quiet_init():
+        with _quiet_init(), parameters:
             from anemoi.models.interface import AnemoiModelInterface
 
-            model = AnemoiModelInterface(
+            return AnemoiModelInterface(
                 config=config,
                 n_step_input=int(spec["n_step_input"]),
                 n_step_output=int(spec["n_step_output"]),
@@ -138,12 +168,10 @@ def build(plan: _Plan, *, device: Any = "cpu") -> Any:
         raise
     except Exception as error:  # anemoi-models' own errors: config keys, class paths, shapes
         raise _cannot_build(plan, f"{type(error).__name__}: {error}") from error
-    try:
-        model.load_state_dict(plan.weights, strict=True)
-    except RuntimeError as error:
-        raise _cannot_build(plan, f"its weights do not fit the model built: {_short(error)}") from error
-    model.eval()
-    return model.to(torch.device(device))
+
+
+def _buffers_on_meta(model: Any) -> bool:
+    return any(buffer.is_meta for buffer in model.buffers())
 
 
 # --- pieces -------------------------------------------------------------------------------
@@ -170,8 +198,16 @@ def _require(plan: _Plan) -> None:
 def _cannot_build(plan: _Plan, reason: str) -> ModelLoadError:
     installed, needed = installed_version(MODULE), plan.written_with
     if needed and installed and needed != installed:
-        hint = f"it was written with {PACKAGE} {needed}; install that version: pip install {PACKAGE}=={needed}"
-        return ModelLoadError(plan.path, f"{PACKAGE} {installed} cannot build its model: {reason}", hint=hint)
+        return ModelVersionGapError(
+            plan.path,
+            f"it was written with {PACKAGE} {needed}, and {PACKAGE} {installed} cannot build its model: {reason}. "
+            f"load_model translates the class paths that moved between versions, not the config keys and weight "
+            f"names of another model layout (docs: run.md, Files of another anemoi-models)",
+            written_with=needed,
+            installed=installed,
+            hint=f"run its pickled inference-*.ckpt with anemoi-inference's default runner where {PACKAGE}=={needed} "
+            f"is installed (pip install {PACKAGE}=={needed})",
+        )
     return ModelLoadError(plan.path, f"{PACKAGE} {installed} cannot build its model: {reason}")
 
 

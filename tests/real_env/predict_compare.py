@@ -5,7 +5,8 @@
 Each REFERENCE is anemoi-training's ``inference-*.ckpt`` (loaded with ``torch.load``, as
 anemoi-inference does); each FILE is built by ``anemoi_ckpt_nb.load_model``. The same
 random input goes through ``predict_step`` of each; prints one JSON object:
-``{"versions": {...}, "results": {FILE: {"equal": bool, "max_abs": float} | {"error": str}}}``.
+``{"versions": {...}, "results": {FILE: {"equal": bool, "max_abs": float, "same_ties": bool,
+"on_meta": [names]} | {"error": str}}}``.
 Several groups in one process save starting Python and torch again.
 """
 
@@ -29,6 +30,7 @@ def batch_for(model) -> dict:
 
 def main(reference: str, files: list[str], results: dict) -> None:
     from anemoi_ckpt_nb import load_model
+    from anemoi_ckpt_nb.conversion.empty import meta_tensors, tied  # tied: names sharing one parameter
 
     expected_model = torch.load(reference, weights_only=False, map_location="cpu").eval()
     batch = batch_for(expected_model)
@@ -44,7 +46,8 @@ def main(reference: str, files: list[str], results: dict) -> None:
             continue
         equal = set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
         diff = max(float((got[k] - expected[k]).abs().max()) for k in expected) if set(got) == set(expected) else None
-        results[path] = {"equal": equal, "max_abs": diff, "eval": not model.training}
+        results[path] = {"equal": equal, "max_abs": diff, "eval": not model.training,
+                         "same_ties": tied(model) == tied(expected_model), "on_meta": meta_tensors(model)}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""Build a model without drawing its weights, and fill it from the file: used by :func:`.loader.load_model`.
+
+Building ``AnemoiModelInterface`` the ordinary way allocates every parameter and draws its
+initial values, which the checkpoint's then overwrite: twice the weights in memory at the
+peak, and the random draws for nothing. Here the parameters are made on torch's meta device
+(shapes and dtypes only) while the buffers stay real: anemoi-models computes some of them at
+build time from the graph and the statistics (``torch.nonzero`` of a mask, the graph
+provider's edge permutation), which the meta device cannot do, and keeps the graph's in
+non-persistent buffers that no state dict restores. The weights are then read from the file
+with plain reads straight into their own new memory (the file's bytes go through the page
+cache, not through a memory map counted in the process's memory), and put in place with
+``load_state_dict(assign=True)``, so nothing is allocated twice and the model does not depend
+on the file afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_LOCAL = threading.local()
+_PATCH_LOCK = threading.Lock()
+_ORIGINAL: Any = None
+
+
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Parameters registered by this thread inside the block are moved to the meta device.
+
+    ``nn.Module.register_parameter`` is wrapped once for the process; the wrapper acts only
+    in a thread inside this block, so models built meanwhile by other threads are untouched.
+    Buffers are left as they are made.
+    """
+    _install()
+    depth = getattr(_LOCAL, "depth", 0)
+    _LOCAL.depth = depth + 1
+    try:
+        yield
+    finally:
+        _LOCAL.depth = depth
+
+
+def _install() -> None:
+    global _ORIGINAL
+    import torch
+
+    with _PATCH_LOCK:
+        if _ORIGINAL is not None:
+            return
+        original = torch.nn.Module.register_parameter
+
+        def register_parameter(module: Any, name: str, param: Any) -> None:
+            original(module, name, param)
+            # Only plain Parameters: a subclass may carry state its constructor needs (it stays real).
+            if getattr(_LOCAL, "depth", 0) and type(param) is torch.nn.Parameter and not param.is_meta:
+                module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+        _ORIGINAL = original
+        torch.nn.Module.register_parameter = register_parameter
+
+
+def meta_tensors(model: Any) -> list[str]:
+    """Names of the parameters and buffers of ``model`` still on the meta device."""
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    return [name for name, tensor in named if tensor.is_meta]
+
+
+def tied(model: Any) -> list[list[str]]:
+    """Groups of names under which one parameter is reachable (tied weights, a shared module)."""
+    names: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), []).append(name)
+    return [group for group in names.values() if len(group) > 1]
+
+
+def tie(model: Any, groups: list[list[str]]) -> None:
+    """Make each group one parameter again after ``load_state_dict(assign=True)`` gave each name its own.
+
+    The one kept is the last loaded, as copying into a tied parameter keeps the last value written.
+    """
+    for group in groups:
+        kept = model.get_parameter(group[-1])
+        for name in group[:-1]:
+            owner, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(owner), attribute, kept)
+
+
+def read_weights(checkpoint: Any, names: dict[str, str], model: Any) -> dict[str, Any]:
+    """The weights ``{model name: file name}`` in new CPU memory, as the model's parameters need them.
+
+    Each tensor whose bytes are one contiguous run of the file (:meth:`tensor_span`) is read
+    with plain file reads into its own buffer; the others are copied out of the reader's
+    memory map. A dtype different from the model's is converted as ``load_state_dict``
+    would copy it.
+
+    Raises:
+        CheckpointChangedError: the file changed on disk while it was read.
+    """
+    import torch
+
+    expected = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    out: dict[str, Any] = {}
+    with open(Path(checkpoint.path), "rb", buffering=0) as file:
+        for mapped, name in names.items():
+            view = checkpoint.tensor(name)  # checks that the file did not change since it was opened
+            span = checkpoint.tensor_span(name)
+            tensor = _read(file, span, view, checkpoint.path) if span is not None else view.clone(memory_format=torch.contiguous_format)
+            want = expected.get(mapped)
+            if want is not None and want.dtype != tensor.dtype and want.is_floating_point() == tensor.is_floating_point():
+                tensor = tensor.to(want.dtype)
+            out[mapped] = tensor
+    if checkpoint.changed_on_disk():
+        raise _changed(checkpoint.path)
+    return out
+
+
+def _changed(path: Any) -> Exception:
+    from anemoi_ckpt_nb.errors import CheckpointChangedError
+
+    return CheckpointChangedError(path, "it changed on disk while its weights were read (rewritten, replaced or truncated)",
+                                  hint="load it again once the program writing it has finished")
+
+
+def _read(file: Any, span: tuple[int, int], view: Any, path: Any) -> Any:
+    import torch
+
+    offset, nbytes = span
+    if nbytes == 0:
+        return torch.empty(view.shape, dtype=view.dtype)
+    buffer = bytearray(nbytes)
+    memory = memoryview(buffer)
+    done = 0
+    while done < nbytes:
+        file.seek(offset + done)
+        got = file.readinto(memory[done:])
+        if not got:
+            raise _changed(path)
+        done += got
+    return torch.frombuffer(buffer, dtype=view.dtype).reshape(view.shape)
