@@ -71,6 +71,17 @@ def test_the_anemoi_ckpt_runner_runs_converted_files_to_the_same_forecast(python
 
 
 @pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
+def test_the_anemoi_ckpt_runner_runs_a_training_checkpoint_as_it_is(python, model, tmp_path):
+    """No conversion: the training file's weights (``model.``-prefixed, beside the optimizer state) and its graph."""
+    config, expected = reference(model)
+    training = Path(config["checkpoint"]).with_name("last.ckpt")
+    produced = forecast(python, config, training, tmp_path, runner="anemoi-ckpt")
+    report = compare(python, expected, [produced], tmp_path)
+    result = report["results"][str(produced)]
+    assert result["equal"], f"differs from the reference forecast by up to {result.get('max_abs')}: {result}"
+
+
+@pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
 def test_a_pickled_conversion_runs_in_unmodified_anemoi_inference_to_the_same_forecast(python, model, tmp_path):
     from anemoi_ckpt_nb import open_checkpoint
 
@@ -94,3 +105,31 @@ def test_a_pickled_conversion_runs_in_unmodified_anemoi_inference_to_the_same_fo
         assert checkpoint.metadata["conversion"]["format"] == "pickled"
         assert checkpoint.metadata == json.loads(Path(result["sidecar"]).read_text())
         assert checkpoint.model_inputs() is not None  # the graph travels in the pickle, as anemoi-training's
+
+
+CATALOGUE_PICKLED = """
+import json, sys
+from anemoi_ckpt_nb import Catalogue
+catalogue = Catalogue.create(sys.argv[1])
+training = catalogue.register(sys.argv[2])
+converted = catalogue.get(training.uuid[:8]).convert(sys.argv[3], format="pickled", tags=["candidate"])
+record = converted.record
+print(json.dumps({"training": training.uuid, "uuid": converted.uuid, "kind": record.kind, "format": record.format,
+                  "parents": [[p.uuid, p.relation] for p in record.parents], "tags": converted.tags,
+                  "path": str(converted.local_path())}))
+"""
+
+
+def test_a_registered_training_checkpoint_converts_to_the_pickled_format_through_the_catalogue(python, tmp_path):
+    """Checkpoint.convert(format="pickled"): registered converted-from its training checkpoint, and run as it is."""
+    config, expected = reference("gnn")
+    training = Path(config["checkpoint"]).with_name("last.ckpt")
+    done = run(python, ["-c", CATALOGUE_PICKLED, str(tmp_path / "catalogue"), str(training), str(tmp_path / "out")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["kind"], result["format"]) == ("inference", "pickled")
+    assert result["parents"] == [[result["training"], "converted-from"]] and result["tags"] == ["candidate"]
+    pickled = Path(result["path"])
+    assert pickled.parent == tmp_path / "out" and pickled.name == "inference-last.ckpt"
+    produced = forecast(python, config, pickled, tmp_path)  # anemoi-inference's default runner: torch.load
+    assert compare(python, expected, [produced], tmp_path)["results"][str(produced)]["equal"]

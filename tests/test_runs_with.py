@@ -35,9 +35,9 @@ def test_inspect_says_converted_files_run_with_the_anemoi_ckpt_runner_not_the_de
     assert "anemoi-models==0.19.0" in line and "[inference]" in line
 
 
-def test_anemoi_trainings_pickled_file_runs_with_every_runner_and_its_training_file_with_load_model(capsys):
+def test_anemoi_trainings_pickled_file_runs_with_every_runner_and_its_training_file_with_ours(capsys):
     assert inspected(RUN / "inference-last.ckpt", capsys) == [DEFAULT_RUNNER, CKPT_RUNNER, LOAD_MODEL]
-    assert inspected(RUN / "last.ckpt", capsys) == [LOAD_MODEL]
+    assert inspected(RUN / "last.ckpt", capsys) == [CKPT_RUNNER, LOAD_MODEL]
 
 
 def test_validate_reports_the_runners(converted, capsys):
@@ -58,7 +58,7 @@ def test_weights_without_a_graph_run_with_nothing_and_say_what_to_do():
     ({"kind": "inference", "format": "safetensors", "parents": [{"uuid": "u", "relation": "converted-from"}]}, CKPT_RUNNER),
     ({"kind": "inference", "format": "anemoi", "parents": [{"uuid": "u", "relation": "converted-from"}]}, CKPT_RUNNER),
     ({"kind": "inference", "format": "pickled", "parents": [{"uuid": "u", "relation": "converted-from"}]}, DEFAULT_RUNNER),
-    ({"kind": "training", "format": "anemoi"}, LOAD_MODEL),
+    ({"kind": "training", "format": "anemoi"}, CKPT_RUNNER),
     ({"kind": "inference", "format": "state-dict"}, "nothing as it is"),
 ])
 def test_the_card_says_which_runner_runs_a_registered_checkpoint(record, first):

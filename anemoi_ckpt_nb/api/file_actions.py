@@ -134,7 +134,8 @@ class FileActions:
 
         Args:
             dest_dir: Folder (created if needed) or file path for the output.
-            format: ``"anemoi"`` or ``"safetensors"``.
+            format: ``"anemoi"``, ``"safetensors"`` or ``"pickled"`` (anemoi-training's pickled
+                model, which anemoi-inference's default runner loads; needs anemoi-models here).
             register: Register the output, linked ``converted-from`` this checkpoint.
             tags: Tags for the registered output.
             overwrite: Replace an existing output file.

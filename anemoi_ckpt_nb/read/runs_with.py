@@ -7,8 +7,8 @@ Three ways to run an Anemoi model:
   unpickling needs the anemoi-models (and torch-geometric) classes it was pickled with;
 - the **anemoi-ckpt runner** (``runner: anemoi-ckpt`` in anemoi-inference's config) and
 - **load_model** (Python), which build the model with the installed anemoi-models from a file
-  that carries its graph: converted files (``anemoi``, ``safetensors``), pickled inference files,
-  and (load_model only) training checkpoints.
+  that carries its graph: converted files (``anemoi``, ``safetensors``), pickled inference files
+  and training checkpoints.
 
 Pure functions of what the file is; nothing is imported or run.
 """
@@ -47,7 +47,7 @@ def runs_with(
     if kind == "training":
         if has_graph is False:
             return []
-        return [(LOAD_MODEL, build)]
+        return [(CKPT_RUNNER, build), (LOAD_MODEL, build)]
     pickled = kind == "inference" and conversion_format in (None, "pickled")
     if pickled:
         return [
