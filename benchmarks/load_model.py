@@ -5,13 +5,16 @@ torch-geometric; ``.ci/anemoi-env.sh``) and this checkout on ``PYTHONPATH``::
 
     PYTHONPATH=. /work/venvs/ci-inference/bin/python benchmarks/load_model.py
     PYTHONPATH=. python benchmarks/load_model.py --run tests/data/real/current/gnn/run/<id> --repeat 7
+    PYTHONPATH=. python benchmarks/load_model.py --scale 1024 --scale 2048   # larger gnn models instead
 
 For each run folder it converts ``last.ckpt`` (``anemoi`` and ``safetensors``) and measures, each
 load in a fresh child process (so nothing is cached in the interpreter and the peak is that of one
 load): the baseline ``torch.load(inference-last.ckpt, weights_only=False)`` as anemoi-inference's
 default runner does it, and ``load_model`` of the two converted files and of the pickled file.
-It prints the median wall time and the peak resident memory added by the load (``ru_maxrss``
-after minus before, imports done before), and their ratios to the baseline (< 1: faster, leaner).
+The cases take turns, one load of each per round. It prints the median wall time, the CPU time
+of the load (less sensitive to other programs on shared cores) and the peak resident memory added
+by the load (the kernel's high-water mark ``VmHWM``, reset just before the load, minus the size
+then; imports done before; Linux), and their ratios to the baseline (< 1: faster, leaner).
 """
 
 from __future__ import annotations
@@ -28,55 +31,117 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = sorted((ROOT / "tests" / "data" / "real" / "current").glob("*/run/*/"))
 
+# The peak is the kernel's VmHWM, reset to the current size just before the load (clear_refs 5):
+# ru_maxrss would carry the parent's size at fork across exec, and hide a small load's peak.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch, anemoi.models.interface, torch_geometric.data  # imports are not the load
 from anemoi_ckpt_nb import load_model
+def status(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":"))
 how, path = sys.argv[1], sys.argv[2]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS")
+start, cpu = time.perf_counter(), time.process_time()
 model = torch.load(path, weights_only=False, map_location="cpu") if how == "torch.load" else load_model(path)
-seconds = time.perf_counter() - start
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_kib": after - before}))
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_kib": status("VmHWM") - before}))
 """
 
 
-def measure(how: str, path: Path, repeat: int) -> dict:
+def load_once(how: str, path: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    runs = []
+    done = subprocess.run([sys.executable, "-c", CHILD, how, str(path)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{how} {path}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(cases: list[tuple[str, str, Path]], repeat: int) -> dict[str, dict]:
+    """Medians per case; the cases take turns (one load of each per round), so a machine whose load
+    changes during the run (shared cores) weighs on every case alike."""
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in cases}
     for _ in range(repeat):
-        done = subprocess.run([sys.executable, "-c", CHILD, how, str(path)], capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            raise SystemExit(f"{how} {path}: {done.stderr[-2000:]}")
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return {"seconds": statistics.median(r["seconds"] for r in runs),
-            "peak_kib": statistics.median(r["peak_kib"] for r in runs)}
+        for name, how, path in cases:
+            runs[name].append(load_once(how, path))
+    return {name: {key: statistics.median(r[key] for r in results) for key in ("seconds", "cpu", "peak_kib")}
+            for name, results in runs.items()}
+
+
+def scaled_run(folder: Path, channels: int) -> Path:
+    """A run folder holding only ``inference-last.ckpt``: the gnn fixture's model with ``channels``
+    channels (untrained weights), built by anemoi-models and pickled as anemoi-training's callback does.
+
+    The real fixtures are tiny (8 channels, ~9k parameters): there building the model costs more
+    than its weights. This shows how the loads grow with the weights.
+    """
+    import copy
+    import zipfile
+
+    import torch
+
+    from anemoi_ckpt_nb.conversion import loader
+    from anemoi_ckpt_nb.conversion.pickled import _clear_imputer_state
+    from anemoi_ckpt_nb.read.embedded import write_embedded
+    from anemoi_ckpt_nb.read.reader import open_checkpoint
+
+    source = next(run for run in RUNS if run.parent.parent.name == "gnn") / "last.ckpt"
+    with open_checkpoint(source) as checkpoint:
+        plan = loader._plan(checkpoint, source)
+        metadata = copy.deepcopy(plan.metadata)
+        model_config = metadata["config"]["model"]
+        for section in (model_config["processor"], *(c["mapper"] for key in ("encoders", "decoders") for c in model_config[key].values())):
+            section["num_channels"] = channels
+        plan.metadata = metadata
+        model = loader._construct(plan, plan.inputs.arrays.__getitem__, __import__("contextlib").nullcontext())
+    arrays = model.supporting_arrays
+    model.config = model.metadata = model.supporting_arrays = None
+    _clear_imputer_state(model)
+    run = folder / f"gnn-{channels}-channels"
+    run.mkdir()
+    pickled = run / "inference-last.ckpt"
+    torch.save(model, pickled)
+    with zipfile.ZipFile(pickled, "a") as archive:
+        write_embedded(archive, pickled.stem, metadata, arrays)
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", type=Path, help="run folders (default: the real fixtures' runs)")
     parser.add_argument("--repeat", type=int, default=5, help="loads per case, each in a new process (median)")
+    parser.add_argument("--scale", type=int, action="append", metavar="CHANNELS",
+                        help="a gnn of CHANNELS channels built from the fixture's config (untrained; see scaled_run), "
+                        "instead of the fixtures unless --run is given too")
     args = parser.parse_args()
     from anemoi_ckpt_nb.conversion.convert import convert
 
-    for run in args.run or RUNS:
+    scratch = tempfile.TemporaryDirectory()
+    runs = (args.run or ([] if args.scale else RUNS)) + [scaled_run(Path(scratch.name), channels) for channels in args.scale or []]
+    for run in runs:
         with tempfile.TemporaryDirectory() as folder:
-            files = {f"load_model ({fmt})": convert(run / "last.ckpt", Path(folder), format=fmt).destination
+            # a scaled run has no training file: its pickled model is converted (the converter reads those too)
+            source = run / "last.ckpt" if (run / "last.ckpt").exists() else run / "inference-last.ckpt"
+            files = {f"load_model ({fmt})": convert(source, Path(folder), format=fmt).destination
                      for fmt in ("anemoi", "safetensors")}
             pickled = run / "inference-last.ckpt"
             cases = [("torch.load (baseline)", "torch.load", pickled), ("load_model (pickled file)", "load_model", pickled)]
             cases += [(name, "load_model", path) for name, path in files.items()]
-            results = {name: measure(how, path, args.repeat) for name, how, path in cases}
+            results = measure(cases, args.repeat)
         base = results["torch.load (baseline)"]
-        print(f"{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run} ({pickled.stat().st_size / 1e3:.0f} kB pickled), "
+        print(f"{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run.name} ({pickled.stat().st_size / 1e3:.0f} kB pickled), "
               f"median of {args.repeat}, torch {__import__('torch').__version__}")
         for name, result in results.items():
             time_ratio = result["seconds"] / base["seconds"]
+            cpu_ratio = result["cpu"] / base["cpu"]
             memory_ratio = result["peak_kib"] / base["peak_kib"] if base["peak_kib"] else float("nan")
             print(f"  {name:28s} {result['seconds'] * 1e3:8.1f} ms  x{time_ratio:5.2f}   "
+                  f"cpu {result['cpu'] * 1e3:8.1f} ms  x{cpu_ratio:5.2f}   "
                   f"peak +{result['peak_kib'] / 1024:7.1f} MiB  x{memory_ratio:5.2f}")
+
+
+    scratch.cleanup()
 
 
 if __name__ == "__main__":
