@@ -152,8 +152,7 @@ class ModelPackageMissingError(ModelLoadError, ImportError):
 
 
 class ModelVersionGapError(ModelLoadError):
-    """Another anemoi-models version wrote the checkpoint, and the installed one cannot build it (no
-    translation known to give the same model). Carries ``written_with`` and ``installed`` (versions)."""
+    """Another anemoi-models wrote it and the installed one cannot build it. Carries ``written_with``, ``installed``."""
 
     def __init__(self, path: object, reason: str, *, written_with: str, installed: str, hint: str | None = None) -> None:
         super().__init__(path, reason, hint=hint)
