@@ -170,3 +170,35 @@ def test_real_anemoi_files_without_torch(tmp_path):
         result = json.loads(_run(tmp_path, "convert", source, "-o", out, "--json").stdout.splitlines()[0])
         loaded = torch.load(result["destination"], weights_only=True, mmap=True)
         assert loaded and all(isinstance(tensor, torch.Tensor) for tensor in loaded.values())
+
+
+class _Reduce:
+    def __init__(self, *args):
+        self.args = args
+
+    def __reduce__(self):
+        return self.args[0], self.args[1:]
+
+
+def test_legacy_format_files_without_torch(tmp_path):
+    """torch's format of before 1.6 (``_use_new_zipfile_serialization=False``): read, converted
+    and, with a payload in its pickle, refused, all without torch."""
+    import torch
+
+    legacy = examples.write_training_checkpoint(tmp_path / "legacy.ckpt", weights_bytes=100_000, embedded=None, legacy=True)
+    summary = json.loads(_run(tmp_path, "inspect", legacy.path, "--json").stdout)
+    assert (summary["kind"], summary["format"], summary["uuid"]) == ("training", "legacy", legacy.uuid)
+    result = json.loads(_run(tmp_path, "convert", legacy.path, "-o", tmp_path / "out", "--json").stdout.splitlines()[0])
+    converted = torch.load(result["destination"], weights_only=True, mmap=True)
+    source = _torch_load_training(legacy.path)["state_dict"]
+    expected = {name.removeprefix("model."): t for name, t in source.items() if name.startswith("model.")}
+    assert set(converted) == set(expected)
+    for name, tensor in expected.items():
+        assert converted[name].dtype == tensor.dtype and torch.equal(converted[name], tensor), name
+
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.ckpt"
+    payload = {"epoch": 1, "state_dict": {"model.w": torch.ones(3)}, "hyper_parameters": {"x": _Reduce(os.system, f"touch {marker}")}}
+    torch.save(payload, evil, _use_new_zipfile_serialization=False)
+    done = _run(tmp_path, "inspect", evil, status=2)
+    assert "posix.system" in done.stderr and not marker.exists()

@@ -76,8 +76,8 @@ class _Reduce:
         return self.func, self.args, self.state
 
 
-def _checkpoint(tmp_path: Path, payload: object, name: str = "hostile.ckpt") -> Path:
-    """A training-checkpoint-shaped torch zip holding ``payload`` in its hyper-parameters."""
+def _checkpoint(tmp_path: Path, payload: object, name: str = "hostile.ckpt", *, legacy: bool = False) -> Path:
+    """A training-checkpoint-shaped torch zip (or legacy file) holding ``payload`` in its hyper-parameters."""
     path = tmp_path / name
     torch.save(
         {
@@ -89,6 +89,7 @@ def _checkpoint(tmp_path: Path, payload: object, name: str = "hostile.ckpt") -> 
             "hyper_parameters": {"metadata": {"version": "1.0"}, "extra": payload},
         },
         path,
+        _use_new_zipfile_serialization=not legacy,
     )
     return path
 
@@ -179,10 +180,11 @@ def test_constructors_given_a_size_are_refused(name, tmp_path):
     _refused(_pickle_file(tmp_path, payload), call)
 
 
-def test_a_sized_constructor_inside_a_torch_checkpoint_is_refused(tmp_path):
-    path = _checkpoint(tmp_path, _Reduce(torch.Tensor, BIG))
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_sized_constructor_inside_a_torch_checkpoint_is_refused(tmp_path, legacy):
+    path = _checkpoint(tmp_path, _Reduce(torch.Tensor, BIG), legacy=legacy)
     _refused(path, f"torch.Tensor({BIG})", "allocates memory the file does not hold")
-    path = _checkpoint(tmp_path, _Reduce(np.ndarray, (BIG,)), name="array.ckpt")
+    path = _checkpoint(tmp_path, _Reduce(np.ndarray, (BIG,)), name="array.ckpt", legacy=legacy)
     _refused(path, f"numpy.ndarray(({BIG},))")
 
 

@@ -128,6 +128,7 @@ def write_training_checkpoint(
     dtype: str = "float32",
     config_type: Literal["omegaconf", "pydantic"] = "omegaconf",
     module_versions: dict[str, str] | None = None,
+    legacy: bool = False,
 ) -> ExampleCheckpoint:
     """Write an Anemoi-shaped Lightning training checkpoint with ``torch.save``.
 
@@ -146,11 +147,19 @@ def write_training_checkpoint(
         dtype: dtype of the weights (``float32``, ``bfloat16``, ...).
         config_type: ``hyper_parameters["config"]`` as an omegaconf DictConfig or a pydantic schema.
         module_versions: ``provenance_training.module_versions`` to record.
+        legacy: torch's format of before 1.6 (``_use_new_zipfile_serialization=False``): not a
+            zip archive, so nothing is embedded (``embedded`` must be ``None``).
 
     Returns:
         What was written.
+
+    Raises:
+        ValueError: ``legacy`` with ``embedded`` metadata, which only a zip archive can hold.
     """
     import torch
+
+    if legacy and embedded:
+        raise ValueError("a legacy torch file cannot embed metadata: pass embedded=None with legacy=True")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +184,7 @@ def write_training_checkpoint(
         checkpoint = _lightning_dict(
             classes, weights, metadata, arrays, epoch=epoch, global_step=global_step, seed=seed, config_type=config_type
         )
-        torch.save(checkpoint, path)
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy)
     if embedded and two_uuids:
         # AnemoiCheckpoint._save_checkpoint draws a new uuid after torch.save, then embeds the metadata.
         embedded_uuid = embedded_uuid or str(_uuid.uuid4())

@@ -28,6 +28,7 @@ from anemoi_ckpt_nb.read.placeholders import (
     new_placeholder,
     placeholder_class,
 )
+from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, is_stand_in
 from anemoi_ckpt_nb.read.rebuilders import (
     _rebuild_from_type_v2,
     _rebuilders,
@@ -80,7 +81,7 @@ def _instantiate_allowed(cls: Any, args: tuple, kwargs: dict) -> Any:
         if cls is torch.nn.Parameter:
             return torch.nn.Parameter(*args, **kwargs)
         return cls.__new__(cls, *args, **kwargs)
-    raise _unsafe_callable(cls)
+    raise _refusal(cls)
 
 
 def _safe_newobj(cls: Any, *args: Any) -> Any:
@@ -106,7 +107,15 @@ def _safe_reconstructor(cls: Any, base: Any, state: Any) -> Any:
             _check_plain_args(base, (state,))  # base.__new__(cls, state) parses it like base(state)
             _check_no_allocation(base, (state,), {})
         return copyreg._reconstructor(cls, base, state)
-    raise _unsafe_callable(base if is_reference(base) else cls)
+    raise _refusal(base if is_reference(base) or is_stand_in(base) else cls)
+
+
+def _refusal(cls: Any) -> Exception:
+    """The refusal to instantiate ``cls``; for a torch stand-in of a file read without torch
+    (``torch.Tensor`` or ``Parameter`` instantiated), :class:`NeedsTorch`: torch's reading decides."""
+    if is_stand_in(cls):
+        return NeedsTorch(f"{cls.__name__} instantiated")
+    return _unsafe_callable(cls)
 
 
 def _pure_path(*parts: Any) -> Any:

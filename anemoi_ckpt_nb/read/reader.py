@@ -83,7 +83,7 @@ def _open_torch(path: Path, size: int, max_pickle_bytes: int) -> CheckpointFile:
 
     try:
         # Without torch first (tensors described: a fraction of the time and memory); a file
-        # that needs torch's own rebuilding (sparse, quantized, legacy format...) is read with it.
+        # that needs torch's own rebuilding (sparse, quantized, ...) is read with it.
         try:
             loaded = load_torch_file(path, max_pickle_bytes=max_pickle_bytes, describe=True)
         except NeedsTorch:

@@ -21,6 +21,7 @@ import math
 import operator
 import pickle
 from dataclasses import dataclass
+from types import FunctionType
 from typing import Any
 
 
@@ -195,6 +196,11 @@ class TensorRef:
 
 def is_tensor_ref(obj: Any) -> bool:
     return isinstance(obj, TensorRef)
+
+
+def is_stand_in(obj: Any) -> bool:
+    """Whether ``obj`` is one of the stand-ins below for torch's functions and classes."""
+    return isinstance(obj, FunctionType) and obj.__module__ == __name__
 
 
 # --- the stand-ins of torch's rebuild functions ------------------------------------------

@@ -2,7 +2,7 @@
 
 :class:`DescribedTensors`: a file read without torch, its tensors :class:`~.tensorrefs.TensorRef`
 descriptions; ``ck.tensor(name)`` imports torch and maps the file (:class:`Materialiser`).
-:class:`TorchTensors`: a file read with torch (sparse, quantized, legacy format, ...).
+:class:`TorchTensors`: a file read with torch (sparse or quantized tensors, ...).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class DescribedTensors:
 
         loaded = self.loaded
         ck._raw_with_torch = lambda: load_torch_file(loaded.path, max_pickle_bytes=loaded.max_pickle_bytes)
-        ck._read = lambda offset, nbytes: os.pread(loaded.zip.fp.fileno(), nbytes, offset)
+        ck._read = lambda offset, nbytes: os.pread(loaded.fileno(), nbytes, offset)
         ck._span = lambda name: tensors[name].span()
         ck._crc = lambda name: tensors[name].crc32()
         ck._make_tensor = Materialiser(self.loaded, ck, tensors)
@@ -97,10 +97,7 @@ class Materialiser:
         return untyped
 
     def _mapped_path(self) -> str:
-        zf = self._loaded.zip
-        if zf is None or zf.fp is None:
-            raise ValueError(f"{self._loaded.path}: the checkpoint is closed")
-        proc = f"/proc/self/fd/{zf.fp.fileno()}"
+        proc = f"/proc/self/fd/{self._loaded.fileno()}"
         return proc if os.path.exists(proc) else str(self._loaded.path)
 
 

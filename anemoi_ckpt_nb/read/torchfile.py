@@ -7,12 +7,17 @@
   tensor's values are used.
 * **legacy** (``_use_new_zipfile_serialization=False``): magic number,
   protocol, system info, the pickle, the list of storage keys, then each
-  storage as ``<int64 count><raw bytes>``. The pickle is read twice: first
-  with storages on the meta device to learn their dtypes (and so where each
-  one ends), then with slices of the map.
+  storage as ``<int64 count><raw bytes>``. Each storage is placed after its
+  count, found from the key list that follows the pickle.
 * **plain pickle**: one restricted pickle, no storages of its own (tensors in
   it come through ``torch.storage._load_from_bytes``, read the same way from
   the embedded bytes, in memory).
+
+All three are first read without torch (``describe``: tensors are
+:class:`~.tensorrefs.TensorRef` descriptions of byte spans of the file, kept
+open); what only torch can rebuild (sparse tensors, tensors pickled inside the
+pickle, ...) raises :class:`~.tensorrefs.NeedsTorch`, and the file is read with
+torch, its storages slices of one memory map.
 
 TorchScript archives and the pre-2017 tar format are refused: the first holds
 code, the second is long gone.
@@ -38,6 +43,7 @@ from anemoi_ckpt_nb.read.torchpickle import (
     Bounded,
     copy_budget,
     load_legacy,
+    load_legacy_described,
     loads,
     nested_loader,
 )
@@ -71,11 +77,27 @@ class TorchFile:
     described: bool = False
     #: The bound the file was read with (to read it again the same way).
     max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES
+    #: The legacy file opened, when read without torch (its described tensors read through it).
+    file: Any = None
+
+    def fileno(self) -> int:
+        """The descriptor of the file as opened (the archive's, or the legacy file's).
+
+        Raises:
+            ValueError: it was closed, or read with torch (nothing kept open).
+        """
+        fp = self.zip.fp if self.zip is not None else self.file
+        if fp is None:
+            raise ValueError(f"{self.path}: the checkpoint is closed")
+        return fp.fileno()
 
     def close(self) -> None:
         if self.zip is not None:
             self.zip.close()
             self.zip = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def sniff(path: Path) -> str:
@@ -108,48 +130,42 @@ def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BY
     Args:
         path: the file.
         max_pickle_bytes: refuse pickles larger than this (they are read into memory).
-        describe: read a zip archive without torch, tensors described (:mod:`.tensorrefs`).
+        describe: read without torch, tensors described (:mod:`.tensorrefs`).
 
     Raises:
-        NeedsTorch: with ``describe``, the file needs torch to be read (another format, a
-            sparse or quantized tensor, ...); nothing was kept open.
+        NeedsTorch: with ``describe``, the file needs torch to be read (a sparse or quantized
+            tensor, a tensor pickled inside the pickle, ...); nothing was kept open.
         NotACheckpointError: not a torch file (or a TorchScript or tar archive).
         CorruptCheckpointError: truncated or damaged.
         UnsafePickleError: the pickle reached for a refused global; nothing ran.
         CheckpointReadError: the pickle is larger than ``max_pickle_bytes``.
     """
     kind = sniff(path)
-    if describe:
-        if kind != "zip":
-            raise NeedsTorch(f"a {kind} file")
-        try:  # numpy too described first (arrayrefs); a pickle using numpy otherwise is read with numpy
-            return _load_zip(path, max_pickle_bytes=max_pickle_bytes, describe=True, describe_numpy=True)
-        except NeedsNumpy:
-            return _load_zip(path, max_pickle_bytes=max_pickle_bytes, describe=True)
-    if kind in ("zip", "pickle", "pickle?"):
-        # torch collects the sparse tensors it rebuilds in one list for the whole process
-        # (torch._utils._sparse_tensors_to_validate), checked and emptied after a load: two
-        # loads at once in threads (convert --jobs) would check, and blame, each other's.
-        with _LOAD_LOCK:
-            forget_sparse()  # what a load that failed half-way left, not this file's
-            if kind == "zip":
-                return _load_zip(path, max_pickle_bytes=max_pickle_bytes)
-            try:
-                return _load_pickle_file(path, max_pickle_bytes=max_pickle_bytes)
-            except CorruptCheckpointError:
-                if kind == "pickle":
-                    raise
-                raise NotACheckpointError(path, "not a torch checkpoint: neither a zip archive nor a pickle") from None
     if kind == "tar":
         raise NotACheckpointError(
             path,
             "a tar archive (the PyTorch format of before version 0.4 is not supported)",
             hint="load it with that old torch and torch.save it again",
         )
-    raise NotACheckpointError(path, "not a torch checkpoint: neither a zip archive nor a pickle")
-
-
-
+    if kind not in ("zip", "pickle", "pickle?"):
+        raise NotACheckpointError(path, "not a torch checkpoint: neither a zip archive nor a pickle")
+    load = _load_zip if kind == "zip" else _load_pickle_file
+    try:
+        if describe:
+            try:  # numpy too described first (arrayrefs); a pickle using numpy otherwise is read with numpy
+                return load(path, max_pickle_bytes=max_pickle_bytes, describe=True, describe_numpy=True)
+            except NeedsNumpy:
+                return load(path, max_pickle_bytes=max_pickle_bytes, describe=True)
+        # torch collects the sparse tensors it rebuilds in one list for the whole process
+        # (torch._utils._sparse_tensors_to_validate), checked and emptied after a load: two
+        # loads at once in threads (convert --jobs) would check, and blame, each other's.
+        with _LOAD_LOCK:
+            forget_sparse()  # what a load that failed half-way left, not this file's
+            return load(path, max_pickle_bytes=max_pickle_bytes)
+    except CorruptCheckpointError:
+        if kind != "pickle?":
+            raise
+        raise NotACheckpointError(path, "not a torch checkpoint: neither a zip archive nor a pickle") from None
 
 
 def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False, describe_numpy: bool = False) -> TorchFile:
@@ -207,18 +223,40 @@ def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False, desc
 
 
 
-def _load_pickle_file(path: Path, *, max_pickle_bytes: int) -> TorchFile:
+def _load_pickle_file(
+    path: Path, *, max_pickle_bytes: int, describe: bool = False, describe_numpy: bool = False
+) -> TorchFile:
+    """A plain pickle, or a legacy file (its first pickle is the magic number)."""
     source = str(path)
-    globals_ = Globals(source)
+    globals_ = Globals(source, describe=describe, describe_numpy=describe_numpy)
     globals_.copy_budget = copy_budget(min(path.stat().st_size, max_pickle_bytes))
-    globals_.extra[("torch.storage", "_load_from_bytes")] = nested_loader(globals_, max_pickle_bytes)
-    with open(path, "rb") as f:
+    globals_.extra[("torch.storage", "_load_from_bytes")] = nested_needs_torch if describe else nested_loader(
+        globals_, max_pickle_bytes
+    )
+    f = open(path, "rb")
+    try:
         first = restricted_load(Bounded(f, max_pickle_bytes, source), globals_)
         if type(first) is not int or first != LEGACY_MAGIC_NUMBER:
-            validate_sparse(path)
-            return TorchFile(path=path, format="pickle", raw=first, globals=globals_)
+            if not describe:
+                validate_sparse(path)
+            f.close()
+            return TorchFile(
+                path=path, format="pickle", raw=first, globals=globals_, described=describe, max_pickle_bytes=max_pickle_bytes
+            )
+        if describe:  # the file stays open: described tensors read their bytes through it
+            described = Described(source, path, swap=False, fd=f.fileno())
+            raw = load_legacy_described(f, globals_, described, max_pickle_bytes)
+            return TorchFile(
+                path=path, format="legacy", raw=raw, globals=globals_, storages=described.records, file=f,
+                described=True, max_pickle_bytes=max_pickle_bytes,
+            )
         storages = Storages(source, path=path)
         raw = load_legacy(f, globals_, storages, max_pickle_bytes)
+        f.close()
+    except BaseException:
+        f.close()
+        raise
     return TorchFile(
-        path=path, format="legacy", raw=raw, globals=globals_, storages=storages.records, storage_by_ptr=storages.by_ptr
+        path=path, format="legacy", raw=raw, globals=globals_, storages=storages.records, storage_by_ptr=storages.by_ptr,
+        max_pickle_bytes=max_pickle_bytes,
     )

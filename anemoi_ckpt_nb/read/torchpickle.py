@@ -2,8 +2,9 @@
 
 A **legacy** file (``_use_new_zipfile_serialization=False``) is: magic number, protocol,
 system info, the pickle, the list of storage keys, then each storage as
-``<int64 count><raw bytes>``. The pickle is read twice: first with storages on the meta
-device to learn their dtypes (and so where each one ends), then with slices of the map.
+``<int64 count><raw bytes>``. Read without torch, the pickle is read once, its storages
+recorded and placed once the key list is read; with torch, twice: first with storages on the
+meta device to learn their dtypes (and so where each one ends), then with slices of the map.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError, NotACheckpointError
 from anemoi_ckpt_nb.read.resolver import Globals
-from anemoi_ckpt_nb.read.torchstorages import Storages, storage_id, validate_sparse
+from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, StorageRecord
+from anemoi_ckpt_nb.read.torchstorages import Described, Storages, storage_id, validate_sparse
 from anemoi_ckpt_nb.read.torchzip import ZIP_MAGIC, read_entry, zip_persistent_load
 from anemoi_ckpt_nb.read.unpickler import DEFAULT_MAX_PICKLE_BYTES, restricted_load
 
@@ -29,17 +31,11 @@ def copy_budget(pickle_bytes: int) -> int:
     return 2 * pickle_bytes + 16 * 1024 * 1024
 
 def load_legacy(f: Any, globals_: Globals, storages: Storages, max_pickle_bytes: int) -> Any:
-    """The rest of a legacy file, after its magic number (``f`` positioned there)."""
+    """The rest of a legacy file, after its magic number (``f`` positioned there), read with torch."""
     import torch
 
     source = globals_.source
-    protocol = restricted_load(f, globals_)
-    if protocol != LEGACY_PROTOCOL_VERSION:
-        raise CorruptCheckpointError(source, f"unknown legacy torch protocol {protocol!r}")
-    sys_info = restricted_load(f, globals_)
-    little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
-    if little != (sys.byteorder == "little"):
-        raise NotACheckpointError(source, "a legacy torch file of the other byte order is not supported")
+    _legacy_header(f, globals_, max_pickle_bytes)
     start = f.tell()
 
     # Pass 1: storages on the meta device, to learn each one's dtype and size.
@@ -52,26 +48,8 @@ def load_legacy(f: Any, globals_: Globals, storages: Storages, max_pickle_bytes:
         return torch.storage.TypedStorage(wrap_storage=storage, dtype=marker.dtype, _internal=True)
 
     restricted_load(Bounded(f, max_pickle_bytes, source), globals_, persistent_load=meta_load)
-    keys = restricted_load(f, globals_)
-    if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
-        raise CorruptCheckpointError(source, "the legacy storage key list is damaged")
-    offsets: dict[str, int] = {}
-    position = f.tell()
-    for key in map(str, keys):
-        if key not in found:
-            raise CorruptCheckpointError(source, f"legacy storage {key} is not referred to by the pickle")
-        dtype, numel = found[key]
-        f.seek(position)
-        header = f.read(8)
-        if len(header) != 8:
-            raise CorruptCheckpointError(source, f"legacy storage {key} is missing: the file is truncated")
-        (count,) = struct.unpack("<q", header)
-        if count != numel:
-            raise CorruptCheckpointError(source, f"legacy storage {key} holds {count} elements, the pickle expects {numel}")
-        offsets[key] = position + 8
-        position += 8 + numel * torch._utils._element_size(dtype)
-    if position > storages.size:
-        raise CorruptCheckpointError(source, "the legacy storages run past the end of the file: it is truncated")
+    sizes = {key: (numel, torch._utils._element_size(dtype)) for key, (dtype, numel) in found.items()}
+    offsets = _legacy_offsets(f, globals_, sizes, storages.size, max_pickle_bytes)
 
     # Pass 2: the real thing, with slices of the memory map.
     views: dict[str, Any] = {}
@@ -97,6 +75,89 @@ def load_legacy(f: Any, globals_: Globals, storages: Storages, max_pickle_bytes:
     raw = restricted_load(Bounded(f, max_pickle_bytes, source), globals_, persistent_load=real_load)
     validate_sparse(source)
     return raw
+
+
+def load_legacy_described(f: Any, globals_: Globals, storages: Described, max_pickle_bytes: int) -> Any:
+    """The rest of a legacy file (``f`` after its magic number) read without torch: tensors described.
+
+    One pass: each storage the pickle names is recorded with its dtype and size (all a
+    tensor's bounds are checked against), and placed in the file once the key list that
+    follows the pickle says where its bytes are.
+
+    Raises:
+        NeedsTorch: a storage view (written by torch before 1.0); torch's own reading decides.
+    """
+    source = globals_.source
+    _legacy_header(f, globals_, max_pickle_bytes)
+    records: dict[str, StorageRecord] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def persistent_load(pid: Any) -> Any:
+        marker, key, location, numel, view = storage_id(pid, source)
+        if view is not None:
+            raise NeedsTorch("a view of a legacy storage")
+        record = records.get(key)
+        if record is None:  # as torch: a key named again is the storage first named, whatever type it says
+            sizes[key] = (numel, marker.dtype.itemsize)
+            record = records[key] = storages.pending(key, marker.dtype, numel * marker.dtype.itemsize, location)
+        return record
+
+    raw = restricted_load(Bounded(f, max_pickle_bytes, source), globals_, persistent_load=persistent_load)
+    offsets = _legacy_offsets(f, globals_, sizes, storages.size, max_pickle_bytes)
+    for key, record in records.items():
+        storages.place(record, offsets[key])
+    return raw
+
+
+def _legacy_header(f: Any, globals_: Globals, max_pickle_bytes: int) -> None:
+    """The protocol and system-information pickles after the magic number: refuse what is not ours."""
+    source = globals_.source
+    protocol = restricted_load(Bounded(f, max_pickle_bytes, source), globals_)
+    if protocol != LEGACY_PROTOCOL_VERSION:
+        raise CorruptCheckpointError(source, f"unknown legacy torch protocol {protocol!r}")
+    sys_info = restricted_load(Bounded(f, max_pickle_bytes, source), globals_)
+    little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
+    if little != (sys.byteorder == "little"):
+        raise NotACheckpointError(source, "a legacy torch file of the other byte order is not supported")
+
+
+def _legacy_offsets(
+    f: Any, globals_: Globals, sizes: dict[str, tuple[int, int]], file_size: int, max_pickle_bytes: int
+) -> dict[str, int]:
+    """Where each storage's bytes start, from the key list after the pickle (``f`` positioned there).
+
+    Args:
+        sizes: ``key -> (element count, item size)`` of every storage the pickle named.
+
+    Raises:
+        CorruptCheckpointError: a damaged key list, a storage the pickle does not name, an
+            element count other than the pickle's, or storages past the end of the file.
+    """
+    source = globals_.source
+    keys = restricted_load(Bounded(f, max_pickle_bytes, source), globals_)
+    if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
+        raise CorruptCheckpointError(source, "the legacy storage key list is damaged")
+    offsets: dict[str, int] = {}
+    position = f.tell()
+    for key in map(str, keys):
+        if key not in sizes:
+            raise CorruptCheckpointError(source, f"legacy storage {key} is not referred to by the pickle")
+        numel, itemsize = sizes[key]
+        f.seek(position)
+        header = f.read(8)
+        if len(header) != 8:
+            raise CorruptCheckpointError(source, f"legacy storage {key} is missing: the file is truncated")
+        (count,) = struct.unpack("<q", header)
+        if count != numel:
+            raise CorruptCheckpointError(source, f"legacy storage {key} holds {count} elements, the pickle expects {numel}")
+        offsets[key] = position + 8
+        position += 8 + numel * itemsize
+    if position > file_size:
+        raise CorruptCheckpointError(source, "the legacy storages run past the end of the file: it is truncated")
+    missing = sorted(set(sizes) - set(offsets))
+    if missing:
+        raise CorruptCheckpointError(source, f"legacy storage {missing[0]} has no data in the file")
+    return offsets
 
 
 class Bounded:

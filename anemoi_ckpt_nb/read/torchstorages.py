@@ -46,6 +46,20 @@ class Described:
         record = self.records[key] = StorageRecord(key, dtype, len(data), None, location, swapped=self.swap, data=data)
         return record
 
+    def pending(self, key: str, dtype: Any, nbytes: int, location: str) -> StorageRecord:
+        """A storage whose place in the file is not known yet (a legacy file's: :meth:`place` it)."""
+        return StorageRecord(key, dtype, nbytes, None, location, swapped=self.swap, read=self.read)
+
+    def place(self, record: StorageRecord, offset: int) -> None:
+        """Put a :meth:`pending` storage at ``offset``, checked to lie inside the file."""
+        if offset < 0 or offset + record.nbytes > self.size:
+            raise CorruptCheckpointError(
+                self.source,
+                f"storage {record.key} needs bytes {offset}..{offset + record.nbytes} but the file has {self.size}: it is truncated",
+            )
+        record.offset = offset
+        self.records[record.key] = record
+
 
 def nested_needs_torch(data: Any) -> Any:
     raise NeedsTorch("a torch file pickled inside the pickle")
