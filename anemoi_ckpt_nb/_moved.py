@@ -11,8 +11,7 @@ May import: nothing of the package at import time (it is installed by the packag
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
+import importlib.machinery
 import sys
 import types
 import warnings
@@ -107,13 +106,17 @@ class _SplitModule(types.ModuleType):
         raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r} (moved to {', '.join(self._targets)})")
 
 
-class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds old module paths and hands back the new modules, with a DeprecationWarning."""
+class MovedFinder:
+    """Finds old module paths and hands back the new modules, with a DeprecationWarning.
+
+    A meta path finder and loader by its methods, not by importlib.abc's classes: importing
+    that module imports importlib.resources, tempfile and random, on every start of the CLI.
+    """
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if new_names(fullname) is None:
             return None
-        return importlib.util.spec_from_loader(fullname, self)
+        return importlib.machinery.ModuleSpec(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         targets = new_names(spec.name)
