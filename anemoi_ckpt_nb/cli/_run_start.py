@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction, mode: str) -> None:
         "downloads the checkpoint into the cache (unless --no-prefetch) and prints the anemoi-training "
         "overrides that start the run. For HPC batch jobs see `anemoi-ckpt plan`.",
     )
-    parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix or name of a registered training checkpoint")
+    parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name of a registered training checkpoint")
     common.add_run_options(parser)
     parser.add_argument("--no-prefetch", action="store_true", help="only write the manifest; fetch the file later with `anemoi-ckpt prefetch`")
     parser.add_argument("--train-command", default="anemoi-training train", metavar="CMD", help="shown before the overrides (default: %(default)s)")

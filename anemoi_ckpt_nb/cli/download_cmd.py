@@ -11,7 +11,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "download",
         help="download a checkpoint's file",
-        description="Download to DEST (a file, or an existing folder to keep the original file name). "
+        description="Download to DEST (a file name, or a folder, existing or ending with /, to keep the original file name). "
         "The sha256 is verified; an interrupted download resumes.",
     )
     parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name")

@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="summarise checkpoint files (kind, uuid, run, sizes, metadata) without running code from them",
         description="Read each checkpoint with the restricted unpickler (no code from the file runs, weights are "
         "memory-mapped) and print its kind, uuid, run, parent, parameter count, sizes split into weights, "
-        "optimizer state and other, metadata version, dataset and the classes it names that were not rebuilt. "
+        "optimizer state and other, metadata version, dataset, which runner runs it (runs with) and the classes it "
+        "names that were not rebuilt. "
         "A file that cannot be read gives one line on stderr; the others are still reported.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="training, inference, state-dict or safetensors files")

@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "file that a new attempt resumes, verify the sha256 and rename it into place. Refuses when the disk "
         "has too little free space. Compute nodes then read it with ANEMOI_CKPT_OFFLINE=1.",
     )
-    parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix or name of a registered checkpoint")
+    parser.add_argument("ref", metavar="ID", help="uuid, uuid prefix, name or file name of a registered checkpoint")
     add_catalogue_option(parser)
     common.add_cache_option(parser)
     parser.add_argument("--margin", type=int, metavar="BYTES", help="bytes to leave free beyond the file (default: 5%% of it, at least 64 MiB)")

@@ -30,11 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print the sites as JSON")
     add_catalogue_option(ls)
     rm = actions.add_parser("rm", help="remove a site's description (refused while copies are recorded there)")
-    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("name", metavar="NAME", help="the site to forget")
     rm.add_argument("--force", action="store_true", help="remove even if copies are recorded there")
     add_catalogue_option(rm)
     name = actions.add_parser("name-catalogue", help="give the catalogue's own storage a site name (default: catalogue)")
-    name.add_argument("name", metavar="NAME")
+    name.add_argument("name", metavar="NAME", help="the site name of the catalogue's own storage, e.g. ecmwf")
     add_catalogue_option(name)
 
 

@@ -7,6 +7,8 @@ import argparse
 from anemoi_ckpt_nb.cli._catalogue import _positive, add_catalogue_option, catalogue_url, format_size, open_catalogue, short
 from anemoi_ckpt_nb.cli.orphans_cmd import _age
 
+EXIT_STATUS = {1: "an entry is waiting for a parent or failed (each has its line); it stays in the spool for the next sync"}
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "captured into its spool folder, parents first, then remove the captured bytes. Run it on a machine "
         "that reaches the catalogue (a login node, a job after training, cron). Safe to repeat, to interrupt "
         "and to run twice at once. Captured bytes without an entry (a capture a killed training cut short) are "
-        "removed once unchanged for --orphan-age hours. Exit status 1 if an entry could not be registered yet.",
+        "removed once unchanged for --orphan-age hours.",
     )
     parser.add_argument("spool", nargs="?", metavar="SPOOL", help="the spool folder (default: $ANEMOI_CKPT_SPOOL)")
     add_catalogue_option(parser)

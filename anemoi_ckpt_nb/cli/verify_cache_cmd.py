@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="check a cached checkpoint against its run manifest or cache entry; reads only local files",
         description="With --manifest: check that the cached checkpoint the run manifest names is there, whole "
         "and unchanged (size and sha256), and that the environment's code versions still satisfy the manifest. "
-        "With ID: check the cached file of that checkpoint uuid against <cache>/<uuid>/cache.json. Never uses "
+        "With UUID: check the cached file of that checkpoint uuid against <cache>/<uuid>/cache.json. Never uses "
         "the network, so it runs on offline compute nodes (ANEMOI_CKPT_OFFLINE=1).",
     )
     parser.add_argument("ref", nargs="?", metavar="UUID", help="uuid (or its first characters) of a cached checkpoint")

@@ -58,7 +58,9 @@ def _argument_row(action: argparse.Action) -> nodes.definition_list_item:
         extras.append("choices: " + ", ".join(str(choice) for choice in action.choices))
     if action.required and action.option_strings:
         extras.append("required")
-    if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
+    # A help text that names its default already ("default 24", "default: ...") is not told it twice.
+    if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0
+            and action.default != [] and "default" not in help_text):
         extras.append(f"default: {action.default}")
     if extras:
         help_text = f"{help_text} ({'; '.join(extras)})" if help_text else "; ".join(extras)
