@@ -26,7 +26,7 @@ _TRUE = {"1", "true", "yes", "on"}
 @dataclass(frozen=True)
 class Setting:
     """A value and where it came from: ``"option --catalogue"``,
-    ``"environment (ANEMOI_CKPT_CATALOGUE)"`` or ``"default"``."""
+    ``"environment ANEMOI_CKPT_CATALOGUE"`` or ``"default"``."""
 
     value: Any
     source: str
@@ -40,7 +40,7 @@ def _choose(option: Any, option_name: str, env: str, default: Any) -> Setting:
     if option not in (None, ""):
         return Setting(option, f"option {option_name}")
     if os.environ.get(env):
-        return Setting(os.environ[env], f"environment ({env})")
+        return Setting(os.environ[env], f"environment {env}")
     return Setting(default, "default")
 
 
@@ -88,7 +88,7 @@ def staging_dir() -> Path:
 def site() -> Setting:
     """This machine's site name (``$ANEMOI_CKPT_SITE``), or None."""
     name = os.environ.get(ENV_SITE, "").strip()
-    return Setting(name, f"environment ({ENV_SITE})") if name else Setting(None, "default")
+    return Setting(name, f"environment {ENV_SITE}") if name else Setting(None, "default")
 
 
 def offline() -> Setting:
@@ -96,7 +96,7 @@ def offline() -> Setting:
     text = os.environ.get(ENV_OFFLINE, "").strip()
     if not text:
         return Setting(False, "default")
-    return Setting(text.lower() in _TRUE, f"environment ({ENV_OFFLINE})")
+    return Setting(text.lower() in _TRUE, f"environment {ENV_OFFLINE}")
 
 
 def is_offline() -> bool:

@@ -145,6 +145,21 @@ def test_a_second_prefetch_says_it_was_already_cached(capsys, tmp_path, register
     assert code == 0 and "already" in second and "fetched" not in second
 
 
+def test_prefetch_and_local_path_share_one_cache_folder(capsys, tmp_path, monkeypatch, training_checkpoint):
+    monkeypatch.delenv("ANEMOI_CKPT_CACHE", raising=False)
+    catalogue = Catalogue.create(tmp_path / "catalogue")
+    original = tmp_path / "moved-away.ckpt"
+    original.write_bytes(training_checkpoint.path.read_bytes())
+    checkpoint = catalogue.register(original, name="mine")
+    original.unlink()  # gone from this machine: local_path downloads it
+    expected = tmp_path / "xdg-cache" / "anemoi-ckpt-nb" / "checkpoints" / checkpoint.uuid / "moved-away.ckpt"
+
+    assert checkpoint.local_path() == expected
+    code, out, _ = run_cli(capsys, "prefetch", "mine", "--catalogue", catalogue.url)
+    assert code == 0 and "already" in out and str(expected) in out
+    assert [path.name for path in (tmp_path / "xdg-cache").iterdir()] == ["anemoi-ckpt-nb"]
+
+
 # --- hints: the command line's way for a CLI user, Python's for a Python caller -----------------
 
 
@@ -244,10 +259,10 @@ def test_info_says_where_each_setting_comes_from(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("ANEMOI_CKPT_OFFLINE", "1")
     monkeypatch.setenv("ANEMOI_CKPT_SITE", "lumi")
     info = json.loads(run_cli(capsys, "info", "--json")[1])
-    assert info["catalogue"] == {"value": str(tmp_path / "from-env"), "source": "environment (ANEMOI_CKPT_CATALOGUE)",
+    assert info["catalogue"] == {"value": str(tmp_path / "from-env"), "source": "environment ANEMOI_CKPT_CATALOGUE",
                                  "exists": False}
-    assert info["offline"] == {"value": True, "source": "environment (ANEMOI_CKPT_OFFLINE)"}
-    assert info["site"] == {"value": "lumi", "source": "environment (ANEMOI_CKPT_SITE)"}
+    assert info["offline"] == {"value": True, "source": "environment ANEMOI_CKPT_OFFLINE"}
+    assert info["site"] == {"value": "lumi", "source": "environment ANEMOI_CKPT_SITE"}
 
     Catalogue.create(tmp_path / "given")
     code, out, _ = run_cli(capsys, "--catalogue", str(tmp_path / "given"), "info", "--cache", str(tmp_path / "c"))
@@ -288,8 +303,8 @@ def test_register_progress_counts_each_file_twice_whatever_is_skipped(tmp_path, 
     assert sum(counted) == 4 * files[0].stat().st_size
 
 
-def _register_on_a_terminal(args: list[str], *, terminal: bool) -> tuple[str, str]:
-    """Run ``anemoi-ckpt register`` with stderr on a pseudo-terminal (or a pipe); (stdout, stderr)."""
+def _run_on_a_terminal(args: list[str], *, terminal: bool) -> tuple[str, str]:
+    """Run ``anemoi-ckpt ARGS`` with stderr on a pseudo-terminal (or a pipe); (stdout, stderr)."""
     import fcntl
     import os
     import pty
@@ -298,7 +313,7 @@ def _register_on_a_terminal(args: list[str], *, terminal: bool) -> tuple[str, st
     import sys
     import termios
 
-    command = [sys.executable, "-m", "anemoi_ckpt_nb", "register", *args]
+    command = [sys.executable, "-m", "anemoi_ckpt_nb", *args]
     if not terminal:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True)
         return done.stdout, done.stderr
@@ -324,8 +339,21 @@ def _register_on_a_terminal(args: list[str], *, terminal: bool) -> tuple[str, st
 def test_register_shows_a_bar_on_a_terminal_and_nothing_in_a_log(tmp_path, example_project):
     files = [str(c.path) for c in example_project["base"]]
     Catalogue.create(tmp_path / "a"), Catalogue.create(tmp_path / "b")
-    out, err = _register_on_a_terminal([*files, "--catalogue", str(tmp_path / "a")], terminal=True)
+    out, err = _run_on_a_terminal(["register", *files, "--catalogue", str(tmp_path / "a")], terminal=True)
     assert out.count("registered: ") == 3  # stdout stays what scripts read
     assert "register:   0%|" in err and "B/s" in err
-    out, err = _register_on_a_terminal([*files, "--catalogue", str(tmp_path / "b")], terminal=False)
+    out, err = _run_on_a_terminal(["register", *files, "--catalogue", str(tmp_path / "b")], terminal=False)
     assert out.count("registered: ") == 3 and "register:" not in err and "%|" not in err
+
+
+def test_prefetch_shows_a_bar_on_a_terminal_and_nothing_in_a_log(tmp_path, registered):
+    catalogue, checkpoint = registered
+    label = checkpoint.uuid[:8]
+    for cache, terminal in (("a", True), ("b", False)):
+        out, err = _run_on_a_terminal(["prefetch", "mine", "--catalogue", catalogue.url,
+                                       "--cache", str(tmp_path / cache)], terminal=terminal)
+        assert "verified" in out  # stdout stays what scripts read
+        if terminal:
+            assert f"{label}:   0%|" in err and "B/s" in err
+        else:
+            assert label not in err and "%|" not in err
