@@ -3,7 +3,7 @@
 Run it with the python of an environment holding the real anemoi packages (anemoi-models,
 torch-geometric; ``.ci/anemoi-env.sh``) and this checkout on ``PYTHONPATH``::
 
-    PYTHONPATH=. /work/venvs/ci-inference/bin/python benchmarks/load_model.py
+    PYTHONPATH=. .venv-anemoi/bin/python benchmarks/load_model.py
     PYTHONPATH=. python benchmarks/load_model.py --run tests/data/real/current/gnn/run/<id> --repeat 7
     PYTHONPATH=. python benchmarks/load_model.py --scale 1024 --scale 2048   # larger gnn models instead
 
