@@ -279,6 +279,11 @@ def test_the_default_catalogue_is_created_by_the_first_write_and_says_where(caps
     code, out, err = run_cli(capsys, "ls")
     assert code == 0 and not default.exists(), "a read-only command must not create the catalogue"
     assert str(default) in out + err
+    # Nor one that changes checkpoints: there are none in a catalogue that does not exist yet.
+    for command in (["tag", "last.ckpt", "+candidate"], ["clean", "--keep-last", "1"], ["site", "ls"]):
+        code, out, err = run_cli(capsys, *command)
+        assert code == 2 and not default.exists(), command
+        assert "the first `anemoi-ckpt register` creates it" in err and "created" not in err, command
     code, out, err = run_cli(capsys, "register", str(training_checkpoint.path))
     assert code == 0 and (default / "catalogue.json").is_file()
     assert f"created the default catalogue at {default}" in err

@@ -48,15 +48,16 @@ def catalogue_url(args: argparse.Namespace) -> str | None:
     return getattr(args, "catalogue", None) or getattr(args, "global_catalogue", None)
 
 
-def open_catalogue(args: argparse.Namespace, *, read_only: bool = False):
-    """The catalogue a command names, or the default one; a read-only command does not create
-    the default, a writing one does and says where, once."""
+def open_catalogue(args: argparse.Namespace, *, creates_default: bool = False):
+    """The catalogue a command names, or the default one. Only a command that adds checkpoints
+    (``creates_default``: register, sync) creates the default, and says where, once; the others
+    (ls, show, tag, clean, ...) have nothing to act on in a catalogue that does not exist yet."""
     import sys
 
     from anemoi_ckpt_nb import settings
     from anemoi_ckpt_nb.api import Catalogue
 
-    catalogue = Catalogue(catalogue_url(args), create_default=not read_only)
+    catalogue = Catalogue(catalogue_url(args), create_default=creates_default)
     if catalogue.created:
         chosen = settings.catalogue()
         print(f"anemoi-ckpt: created the {'default ' if chosen.is_default else ''}catalogue at {chosen.value} "

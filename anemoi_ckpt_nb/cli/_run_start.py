@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction, mode: str) -> None:
 
 
 def run(args: argparse.Namespace, mode: str) -> int:
-    checkpoint = open_catalogue(args, read_only=True).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     start = checkpoint.fork if mode == "fork" else checkpoint.resume
     bar = common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8], show=not args.no_prefetch)
     with bar as update:

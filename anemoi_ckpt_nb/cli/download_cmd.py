@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    result = open_catalogue(args, read_only=True).fetch(args.ref, args.dest)
+    result = open_catalogue(args).fetch(args.ref, args.dest)
     print(result.path)
     print(f"anemoi-ckpt: {result.describe()}", file=sys.stderr)  # which copy (site) was used
     return 0

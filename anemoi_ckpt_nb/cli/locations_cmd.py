@@ -36,7 +36,7 @@ def _when(moment) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = open_catalogue(args, read_only=True).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     results = checkpoint.verify_locations(sites=args.site) if args.verify else None
     locations = checkpoint.locations()
     if args.json:

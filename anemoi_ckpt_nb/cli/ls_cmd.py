@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from anemoi_ckpt_nb.errors import CatalogueNotFoundError
 
     try:
-        catalogue = open_catalogue(args, read_only=True)
+        catalogue = open_catalogue(args)
     except CatalogueNotFoundError as error:
         if catalogue_url(args):  # a catalogue named on the command line must exist
             raise

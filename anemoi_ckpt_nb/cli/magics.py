@@ -112,13 +112,13 @@ def _ls(args: argparse.Namespace) -> Any:
 def _show(args: argparse.Namespace) -> Any:
     if args.json:
         return _cli_run(args)
-    return open_catalogue(args, read_only=True).get(args.ref)
+    return open_catalogue(args).get(args.ref)
 
 
 def _lineage(args: argparse.Namespace) -> Any:
     if args.json:
         return _cli_run(args)
-    return open_catalogue(args, read_only=True).get(args.ref).lineage()
+    return open_catalogue(args).get(args.ref).lineage()
 
 
 def _use(args: argparse.Namespace) -> Any:

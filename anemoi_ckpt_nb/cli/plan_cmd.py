@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     slurm = None
     if args.slurm or args.sbatch_option or args.sync_partition or any(v is not None for v in values.values()):
         slurm = SlurmOptions(**values, extra=list(args.sbatch_option))
-    checkpoint = open_catalogue(args, read_only=True).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     start = checkpoint.fork if args.mode == "fork" else checkpoint.resume
     manifest = start(cache=args.cache, prefetch=False, require_clean=args.require_clean, **common.run_options(args))
     script = write_job(

@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint = open_catalogue(args, read_only=True).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     with common.progress_bar(checkpoint.record.size, label=checkpoint.record.uuid[:8]) as update:
         entry = checkpoint.prefetch(cache=args.cache, margin=args.margin, progress=update)
     print(f"{entry.path}: {entry.size:,} bytes, sha256 {entry.sha256} verified")

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from anemoi_ckpt_nb.api import checkpoint_line
     from anemoi_ckpt_nb.errors import CatalogueError
 
-    catalogue = open_catalogue(args)
+    catalogue = open_catalogue(args, creates_default=True)
     options = dict(
         tags=args.tag,
         upload=not args.no_upload,

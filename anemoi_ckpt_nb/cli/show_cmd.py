@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    checkpoint = open_catalogue(args, read_only=True).get(args.ref)
+    checkpoint = open_catalogue(args).get(args.ref)
     record = checkpoint.record
     history = checkpoint.tag_history()
     if args.json:

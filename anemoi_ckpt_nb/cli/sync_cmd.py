@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     # The catalogue named here, else the one the spool was written for, else the default.
     if not catalogue_url(args) and spool.catalogue:
         args.catalogue = spool.catalogue
-    catalogue = open_catalogue(args, read_only=args.dry_run)
+    catalogue = open_catalogue(args, creates_default=not args.dry_run)
 
     def show(entry, outcome: str, detail: str) -> None:
         shown = short(detail) if outcome in ("registered", "already") else detail

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if looks_like_path(args.target):
         report = validate_checkpoint(args.target, all_packages=args.all_packages)
     else:
-        report = open_catalogue(args, read_only=True).get(args.target).validate(all_packages=args.all_packages)
+        report = open_catalogue(args).get(args.target).validate(all_packages=args.all_packages)
     if args.json:
         print(json.dumps(report.to_dict(strict=args.strict, environment=args.environment), indent=2))
     else:
