@@ -197,7 +197,10 @@ def test_cli_broken_file_exits_2(tmp_path, capsys):
     path = tmp_path / "x.ckpt"
     path.write_bytes(b"PK\x03\x04 broken")
     assert main(["validate", str(path)]) == 2
-    assert "verdict: incompatible (exit 2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "verdict: incompatible (exit 2)" in out
+    # Nothing is known of an unreadable file's runner (it is not "the weights alone, without a graph").
+    assert "  runs with: -\n" in out and "convert its training checkpoint again" not in out
 
 
 def test_cli_missing_file_is_reported_not_looked_up(tmp_path, capsys):

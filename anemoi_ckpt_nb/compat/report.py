@@ -142,7 +142,8 @@ def render_text(report: ValidationReport, *, strict: bool = False, environment: 
             lines.append(f"    {p.package}: {p.trained or '?'} -> {p.installed or 'not installed'} ({p.status})")
     from anemoi_ckpt_nb.read.runs_with import runs_with_text
 
-    lines.append(f"  runs with: {runs_with_text(report.runs_with, report.format)}")
+    # A file that could not be read has no format: nothing is known of what would run it.
+    lines.append(f"  runs with: {runs_with_text(report.runs_with, report.format) if report.format else '-'}")
     lines.append(f"  can convert: {'yes' if report.can_convert else 'no'}; "
                  f"can load for inference here: {'yes' if report.can_load_for_inference else 'no'}")
     shown = [f for f in report.findings if f.severity != "info"]
