@@ -362,3 +362,19 @@ def test_prefetch_shows_a_bar_on_a_terminal_and_nothing_in_a_log(tmp_path, regis
             assert f"{label}:   0%|" in err and "B/s" in err
         else:
             assert label not in err and "%|" not in err
+
+
+# --- the README: one screen, the two commands first ----------------------------------------------
+
+
+def test_the_readme_fits_one_screen_and_starts_with_its_two_commands():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    assert len(readme.splitlines()) <= 60, "the README is one screen: move details to docs/"
+    commands = [line.strip() for line in readme.splitlines() if line.startswith("    ")][:2]
+    venv = "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
+    assert commands == [venv + "pip install -e . && anemoi-ckpt demo", venv + "pip install -e '.[test]' && pytest -n 2"]
+    # The test command is the one CI runs, verbatim.
+    assert commands[1] in (root / ".ci" / "run").read_text().splitlines()
