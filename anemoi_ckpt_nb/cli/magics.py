@@ -91,7 +91,7 @@ def _ls(args: argparse.Namespace) -> Any:
     from anemoi_ckpt_nb.errors import CatalogueNotFoundError
 
     try:
-        catalogue = open_catalogue(args, read_only=True)  # looking creates nothing
+        catalogue = open_catalogue(args)  # looking creates nothing
     except CatalogueNotFoundError as error:
         if catalogue_url(args):  # a catalogue named on the line must exist
             raise
