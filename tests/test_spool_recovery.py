@@ -191,7 +191,7 @@ def test_info_shows_what_the_spool_holds(example_project, tmp_path, capsys, monk
     monkeypatch.setenv("ANEMOI_CKPT_SPOOL", str(spool.path))
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)["spool"]
-    assert info["value"] == str(spool.path) and info["source"] == "environment (ANEMOI_CKPT_SPOOL)"
+    assert info["value"] == str(spool.path) and info["source"] == "environment ANEMOI_CKPT_SPOOL"
     assert info["pending"] == len(files) and info["failed"] == 0 and info["done"] == 0
     assert info["pending_bytes"] == sum(p.stat().st_size for p in files)
     assert info["oldest_pending"] == entries[0].captured_at and info["orphans"] == 1
