@@ -54,6 +54,7 @@ def train(python: Path, work: Path, name: str, *, channels: int, with_callback: 
     env = {**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(folder / "out"), "RF_SPOOL": str(folder / "spool"),
            "RF_TIMES": str(folder / "times.json"), "ANEMOI_BASE_SEED": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    env.pop("ANEMOI_CKPT_CATALOGUE", None)  # the capture's cost, not a sync's: no catalogue, no child process
     command = [str(python.with_name("anemoi-training")), "train", "--config-name=bench", "model.bounding=[]",
                f"training.max_epochs={epochs}", "dataloader.limit_batches.training=10"]
     log = folder / "train.log"

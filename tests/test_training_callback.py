@@ -6,9 +6,12 @@ then resumed, forked with its full state and forked with its weights only, as
 ``tests/real_fixtures/make_real_fixtures.py`` made the committed fixtures. After each session
 the run folder is snapshotted and its files read by the real packages (``torch.load`` and
 ``anemoi.utils.checkpoints.load_metadata``, ``tests/real_fixtures/_in_venv.py facts``): that is
-the truth. Then ``anemoi-ckpt sync`` registers the spool into the SeaweedFS S3 catalogue, and
-every file of every session must be registered, with exactly the lineage the files hold (the
-weights-only fork: linked to the file it started from, which its files do not name).
+the truth. The first session registers as it trains (the callback names the SeaweedFS S3
+catalogue: its captures are synced by a child process); the resume names a catalogue that cannot
+be reached (its captures stay in the spool, with a warning); the forks name none. Then
+``anemoi-ckpt sync`` registers the rest of the spool, and every file of every session must be
+registered, with exactly the lineage the files hold (the weights-only fork: linked to the file it
+started from, which its files do not name).
 
 The training environment (anemoi-training and torch 2.10: ``.ci/anemoi-env.sh PATH training``)
 is named by ``ANEMOI_CKPT_TRAINING_ENV`` (its python). Without it the test skips on a developer's
@@ -35,6 +38,7 @@ CALLBACK = """diagnostics:
   callbacks:
   - _target_: anemoi_ckpt_nb.training.RegisterCheckpoints
     spool: ${oc.env:RF_SPOOL}
+    catalogue: ${oc.env:RF_CATALOGUE,null}
     tags: [candidate]
   plot:"""
 
@@ -62,13 +66,15 @@ class Sessions:
         assert "diagnostics:\n  plot:" in text
         (work / "tiny_callback.yaml").write_text(text.replace("diagnostics:\n  plot:", CALLBACK, 1))
         self.snapshots: dict[str, Path] = {}
+        self.logs: dict[str, str] = {}
 
-    def train(self, session: str, *overrides: str) -> str:
+    def train(self, session: str, *overrides: str, environ: dict[str, str] | None = None) -> str:
         before = set(self._runs())
         env = {**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out), "RF_SPOOL": str(self.spool),
                "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(ROOT)}
-        for name in ("ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_CATALOGUE"):
+        for name in ("ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_CATALOGUE", "ANEMOI_CKPT_OFFLINE", "RF_CATALOGUE"):
             env.pop(name, None)
+        env.update(environ or {})
         command = [str(self.python.with_name("anemoi-training")), "train", "--config-name=tiny_callback",
                    "model.bounding=[]", *overrides]
         log = self.work / f"{session}.log"
@@ -76,7 +82,11 @@ class Sessions:
             done = subprocess.run(command, cwd=self.work, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=1800)
         assert done.returncode == 0, log.read_text()[-5000:]
         text = log.read_text()
-        assert "anemoi-ckpt: capturing the checkpoints of" in text and "training goes on" not in text, text[-3000:]
+        assert "anemoi-ckpt: capturing the checkpoints of" in text, text[-3000:]
+        # The one warning a session may log: a sync that could not reach the catalogue.
+        warned = [line for line in text.splitlines() if "training goes on" in line and "the sync of" not in line]
+        assert not warned, text[-3000:]
+        self.logs[session] = text
         new = set(self._runs()) - before
         run_id = new.pop() if new else next(o.split("=", 1)[1] for o in overrides if o.startswith("training.run_id="))
         self.snapshots[session] = self.work / "snapshots" / session
@@ -95,6 +105,11 @@ class Sessions:
         return {Path(k): v for k, v in json.loads(done.stdout).items()}
 
 
+def _no_catalogue() -> dict[str, str]:
+    """This environment without a catalogue: the callback only spools (no child process syncs)."""
+    return {k: v for k, v in os.environ.items() if k != "ANEMOI_CKPT_CATALOGUE"}
+
+
 def _sha256(path: Path) -> str:
     from anemoi_ckpt_nb.storage.hashing import sha256_file
 
@@ -108,11 +123,20 @@ def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_li
     from anemoi_ckpt_nb.runs.spool import Spool
 
     sessions = Sessions(training_python, tmp_path)
-    run_id = sessions.train("run")
+    Catalogue.create(s3_url)
+    run_id = sessions.train("run", environ={"RF_CATALOGUE": s3_url})
+    # Registered as it trained: every file the run left is in the catalogue, its spool entries done.
+    online = Catalogue(s3_url)
+    registered = {online.store.read_record(e["uuid"]).sha256 for e in online.entries()}
+    assert {_sha256(p) for p in sessions.snapshots["run"].glob("*/*.ckpt")} <= registered
+    assert Spool.open(sessions.spool).pending() == [] and "registered into s3://" in sessions.logs["run"]
     parent = sessions.snapshots["run"] / run_id / "anemoi-by_epoch-epoch_001-step_000010.ckpt"
     kept = tmp_path / "fork-parent.ckpt"  # the resume keeps this file; kept aside as the fixtures script does
     shutil.copy(parent, kept)
-    sessions.train("resume", f"training.run_id={run_id}", "training.max_epochs=3")
+    # A catalogue that cannot be reached (nothing listens there): a warning, the spool keeps the captures.
+    sessions.train("resume", f"training.run_id={run_id}", "training.max_epochs=3",
+                   environ={"RF_CATALOGUE": s3_url, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+    assert "failed (exit status" in sessions.logs["resume"] and Spool.open(sessions.spool).pending()
     sessions.train("fork-full", f"training.fork_run_id={run_id}", f"system.input.warm_start={kept}",
                    "training.max_epochs=3")
     weights_id = str(uuid.uuid4())
@@ -120,9 +144,8 @@ def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_li
                    f"system.input.warm_start={kept}", "training.load_weights_only=true", "training.max_epochs=1")
     facts = sessions.facts()
 
-    Catalogue.create(s3_url)
     spool = Spool.open(sessions.spool)
-    assert spool.catalogue is None  # nothing configured: sync is told where
+    assert spool.catalogue == s3_url  # recorded by the session that created the spool
     assert main(["sync", str(sessions.spool), "--catalogue", s3_url]) == 0
     assert spool.pending() == [] and not any((sessions.spool / "files").iterdir())
     catalogue = Catalogue(s3_url)
@@ -227,7 +250,7 @@ def test_a_capture_the_spool_refuses_is_retried_and_training_goes_on(training_py
     (spool / "files").mkdir(parents=True)
     done = subprocess.run([str(training_python), "-c", READ_ONLY_SPOOL_RUN, str(out), str(spool)],
                           capture_output=True, text=True, timeout=900, preexec_fn=held_to_permissions(),
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**_no_catalogue(), "PYTHONPATH": str(ROOT)})
     os.chmod(spool / "files", 0o755)
     assert done.returncode == 0, done.stderr[-5000:]
     log = done.stderr
@@ -242,3 +265,56 @@ def test_a_capture_the_spool_refuses_is_retried_and_training_goes_on(training_py
         assert path.stat().st_size == entry.size
         if not entry.source.endswith("last.ckpt"):
             assert path.read_bytes() == Path(entry.source).read_bytes()
+
+
+# Two ranks (Lightning's DDP on CPU, gloo): only global rank 0 captures, so each file once.
+TWO_RANKS_RUN = """
+import logging, sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from anemoi_ckpt_nb.training import RegisterCheckpoints
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, index):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(32, 4), batch_size=4)
+
+
+if __name__ == "__main__":
+    out, spool = Path(sys.argv[1]), Path(sys.argv[2])
+    logging.basicConfig(level=logging.INFO, format="rank-log %(message)s")
+    callbacks = [RegisterCheckpoints(spool=str(spool)),
+                 ModelCheckpoint(dirpath=out / "checkpoint" / "run", every_n_train_steps=1, save_top_k=-1)]
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(Tiny())
+"""
+
+
+def test_only_global_rank_zero_captures(training_python, tmp_path):
+    from anemoi_ckpt_nb.runs.spool import Spool
+
+    script, out, spool = tmp_path / "two_ranks.py", tmp_path / "out", tmp_path / "spool"
+    script.write_text(TWO_RANKS_RUN)
+    done = subprocess.run([str(training_python), str(script), str(out), str(spool)], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path, env={**_no_catalogue(), "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "GLOBAL_RANK: 1" in done.stderr  # the second rank ran, with the callback too
+    assert done.stderr.count("anemoi-ckpt: capturing the checkpoints of") == 1, done.stderr[-5000:]
+    saved = sorted(p.name for p in (out / "checkpoint" / "run").glob("*.ckpt"))
+    captured = sorted(Path(e.source).name for e in Spool.open(spool).entries())
+    assert len(saved) == 3 and captured == saved

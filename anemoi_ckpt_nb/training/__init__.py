@@ -10,7 +10,8 @@ The spool is registered later by ``anemoi-ckpt sync`` (:mod:`.callback`)::
 
 It runs inside the training process, so it stays light: importing this package imports nothing,
 the callback module imports pytorch-lightning (there when anemoi-training is) and the capture
-code of ``runs``, and nothing that talks to a network.
+code of ``runs``, and nothing that talks to a network: registering as it trains runs the
+``anemoi-ckpt sync`` command in a child process (:mod:`.background`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,13 @@ Configured in anemoi-training's config, which instantiates ``diagnostics.callbac
     diagnostics:
       callbacks:
         - _target_: anemoi_ckpt_nb.training.RegisterCheckpoints
-          catalogue: s3://bucket/anemoi-catalogue   # recorded in the spool for `sync`
+          catalogue: s3://bucket/anemoi-catalogue   # registered into as it trains, if it can be reached
           tags: [candidate]
+
+Online or offline: with a catalogue named (here or ``$ANEMOI_CKPT_CATALOGUE``) and
+``ANEMOI_CKPT_OFFLINE`` not set, every capture is registered at once by ``anemoi-ckpt sync`` in a
+child process (:mod:`.background`); otherwise, or when the catalogue cannot be reached, the
+spool keeps the captures for ``anemoi-ckpt sync`` on a login node.
 
 When a file is saved: Lightning calls the checkpoint callbacks after every other callback of a
 hook, so the files a save wrote are seen at the next hook: the next training batch, or the end of
@@ -43,6 +48,7 @@ from anemoi_ckpt_nb import settings
 from anemoi_ckpt_nb.errors import SpoolError
 from anemoi_ckpt_nb.runs.capture import METHODS, prepare
 from anemoi_ckpt_nb.runs.spool import Spool, new_key
+from anemoi_ckpt_nb.training.background import BackgroundSync
 from anemoi_ckpt_nb.training.worker import RETRY_DELAYS, Worker
 
 try:
@@ -82,6 +88,9 @@ class RegisterCheckpoints(Callback):
     Args:
         catalogue: The catalogue the spool is for (recorded in its ``spool.json``; ``sync`` uses it
             unless given ``--catalogue``). Default: ``$ANEMOI_CKPT_CATALOGUE`` if set.
+        sync: Register each capture at once, by ``anemoi-ckpt sync`` in a child process (True),
+            or leave the spool for a later ``sync`` (False). Default: at once when a catalogue is
+            named and ``ANEMOI_CKPT_OFFLINE`` is not set.
         spool: The spool folder; default ``$ANEMOI_CKPT_SPOOL``, else ``anemoi-ckpt-spool/`` beside
             the ``checkpoint/`` folder of the run (same file system: hard links work).
         tags: Tags ``sync`` adds to every checkpoint of this run.
@@ -100,6 +109,7 @@ class RegisterCheckpoints(Callback):
         capture: Sequence[str] = METHODS,
         poll_seconds: float = 60.0,
         retry_seconds: Sequence[float] = RETRY_DELAYS,
+        sync: bool | None = None,
     ) -> None:
         super().__init__()
         self.catalogue = catalogue or os.environ.get(settings.ENV_CATALOGUE) or None
@@ -110,6 +120,8 @@ class RegisterCheckpoints(Callback):
         if unknown or not self.methods:
             raise ValueError(f"RegisterCheckpoints: capture methods must be among {', '.join(METHODS)}, not {unknown}")
         self.poll_seconds = float(poll_seconds)
+        self.sync = sync
+        self.background: BackgroundSync | None = None
         self.retry_seconds = tuple(float(t) for t in retry_seconds)
         if any(t < 0 for t in self.retry_seconds):
             raise ValueError(f"RegisterCheckpoints: retry_seconds must be 0 or more, not {list(self.retry_seconds)}")
@@ -151,10 +163,27 @@ class RegisterCheckpoints(Callback):
         self._seen = self._scan()
         self._signature = self._save_signature(trainer)
         self._last_poll = time.monotonic()
-        self._worker = Worker(retry_delays=self.retry_seconds)
+        self.background = self._background()
+        self._worker = Worker(retry_delays=self.retry_seconds,
+                              on_finished=self.background and (lambda entry: self.background.kick()))
         self._capture_start(trainer, metadata)
-        LOGGER.info("anemoi-ckpt: capturing the checkpoints of %s into %s", ", ".join(map(str, self._folders)),
-                    self.spool.path)
+        LOGGER.info("anemoi-ckpt: capturing the checkpoints of %s into %s%s", ", ".join(map(str, self._folders)),
+                    self.spool.path, f", registering them into {self.catalogue} as they come" if self.background else "")
+
+    def _background(self) -> BackgroundSync | None:
+        """The child-process sync, if this run registers as it trains."""
+        if self.sync is False or (self.sync is None and not self.catalogue):
+            return None
+        if settings.is_offline():
+            if self.sync:
+                LOGGER.warning("anemoi-ckpt: sync is on but %s is set: the captures stay in the spool for "
+                               "`anemoi-ckpt sync`", settings.ENV_OFFLINE)
+            return None
+        if not self.catalogue:
+            LOGGER.warning("anemoi-ckpt: sync is on but no catalogue is named (the `catalogue:` option or $%s): "
+                           "the captures stay in the spool", settings.ENV_CATALOGUE)
+            return None
+        return BackgroundSync(self.spool.path, self.catalogue)
 
     def _capture_start(self, trainer: Any, metadata: dict[str, Any]) -> None:
         """Capture the file this session starts from, before the run can overwrite it."""
@@ -233,6 +262,10 @@ class RegisterCheckpoints(Callback):
         worker.close()
         self.waited += time.monotonic() - started
         lost = f", {len(worker.failed)} could not be captured (see the warnings)" if worker.failed else ""
+        if self.background is not None and self.background.close():
+            LOGGER.info("anemoi-ckpt: %d checkpoint files captured into %s%s and registered into %s",
+                        len(worker.finished), self.spool.path, lost, self.catalogue)
+            return
         LOGGER.info("anemoi-ckpt: %d checkpoint files captured into %s%s; register them with `anemoi-ckpt sync %s`",
                     len(worker.finished), self.spool.path, lost, self.spool.path)
 
@@ -271,6 +304,8 @@ class RegisterCheckpoints(Callback):
     def _poll(self, trainer: Any, *, force: bool = False) -> None:
         if self._worker is None:
             return
+        if self.background is not None:
+            self.background.poll()
         signature = self._save_signature(trainer)
         now = time.monotonic()
         due = [path for path, retry in self._retries.items() if force or retry[2] <= now]

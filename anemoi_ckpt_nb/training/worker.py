@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from anemoi_ckpt_nb.errors import SpoolError
@@ -30,10 +31,13 @@ class Worker:
 
     Args:
         retry_delays: Seconds to wait before each new attempt; its length bounds the retries.
+        on_finished: Called (on the worker thread) with each entry written.
     """
 
-    def __init__(self, *, retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+    def __init__(self, *, retry_delays: tuple[float, ...] = RETRY_DELAYS,
+                 on_finished: Callable[[Any], None] | None = None) -> None:
         self.retry_delays = tuple(retry_delays)
+        self.on_finished = on_finished
         self._queue: queue.Queue[tuple[Capture, dict[str, Any]] | None] = queue.Queue()
         self._lock = threading.Condition()
         # Copies of files anemoi-training rewrites in place, not finished yet.
@@ -105,6 +109,11 @@ class Worker:
                 self.finished.append(entry)
                 LOGGER.info("anemoi-ckpt: captured %s (%s) as spool entry %s%s", capture.source.name, entry.method,
                             entry.key, f" at attempt {attempts + 1}" if attempts else "")
+                if self.on_finished is not None:
+                    try:
+                        self.on_finished(entry)
+                    except Exception as error:  # pragma: no cover - never stop capturing for it
+                        LOGGER.warning("anemoi-ckpt: %s: %s", type(error).__name__, error)
             finally:
                 if at_risk:
                     with self._lock:

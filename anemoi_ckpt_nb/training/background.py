@@ -1,0 +1,102 @@
+"""Registering while training goes on: ``anemoi-ckpt sync`` in a child process, when the catalogue can be reached.
+
+Where the training node has network (and ``ANEMOI_CKPT_OFFLINE`` is not set), the callback does
+not leave its spool for later: after each capture it runs ``anemoi-ckpt sync SPOOL --catalogue
+URL`` in a child process, one at a time, again when more was captured meanwhile. The training
+process itself still never opens a connection nor imports the catalogue code. A sync that fails
+(the catalogue cannot be reached) is a warning; the next is tried after ``retry_seconds``, and
+what it could not register stays in the spool for ``anemoi-ckpt sync`` on a login node. Sync is
+idempotent and safe to run twice at once, so a login-node sync of the same spool does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+LOGGER = logging.getLogger("anemoi_ckpt_nb.training")
+
+
+class BackgroundSync:
+    """``anemoi-ckpt sync`` of one spool into one catalogue, in a child process, while training goes on.
+
+    Args:
+        spool: The spool folder.
+        catalogue: The catalogue URL.
+        retry_seconds: After a failed sync, how long before the next one.
+    """
+
+    def __init__(self, spool: Path, catalogue: str, *, retry_seconds: float = 300.0) -> None:
+        self.spool, self.catalogue, self.retry_seconds = Path(spool), catalogue, retry_seconds
+        self.log = self.spool / "sync.log"
+        self.runs = 0
+        self.failures = 0
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._wanted = False
+        self._not_before = 0.0
+        self._last_ok = True
+
+    def kick(self) -> None:
+        """More was captured: sync now, or as soon as the running one has ended. Any thread."""
+        with self._lock:
+            self._wanted = True
+            self._step()
+
+    def poll(self) -> None:
+        """Notice a sync that ended; start the next one if one is wanted. Cheap."""
+        with self._lock:
+            self._step()
+
+    def close(self) -> bool:
+        """At the end of training: wait for the running sync, then run a last one for what it missed.
+
+        After a failed sync none is tried again here (the catalogue could not be reached: trying
+        again would only delay the end of the job). Returns True if everything captured was synced.
+        """
+        for last in (False, True):
+            process = self._process
+            if process is not None:
+                LOGGER.info("anemoi-ckpt: waiting for the sync of %s into %s to finish", self.spool, self.catalogue)
+                process.wait()
+            with self._lock:
+                self._reap()
+                if not last and self._wanted and self._last_ok:
+                    self._wanted = False
+                    self._start()
+        return self._last_ok and not self._wanted
+
+    def _step(self) -> None:
+        """Under the lock: reap a sync that ended, start one if wanted and none is running."""
+        self._reap()
+        if self._wanted and self._process is None and time.monotonic() >= self._not_before:
+            self._wanted = False
+            self._start()
+
+    def _reap(self) -> None:
+        if self._process is None or (status := self._process.poll()) is None:
+            return
+        self._process = None
+        self._last_ok = status == 0
+        if not self._last_ok:
+            self.failures += 1
+            self._not_before = time.monotonic() + self.retry_seconds
+            LOGGER.warning("anemoi-ckpt: the sync of %s into %s failed (exit status %d, see %s); training goes on, "
+                           "the spool keeps what it could not register for `anemoi-ckpt sync %s`", self.spool,
+                           self.catalogue, status, self.log, self.spool)
+
+    def _start(self) -> None:
+        command = [sys.executable, "-m", "anemoi_ckpt_nb", "sync", str(self.spool), "--catalogue", self.catalogue]
+        if shutil.which("nice"):
+            command = ["nice", "-n", "10", *command]  # the training process comes first
+        environ = {k: v for k, v in os.environ.items() if k != "ANEMOI_CKPT_OFFLINE"}
+        with open(self.log, "ab") as log:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             env=environ, close_fds=True)
+        self.runs += 1
