@@ -195,6 +195,29 @@ def training_uuid_of(facts: dict[Path, dict], kept: Path, parent: Path) -> str:
     return facts[parent]["pickled_uuid"]
 
 
+# A tiny LightningModule for the runs below (8 batches an epoch), in the training environment.
+TINY_MODULE = """
+import pytorch_lightning as pl
+import torch
+
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, index):
+        return self.layer(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(32, 4), batch_size=4)
+
+"""
+
+
 # A real Lightning run (the training environment's pytorch-lightning) whose spool refuses writes for
 # a few saves: the callback warns, goes on, and captures every file once the spool takes them again.
 READ_ONLY_SPOOL_RUN = """
@@ -210,21 +233,7 @@ from anemoi_ckpt_nb.training import RegisterCheckpoints
 out, spool = Path(sys.argv[1]), Path(sys.argv[2])
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-
-class Tiny(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
-
-    def training_step(self, batch, index):
-        return self.layer(batch).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.randn(64, 4), batch_size=4)
-
+""" + TINY_MODULE + """
 
 class ReadOnlySpool(pl.Callback):
     # The file system event of the test: the spool's files/ refuses writes from step 1 to step 4.
@@ -278,21 +287,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from anemoi_ckpt_nb.training import RegisterCheckpoints
 
-
-class Tiny(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
-
-    def training_step(self, batch, index):
-        return self.layer(batch).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.randn(32, 4), batch_size=4)
-
+""" + TINY_MODULE + """
 
 if __name__ == "__main__":
     out, spool = Path(sys.argv[1]), Path(sys.argv[2])
