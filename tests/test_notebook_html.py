@@ -63,7 +63,7 @@ def test_card_escapes_hostile_tags_and_parent_relation_values():
     # Quotes in a tag cannot close an attribute either.
     assert "a&#x27;b&quot;c" in card
     # The protected hostile tag is still shown, highlighted and escaped.
-    assert "ackpt-protected'>&lt;script&gt;" in card
+    assert "ackpt-protected' title='&lt;script&gt;alert(1)&lt;/script&gt;'>&lt;script&gt;" in card
 
 
 def test_card_shows_the_fields_a_user_looks_for():
@@ -74,8 +74,8 @@ def test_card_shows_the_fields_a_user_looks_for():
         "aifs-od-an-oper-0001", "2025-05-01 12:00:00", "2025-05-02 08:30:00+00:00", "anemoi.models", "0.5.2", "hpc-login1:/scratch/aifs-e2.ckpt",
     ):
         assert expected in card, expected
-    assert "<span class='ackpt-tag ackpt-protected'>production-ready</span>" in card
-    assert "<span class='ackpt-tag'>candidate</span>" in card
+    assert "<span class='ackpt-tag ackpt-protected' title='production-ready'>production-ready</span>" in card
+    assert "<span class='ackpt-tag' title='candidate'>candidate</span>" in card
 
 
 def test_card_embeds_escaped_text_fallback_and_stylesheet():
@@ -134,7 +134,7 @@ def test_catalogue_table_from_dataframe_orders_columns_and_truncates():
     assert headers == ["name", "uuid", "kind", "tags", "size", "registered_at"]
     assert table.count("<tr>") == 1 + 5
     assert "2 more not shown" in table
-    assert "ackpt-protected'>candidate" in table
+    assert "ackpt-protected' title='candidate'>candidate" in table
     fallback = re.search(r"<pre class='ackpt-text-fallback'>(.*?)</pre>", table, flags=re.S).group(1)
     assert fallback.splitlines()[0] == "Catalogue: 7 checkpoints"
     assert fallback.splitlines()[-1] == "... 2 more"
@@ -162,7 +162,8 @@ def test_table_shortens_ids_and_times_and_drops_empty_columns():
     table = html.catalogue_table(rows)
     assert re.findall(r"<th>([^<]+)</th>", table) == ["uuid", "kind", "run_id", "registered_at"]
     assert "title='d31f9cf8-b2bc-43f4-b4eb-6edd172140e7'>d31f9cf8</td>" in table
-    assert "<td>2026-11-28 13:53:54+00:00</td>" in table
+    # To the minute, so that the listing fits; the second and the zone in the tooltip.
+    assert "<td title='2026-11-28 13:53:54+00:00'>2026-11-28 13:53</td>" in table
 
 
 def test_catalogue_table_view_keeps_its_frame():
@@ -172,3 +173,52 @@ def test_catalogue_table_view_keeps_its_frame():
     assert view.frame is frame and len(view) == 1
     assert "<script" not in view._repr_html_()
     assert repr(view).splitlines()[0] == "memory://x: 1 checkpoint"
+
+
+# --- widths: what keeps cards and tables inside the output (measured live in test_jupyterlab_live) --
+
+
+def test_card_labels_carry_their_text_as_tooltip_and_hashes_break_in_groups_of_16():
+    card = html.checkpoint_card(make_record())
+    assert "<dt title='optimizer state'>optimizer state</dt>" in card
+    # A sha256 may wrap only between groups of 16 (never 2 characters alone on a line).
+    group = "<span class='ackpt-nobr'>" + "ab" * 8 + "</span>"
+    assert f"<dd><span class='ackpt-mono'>{group * 4}</span></dd>" in card
+    assert f"blobs/sha256/{group * 4}" in card
+    css = html.stylesheet()
+    # One label column for every field list, so that the values of all sections start at one x,
+    # and JupyterLab's 20% / 80% widths of dt and dd undone.
+    assert "grid-template-columns: 12em minmax(0, 1fr)" in css
+    assert re.search(r"dl\.ackpt-fields dt, dl\.ackpt-fields dd \{ float: none; width: auto; \}", css)
+
+
+def test_locations_table_wraps_its_places_inside_a_scroll_box():
+    location = {"site": "hpc", "kind": "filesystem", "url": "/scratch/" + "x" * 200, "verified_at": None}
+    card = html.checkpoint_card(make_record(), locations=[location])
+    assert "<div class='ackpt-scroll'><table class='ackpt-table'>" in card
+    assert "<td class='ackpt-cell-wrap'><span class='ackpt-mono'>/scratch/" in card
+
+
+def test_listing_cuts_free_text_with_a_tooltip_and_wraps_lists():
+    rows = [{"uuid": "0b6f2a52-5c1e-4c3b-9a57-1d2c3e4f5a6b", "kind": "training", "tags": ["a-very-long-tag"],
+             "dataset": "aifs-ea-an-oper-0001-mars-o96-2020-2020-6h-v1", "sites": ["catalogue", "hpc-scratch"]}]
+    table = html.catalogue_table(rows)
+    assert "<div class='ackpt-scroll'><table class='ackpt-table ackpt-wide'>" in table
+    assert ("<span class='ackpt-cut' title='aifs-ea-an-oper-0001-mars-o96-2020-2020-6h-v1'>"
+            "aifs-ea-an-oper-0001-mars-o96-2020-2020-6h-v1</span>") in table
+    assert "<td class='ackpt-cell-words'>catalogue, hpc-scratch</td>" in table
+    assert "<td class='ackpt-cell-tags'><span class='ackpt-tag' title='a-very-long-tag'>" in table
+
+
+def test_browser_rows_are_padded_into_columns():
+    entries = [
+        {"uuid": "aaaaaaaa-1", "kind": "training", "filename": "last.ckpt", "global_step": 500, "tags": ["candidate"]},
+        {"uuid": "bbbbbbbb-2", "kind": "inference", "name": "inference-last.ckpt", "global_step": 50},
+        {"uuid": "cccccccc-3", "kind": "training", "filename": "x" * 80},
+    ]
+    labels = text.row_labels(entries[:2])
+    assert labels[0] == "aaaaaaaa  training   last.ckpt            step 500  [candidate]"
+    assert labels[1] == "bbbbbbbb  inference  inference-last.ckpt  step 50"
+    labels = text.row_labels(entries)  # a long name is cut at 48 characters, the columns still line up
+    assert labels[2] == "cccccccc  training   " + "x" * 45 + "..."
+    assert len({label.index("step") for label in labels[:2]}) == 1

@@ -87,21 +87,12 @@ class CatalogueBrowser(Described, widgets.VBox):
         self._replacing = True
         try:
             with self.rows.hold_sync():
-                self.rows.options = [(self._label(entry), entry["uuid"]) for entry in entries]
+                self.rows.options = list(zip(_text.row_labels(entries), listed))
                 self.rows.value = chosen if chosen in listed else None
         finally:
             self._replacing = False
         if chosen is not None and chosen not in listed:
             self.select(None)  # hidden by the filters: its card goes too
-
-    @staticmethod
-    def _label(entry: dict[str, Any]) -> str:
-        parts = [_text.short_uuid(entry["uuid"]), entry.get("kind", "?"), entry.get("name") or entry.get("filename", "")]
-        if entry.get("global_step") is not None:
-            parts.append(f"step {entry['global_step']}")
-        if entry.get("tags"):
-            parts.append("[" + ", ".join(entry["tags"]) + "]")
-        return "  ".join(str(p) for p in parts if p)
 
     def select(self, uuid: str | None) -> None:
         """Show the card and lineage of ``uuid`` (what selecting a row does); None clears them."""

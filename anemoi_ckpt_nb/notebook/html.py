@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import html
+import re
 import uuid as _uuid
 from collections.abc import Iterable
 from importlib.resources import files
@@ -78,7 +79,8 @@ def tag_chips(tags: Iterable[str], *, protected: Iterable[str] = ()) -> str:
     """
     protected = set(protected)
     chips = [
-        f"<span class='ackpt-tag{' ackpt-protected' if tag in protected else ''}'>{_e(tag)}</span>" for tag in tags
+        f"<span class='ackpt-tag{' ackpt-protected' if tag in protected else ''}' title='{_e(tag)}'>{_e(tag)}</span>"
+        for tag in tags
     ]
     return "".join(chips) or "<span class='ackpt-none'>none</span>"
 
@@ -95,8 +97,24 @@ def _section(title: str, body: str, *, count: int | None = None, expanded: bool 
 
 
 def _fields(rows: list[tuple[str, str]], *, raw: frozenset[str] = frozenset()) -> str:
-    items = "".join(f"<dt>{_e(label)}</dt><dd>{value if label in raw else _e(value)}</dd>" for label, value in rows)
+    # Every field list of a card has the same label column, so that all values start at one x;
+    # a label longer than it (a module name) is cut with an ellipsis and shown whole in its tooltip.
+    items = "".join(
+        f"<dt title='{_e(label)}'>{_e(label)}</dt><dd>{value if label in raw else _e(value)}</dd>" for label, value in rows
+    )
     return f"<dl class='ackpt-fields'>{items}</dl>"
+
+
+def _identifier(value: Any) -> str:
+    """A hash, path or blob name in monospace, whose hex runs break only between groups of 16
+    (a sha256 wraps as 4 x 16 or 2 x 32, never leaving 2 characters on a line)."""
+    grouped = re.sub(r"[0-9a-f]{16}", r"<span class='ackpt-nobr'>\g<0></span>", _e(value))
+    return f"<span class='ackpt-mono'>{grouped}</span>"
+
+
+def _cut(value: str, *, title: str | None = None) -> str:
+    """A table cell's text cut with an ellipsis where too long, shown whole in its tooltip."""
+    return f"<span class='ackpt-cut' title='{_e(title if title is not None else value)}'>{_e(value)}</span>"
 
 
 def _parents_html(record: Any) -> str:
@@ -173,15 +191,15 @@ def checkpoint_card(
     if count:
         body += _section("Code versions", code, count=count)
     files_rows = [
-        (label, str(field(record, key)))
+        (label, _identifier(field(record, key)) if label != "format" else _e(field(record, key)))
         for label, key in (("file", "filename"), ("format", "format"), ("sha256", "sha256"), ("blob", "blob"))
         if field(record, key) is not None
     ]
     source = field(record, "source")
     if source is not None:
-        files_rows.append(("registered from", f"{field(source, 'host', '?')}:{field(source, 'path', '?')}"))
+        files_rows.append(("registered from", _e(f"{field(source, 'host', '?')}:{field(source, 'path', '?')}")))
     if files_rows:
-        body += _section("File", _fields(files_rows))
+        body += _section("File", _fields(files_rows, raw=frozenset(label for label, _ in files_rows)))
     fallback = _text.checkpoint_text(record, tags=tags)
     if locations is not None:
         lines = _location_lines(locations)
@@ -216,13 +234,20 @@ def _location_lines(locations: Iterable[Any]) -> list[tuple[str, str, str, str, 
 def _locations_html(lines: list[tuple[str, str, str, str, str]]) -> str:
     if not lines:
         return "<span class='ackpt-none'>no copy recorded</span>"
+    # The place wraps (a long path or URL), so that the table fits the card and its status shows.
     rows = "".join(
-        f"<tr><td>{_e(site)}</td><td>{_e(kind)}</td><td class='ackpt-mono'>{_e(url)}</td><td>{_e(when)}</td>"
-        f"<td>{_e(problem) if problem else 'ok'}</td></tr>"
+        f"<tr><td>{_e(site)}</td><td>{_e(kind)}</td><td class='ackpt-cell-wrap'>{_identifier(url)}</td><td>{_e(when)}</td>"
+        f"<td class='ackpt-cell-wrap'>{_e(problem) if problem else 'ok'}</td></tr>"
         for site, kind, url, when, problem in lines
     )
     head = "".join(f"<th>{h}</th>" for h in ("site", "kind", "where", "verified", "status"))
-    return f"<table class='ackpt-table'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<div class='ackpt-scroll'><table class='ackpt-table'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+
+
+#: Listing columns of free text, cut to a width (whole in the tooltip) so that the table fits;
+#: lists (parents, sites) wrap between their words instead.
+_CUT_COLUMNS = frozenset({"name", "dataset"})
+_WRAP_COLUMNS = frozenset({"parents", "sites"})
 
 
 def catalogue_table(
@@ -256,9 +281,16 @@ def catalogue_table(
         for column in columns:
             value = row.get(column)
             if column == "tags" and isinstance(value, (list, tuple)):
-                cells.append(f"<td>{tag_chips(value, protected=protected)}</td>")
+                cells.append(f"<td class='ackpt-cell-tags'>{tag_chips(value, protected=protected)}</td>")
             elif column in ("uuid", "run_id"):
                 cells.append(f"<td class='ackpt-mono' title='{_e(value)}'>{_e(_text.short_uuid(value))}</td>")
+            elif column.endswith("_at"):  # to the minute; the second and the zone in the tooltip
+                full = _text.cell_text(column, value)
+                cells.append(f"<td title='{_e(full)}'>{_e(full[:16])}</td>")
+            elif column in _CUT_COLUMNS:
+                cells.append(f"<td>{_cut(_text.cell_text(column, value))}</td>")
+            elif column in _WRAP_COLUMNS:
+                cells.append(f"<td class='ackpt-cell-words'>{_e(_text.cell_text(column, value))}</td>")
             else:
                 cells.append(f"<td>{_e(_text.cell_text(column, value))}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
@@ -269,7 +301,10 @@ def catalogue_table(
         f"<span class='ackpt-kind'>{count} checkpoint{'s' if count != 1 else ''}</span></div>"
     )
     if records:
-        body += f"<table class='ackpt-table ackpt-wide'><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+        body += (
+            f"<div class='ackpt-scroll'><table class='ackpt-table ackpt-wide'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(lines)}</tbody></table></div>"
+        )
     if count > max_rows:
         body += (
             f"<div class='ackpt-footer'>{count - max_rows} more not shown: "
@@ -322,7 +357,7 @@ def convert_report(outcomes: Iterable[Any], *, title: str = "Conversion") -> str
             r = outcome.result
             rows.append(
                 "<tr><td><span class='ackpt-tag'>converted</span></td>"
-                f"<td class='ackpt-mono'>{_e(r.source)}</td><td class='ackpt-mono'>{_e(r.destination)}</td>"
+                f"<td class='ackpt-cell-wrap'>{_identifier(r.source)}</td><td class='ackpt-cell-wrap'>{_identifier(r.destination)}</td>"
                 f"<td>{_e(_text.format_bytes(r.size))}</td>"
                 f"<td class='ackpt-mono' title='{_e(r.uuid)}'>{_e(_text.short_uuid(r.uuid))}</td>"
                 f"<td>{r.seconds:.1f} s</td></tr>"
@@ -330,14 +365,14 @@ def convert_report(outcomes: Iterable[Any], *, title: str = "Conversion") -> str
         else:
             rows.append(
                 "<tr><td><span class='ackpt-tag ackpt-protected'>failed</span></td>"
-                f"<td class='ackpt-mono'>{_e(outcome.source)}</td>"
-                f"<td colspan='4'>{_e(describe_error(outcome.error))}</td></tr>"
+                f"<td class='ackpt-cell-wrap'>{_identifier(outcome.source)}</td>"
+                f"<td class='ackpt-cell-wrap' colspan='4'>{_e(describe_error(outcome.error))}</td></tr>"
             )
     summary = f"{len(outcomes) - failed} converted" + (f", {failed} failed" if failed else "")
     body = (
         "<div class='ackpt-header'><svg class='ackpt-icon'><use href='#ackpt-icon-checkpoint'></use></svg>"
         f"<span class='ackpt-title'>{_e(title)}</span><span class='ackpt-kind'>{_e(summary)}</span></div>"
-        "<table class='ackpt-table ackpt-wide'><thead><tr><th>status</th><th>source</th><th>output</th>"
-        f"<th>size</th><th>uuid</th><th>time</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<div class='ackpt-scroll'><table class='ackpt-table ackpt-wide'><thead><tr><th>status</th><th>source</th>"
+        f"<th>output</th><th>size</th><th>uuid</th><th>time</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
     return _wrap(body, _text.convert_text(outcomes))

@@ -252,3 +252,24 @@ def convert_text(outcomes: Iterable[Any]) -> str:
     lines = [convert_line(outcome) for outcome in outcomes]
     lines.append(f"{len(outcomes) - failed} converted, {failed} failed")
     return "\n".join(lines)
+
+
+def row_labels(entries: list[dict[str, Any]], *, name_width: int = 48) -> list[str]:
+    """One line per index entry for a list in a monospace font, its columns padded to line up:
+    short uuid, kind, name (or file name; cut with "..." past ``name_width``), step, tags."""
+    def name(entry: dict[str, Any]) -> str:
+        text = str(entry.get("name") or entry.get("filename") or "")
+        return text if len(text) <= name_width else text[: name_width - 3] + "..."
+
+    columns = [
+        [
+            short_uuid(entry.get("uuid")),
+            str(entry.get("kind", "?")),
+            name(entry),
+            f"step {entry['global_step']}" if entry.get("global_step") is not None else "",
+            "[" + ", ".join(entry["tags"]) + "]" if entry.get("tags") else "",
+        ]
+        for entry in entries
+    ]
+    widths = [max((len(row[k]) for row in columns), default=0) for k in range(5)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in columns]
