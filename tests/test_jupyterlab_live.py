@@ -227,12 +227,16 @@ def test_status_colours_tags_and_badges_reach_aa_in_the_page(page, project, them
     editor.locator(".ackpt-status.ackpt-ok").wait_for()
     measured["ok"] = contrasts(page, ".ackpt-status.ackpt-ok")
     for name, selector in {"tag chips": ".ackpt-tag", "kind badges": ".ackpt-kind", "editor chips": ".ackpt-chip",
-                           "labels": "dl.ackpt-fields dt", "table cells": "table.ackpt-table td"}.items():
+                           "labels": "dl.ackpt-fields dt", "table cells": "table.ackpt-table td",
+                           # Every button, the convert panel's primary one included (the contrast of
+                           # its colours: a disabled one is only faded by opacity, which is not read).
+                           "buttons": ".jupyter-button"}.items():
         measured[name] = contrasts(page, selector)
     shot(page, f"{theme.split()[-1].lower()}-colours")
     lowest = {name: min((ratio for _, ratio in found if ratio is not None), default=None) for name, found in measured.items()}
     (ARTIFACTS / f"contrast-{theme.split()[-1].lower()}.json").write_text(json.dumps(lowest, indent=1), encoding="utf-8")
     assert all(measured.values()), f"nothing measured for {[k for k, v in measured.items() if not v]}"
+    assert any(text.startswith("Convert") for text, _ in measured["buttons"]), measured["buttons"]
     low = {name: [(text, ratio) for text, ratio in found if ratio is None or ratio < AA_TEXT] for name, found in measured.items()}
     assert not any(low.values()), f"{theme}: below {AA_TEXT}:1 in the page: { {k: v for k, v in low.items() if v} }"
     assert page.console_errors == []
