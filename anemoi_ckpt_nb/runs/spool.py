@@ -232,12 +232,13 @@ class Spool:
         now, found = time.time(), []
         for folder in sorted(folders):
             try:
-                stats = [folder.stat(), *(child.stat() for child in folder.iterdir())]
+                children = list(folder.iterdir())
+                stats = [folder.stat(), *(child.stat() for child in children)]
             except FileNotFoundError:
                 continue  # its entry was written, or it was released, meanwhile
             found.append(Orphan(key=folder.name, path=folder, size=sum(st.st_size for st in stats[1:]),
                                 age=max(0.0, now - max(st.st_mtime for st in stats)),
-                                names=sorted(child.name for child in folder.iterdir())))
+                                names=sorted(child.name for child in children)))
         return found
 
     def remove_orphan(self, orphan: Orphan) -> bool:
