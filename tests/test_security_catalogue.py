@@ -17,7 +17,7 @@ import uuid as _uuid
 from pathlib import Path
 
 import pytest
-from security_helpers import is_ckpt_error, run_cli
+from security_helpers import catalogue_with_one_checkpoint, is_ckpt_error, run_cli
 
 from anemoi_ckpt_nb import Catalogue, examples, open_checkpoint
 
@@ -34,9 +34,7 @@ def edit_json(path: Path, change) -> None:
 def hostile(tmp_path):
     """A local catalogue with one registered, uploaded checkpoint; its record is ours to edit."""
     url = tmp_path / "catalogue"
-    catalogue = Catalogue.create(url)
-    ck = examples.write_training_checkpoint(tmp_path / "run" / "a.ckpt", weights_bytes=20_000)
-    catalogue.register(ck.path)
+    catalogue, ck = catalogue_with_one_checkpoint(url, tmp_path / "run")
     return catalogue, ck, url
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from security_helpers import run_cli
+from security_helpers import catalogue_with_one_checkpoint, run_cli
 
 from anemoi_ckpt_nb import Catalogue, examples, open_checkpoint
 
@@ -29,9 +29,7 @@ from anemoi_ckpt_nb import Catalogue, examples, open_checkpoint
 @pytest.fixture
 def registered(tmp_path):
     url = tmp_path / "catalogue"
-    catalogue = Catalogue.create(url)
-    ck = examples.write_training_checkpoint(tmp_path / "run" / "a.ckpt", weights_bytes=200_000)
-    catalogue.register(ck.path)
+    catalogue, ck = catalogue_with_one_checkpoint(url, tmp_path / "run", weights_bytes=200_000)
     return catalogue, ck, url
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from security_helpers import is_ckpt_error
+from security_helpers import catalogue_with_one_checkpoint, is_ckpt_error
 
 from anemoi_ckpt_nb import Catalogue, examples, open_checkpoint
 
@@ -289,9 +289,7 @@ def test_a_memoized_torch_file_loaded_many_times_counts_every_time(tmp_path):
 
 def test_a_gzip_bomb_in_the_index_snapshot_is_refused_and_reindex_repairs_it(tmp_path):
     url = tmp_path / "catalogue"
-    catalogue = Catalogue.create(url)
-    ck = examples.write_training_checkpoint(tmp_path / "a.ckpt", weights_bytes=20_000)
-    catalogue.register(ck.path)
+    catalogue, ck = catalogue_with_one_checkpoint(url, tmp_path)
     catalogue.rebuild_index()
     snapshot = url / "index" / "snapshot.json.gz"
     document = json.loads(gzip.decompress(snapshot.read_bytes()))

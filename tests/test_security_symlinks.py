@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from security_helpers import run_cli
+from security_helpers import catalogue_with_one_checkpoint, run_cli
 
-from anemoi_ckpt_nb import Catalogue, examples
+from anemoi_ckpt_nb import Catalogue
 from anemoi_ckpt_nb.errors import SymlinkRefusedError
 from anemoi_ckpt_nb.storage.local import LocalStorage
 
@@ -30,9 +30,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def world(tmp_path):
     """A local catalogue, one registered checkpoint, a site ``shared``, and a victim's folder."""
     url = tmp_path / "catalogue"
-    catalogue = Catalogue.create(url)
-    ck = examples.write_training_checkpoint(tmp_path / "run" / "a.ckpt", weights_bytes=20_000)
-    catalogue.register(ck.path)
+    catalogue, ck = catalogue_with_one_checkpoint(url, tmp_path / "run")
     site = tmp_path / "site"
     catalogue.add_site("shared", path=site)
     victim = tmp_path / "victim"
@@ -70,9 +68,7 @@ def test_replicate_never_writes_through_a_site_folder_planted_as_a_symlink(world
 
 @pytest.mark.s3
 def test_a_download_from_s3_into_a_site_never_writes_through_a_planted_folder(s3_url, tmp_path, capsys):
-    catalogue = Catalogue.create(s3_url)
-    ck = examples.write_training_checkpoint(tmp_path / "run" / "a.ckpt", weights_bytes=20_000)
-    catalogue.register(ck.path)
+    catalogue, ck = catalogue_with_one_checkpoint(s3_url, tmp_path / "run")
     site, victim = tmp_path / "site", tmp_path / "victim"
     victim.mkdir()
     catalogue.add_site("shared", path=site)
