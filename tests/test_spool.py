@@ -107,6 +107,31 @@ def test_names_rewritten_in_place_are_never_hard_linked(tmp_path):
     assert entry.method == "copy" and os.stat(source).st_ino != os.stat(spool.path / entry.file).st_ino
 
 
+def test_open_if_exists_tells_a_spool_from_no_spool_and_creates_nothing(tmp_path, capsys):
+    missing, empty, a_file = tmp_path / "missing", tmp_path / "empty", tmp_path / "a-file"
+    empty.mkdir()
+    a_file.write_text("not a folder")
+    for path in (missing, empty, a_file):
+        assert Spool.open_if_exists(path) is None
+    with pytest.raises(SpoolError, match="not a spool"):
+        Spool.open(missing)
+    assert not missing.exists() and list(empty.iterdir()) == []
+    made = Spool(tmp_path / "spool", catalogue="s3://bucket/catalogue")
+    made.ensure()
+    opened = Spool.open_if_exists(made.path)
+    assert opened.path == made.path and opened.catalogue == "s3://bucket/catalogue"
+    # A spool.json there but not ours is an error, not "no spool": info says what is wrong.
+    (made.path / spool_mod.DESCRIPTOR).write_text('{"format": "something-else"}')
+    with pytest.raises(SpoolError, match="is not a version 1 anemoi-ckpt spool"):
+        Spool.open_if_exists(made.path)
+    assert main(["info", "--json", "--spool", str(made.path)]) == 0
+    info = json.loads(capsys.readouterr().out)["spool"]
+    assert info["exists"] is False and "is not a version 1 anemoi-ckpt spool" in info["problem"]
+    assert main(["info", "--json", "--spool", str(empty)]) == 0
+    info = json.loads(capsys.readouterr().out)["spool"]
+    assert info["value"] == str(empty) and info["exists"] is False and "problem" not in info
+
+
 def test_a_parent_never_captured_waits_and_says_so(example_project, tmp_path, capsys):
     child = example_project["resumed"][0].path
     catalogue = Catalogue.create(str(tmp_path / "catalogue"))

@@ -67,16 +67,13 @@ def run(args: argparse.Namespace) -> int:
 def _spool_summary(path: str | None):
     """The spool's :class:`~anemoi_ckpt_nb.runs.spool.SpoolSummary` (None if there is none) and why not."""
     from anemoi_ckpt_nb.errors import SpoolError
-    from anemoi_ckpt_nb.runs.spool import DESCRIPTOR, Spool
+    from anemoi_ckpt_nb.runs.spool import Spool
 
     if path is None:
         return None, None
-    from pathlib import Path
-
-    if not (Path(path).expanduser() / DESCRIPTOR).is_file():
-        return None, None
     try:
-        return Spool.open(path).summary(), None
+        spool = Spool.open_if_exists(path)
+        return (None if spool is None else spool.summary()), None
     except SpoolError as error:
         return None, str(error)
 

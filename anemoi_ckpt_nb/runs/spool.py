@@ -153,13 +153,25 @@ class Spool:
     @classmethod
     def open(cls, path: str | os.PathLike) -> Spool:
         """An existing spool; raise :class:`SpoolError` if ``path`` is none."""
+        spool = cls.open_if_exists(path)
+        if spool is None:
+            raise SpoolError(f"{Path(path).expanduser().absolute()}: not a spool (no spool.json)",
+                             hint="pass the folder the training callback wrote to (its `spool:` option)")
+        return spool
+
+    @classmethod
+    def open_if_exists(cls, path: str | os.PathLike) -> Spool | None:
+        """The spool at ``path``, or None if there is no ``spool.json`` there (nothing is created).
+
+        Raises:
+            SpoolError: ``spool.json`` is there but unreadable, or not a spool this version reads.
+        """
         spool = cls(path)
         try:
             data, _ = spool.storage.get(DESCRIPTOR)
             doc = json.loads(data)
         except ObjectNotFoundError:
-            raise SpoolError(f"{spool.path}: not a spool (no spool.json)",
-                             hint="pass the folder the training callback wrote to (its `spool:` option)") from None
+            return None
         except (ValueError, StorageError) as exc:
             raise SpoolError(f"{spool.path}: unreadable spool.json ({exc})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or int(doc.get("version", 0)) > VERSION:
