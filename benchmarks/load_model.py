@@ -10,11 +10,17 @@ torch-geometric; ``.ci/anemoi-env.sh``) and this checkout on ``PYTHONPATH``::
 For each run folder it converts ``last.ckpt`` (``anemoi`` and ``safetensors``) and measures, each
 load in a fresh child process (so nothing is cached in the interpreter and the peak is that of one
 load): the baseline ``torch.load(inference-last.ckpt, weights_only=False)`` as anemoi-inference's
-default runner does it, and ``load_model`` of the two converted files and of the pickled file.
+default runner does it, and ``load_model`` of the two converted files (their weights mapped, the
+default), of the safetensors file with ``mmap=False`` (weights read into memory) and of the pickled
+file (read into memory, the default for anemoi-training's files). The files are in the page cache
+(just written or read), as for a model loaded again.
 The cases take turns, one load of each per round. It prints the median wall time, the CPU time
 of the load (less sensitive to other programs on shared cores) and the peak resident memory added
 by the load (the kernel's high-water mark ``VmHWM``, reset just before the load, minus the size
-then; imports done before; Linux), and their ratios to the baseline (< 1: faster, leaner).
+then; imports done before; Linux), and their ratios to the baseline (< 1: faster, leaner). Then
+every weight is used once (summed), and the CPU time of load and use and the peak after it are
+given too: a model whose weights stay in the file's memory map (``load_model`` of a converted
+file) reads their pages when first used, not at load, and they count in its memory from then on.
 """
 
 from __future__ import annotations
@@ -44,9 +50,19 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 before = status("VmRSS")
 start, cpu = time.perf_counter(), time.process_time()
-model = torch.load(path, weights_only=False, map_location="cpu") if how == "torch.load" else load_model(path)
+if how == "torch.load":
+    model = torch.load(path, weights_only=False, map_location="cpu")
+else:
+    model = load_model(path, mmap=False) if how == "load_model, copied" else load_model(path)
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_kib": status("VmHWM") - before}))
+peak = status("VmHWM") - before
+# First use: every weight read once (a mapped weight's pages come from the page cache now).
+start, use_cpu = time.perf_counter(), time.process_time()
+with torch.no_grad():
+    total = sum(float(parameter.sum()) for parameter in model.parameters())
+use_seconds, use_cpu = time.perf_counter() - start, time.process_time() - use_cpu
+print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_kib": peak, "use_seconds": use_seconds, "use_cpu": use_cpu,
+                  "used_peak_kib": status("VmHWM") - before}))
 """
 
 
@@ -65,8 +81,8 @@ def measure(cases: list[tuple[str, str, Path]], repeat: int) -> dict[str, dict]:
     for _ in range(repeat):
         for name, how, path in cases:
             runs[name].append(load_once(how, path))
-    return {name: {key: statistics.median(r[key] for r in results) for key in ("seconds", "cpu", "peak_kib")}
-            for name, results in runs.items()}
+    keys = ("seconds", "cpu", "peak_kib", "use_seconds", "use_cpu", "used_peak_kib")
+    return {name: {key: statistics.median(r[key] for r in results) for key in keys} for name, results in runs.items()}
 
 
 def scaled_run(folder: Path, channels: int) -> Path:
@@ -107,6 +123,10 @@ def scaled_run(folder: Path, channels: int) -> Path:
     return run
 
 
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:5.2f}" if base else "  nan"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", type=Path, help="run folders (default: the real fixtures' runs)")
@@ -128,18 +148,18 @@ def main() -> None:
             pickled = run / "inference-last.ckpt"
             cases = [("torch.load (baseline)", "torch.load", pickled), ("load_model (pickled file)", "load_model", pickled)]
             cases += [(name, "load_model", path) for name, path in files.items()]
+            cases.append(("load_model (safetensors, mmap=False)", "load_model, copied", files["load_model (safetensors)"]))
             results = measure(cases, args.repeat)
         base = results["torch.load (baseline)"]
         print(f"{run.relative_to(ROOT) if run.is_relative_to(ROOT) else run.name} ({pickled.stat().st_size / 1e3:.0f} kB pickled), "
               f"median of {args.repeat}, torch {__import__('torch').__version__}")
         for name, result in results.items():
-            time_ratio = result["seconds"] / base["seconds"]
-            cpu_ratio = result["cpu"] / base["cpu"]
-            memory_ratio = result["peak_kib"] / base["peak_kib"] if base["peak_kib"] else float("nan")
-            print(f"  {name:28s} {result['seconds'] * 1e3:8.1f} ms  x{time_ratio:5.2f}   "
-                  f"cpu {result['cpu'] * 1e3:8.1f} ms  x{cpu_ratio:5.2f}   "
-                  f"peak +{result['peak_kib'] / 1024:7.1f} MiB  x{memory_ratio:5.2f}")
-
+            then_cpu, base_then_cpu = result["cpu"] + result["use_cpu"], base["cpu"] + base["use_cpu"]
+            print(f"  {name:36s} {result['seconds'] * 1e3:8.1f} ms x{result['seconds'] / base['seconds']:5.2f}  "
+                  f"cpu {result['cpu'] * 1e3:7.1f} ms x{result['cpu'] / base['cpu']:5.2f}  "
+                  f"peak +{result['peak_kib'] / 1024:7.1f} MiB x{ratio(result['peak_kib'], base['peak_kib'])}  | "
+                  f"then every weight used once: cpu {then_cpu * 1e3:7.1f} ms x{then_cpu / base_then_cpu:5.2f}  "
+                  f"peak +{result['used_peak_kib'] / 1024:7.1f} MiB x{ratio(result['used_peak_kib'], base['used_peak_kib'])}")
 
     scratch.cleanup()
 

@@ -7,6 +7,7 @@ real anemoi-models (tests/test_loader_real.py: same predict_step output, ties ke
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,6 +67,23 @@ def test_assigned_weights_keep_shared_parameters_shared():
     assert torch.equal(model.linear(model.norm_dest(x)), reference.linear(reference.norm_dest(x)))
 
 
+def file_mappings(path) -> list[tuple[int, int]]:
+    """Address ranges of the memory maps of ``path`` in this process (Linux's /proc/self/maps)."""
+    target = str(Path(path).resolve())
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target:
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def in_mapping(tensor, ranges) -> bool:
+    start = tensor.data_ptr()
+    return any(low <= start and start + tensor.nbytes <= high for low, high in ranges)
+
+
 @pytest.mark.parametrize("fmt", ["anemoi", "safetensors"])
 def test_weights_are_read_into_memory_of_their_own(tmp_path, fmt):
     example = examples.write_training_checkpoint(tmp_path / "train.ckpt", weights_bytes=20_000)
@@ -78,9 +96,37 @@ def test_weights_are_read_into_memory_of_their_own(tmp_path, fmt):
             assert torch.equal(tensor, checkpoint.tensor(name))
             tensor.add_(1)  # writable, and not the file's bytes
             assert not torch.equal(tensor, checkpoint.tensor(name))
+        assert not any(in_mapping(tensor, file_mappings(converted)) for tensor in weights.values())
 
 
-def test_a_file_rewritten_while_its_weights_are_read_is_refused(tmp_path):
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+@pytest.mark.parametrize("fmt", ["anemoi", "safetensors"])
+def test_mapped_weights_are_the_files_pages_and_writes_never_reach_the_file(tmp_path, fmt):
+    example = examples.write_training_checkpoint(tmp_path / "train.ckpt", weights_bytes=20_000)
+    converted = convert(example.path, tmp_path / "out", format=fmt).destination
+    before = converted.read_bytes()
+    with open_checkpoint(converted) as checkpoint:
+        names = {name: name for name in checkpoint.weights}
+        spans = {name for name in names if checkpoint.tensor_span(name) is not None}
+        assert spans
+        weights = empty.read_weights(checkpoint, names, torch.nn.Module(), mapped=True)
+        ranges = file_mappings(converted)
+        for name, tensor in weights.items():
+            assert torch.equal(tensor, checkpoint.tensor(name))
+            assert in_mapping(tensor, ranges) == (name in spans), name  # no copy: the file's own pages
+            assert tensor.untyped_storage().nbytes() == tensor.nbytes  # its own bytes, not the whole file's
+            tensor.add_(1)  # copy-on-write: this process's copy of the page changes
+    del weights
+    assert converted.read_bytes() == before
+    with open_checkpoint(converted) as checkpoint:
+        again = empty.read_weights(checkpoint, names, torch.nn.Module(), mapped=True)
+        assert all(torch.equal(again[name], checkpoint.tensor(name)) for name in names)
+        assert all(torch.equal(again[name], torch.frombuffer(bytearray(before[a:a + n]), dtype=again[name].dtype).reshape(again[name].shape))
+                   for name in spans for a, n in [checkpoint.tensor_span(name)] if n)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_file_rewritten_while_its_weights_are_read_is_refused(tmp_path, mapped):
     example = examples.write_training_checkpoint(tmp_path / "train.ckpt", weights_bytes=20_000)
     converted = convert(example.path, tmp_path / "out", format="safetensors").destination
     with open_checkpoint(converted) as checkpoint:
@@ -88,4 +134,4 @@ def test_a_file_rewritten_while_its_weights_are_read_is_refused(tmp_path):
         with open(converted, "r+b") as file:
             file.truncate(converted.stat().st_size // 2)
         with pytest.raises(CheckpointChangedError, match="changed on disk"):
-            empty.read_weights(checkpoint, names, torch.nn.Module())
+            empty.read_weights(checkpoint, names, torch.nn.Module(), mapped=mapped)

@@ -65,6 +65,9 @@ def test_converted_files_build_the_model_anemoi_training_pickled(real_python, mo
         assert result["eval"]
         assert result["same_ties"], f"{path.name}: parameters shared in anemoi-training's model are not shared"
         assert result["on_meta"] == [], f"{path.name}: left on the meta device: {result['on_meta']}"
+        count, in_file = result["mapped"]
+        # converted files: the weights are the file's own pages (no copy); anemoi-training's: read into memory
+        assert count > 0 and in_file == (count if path != source else 0), (path.name, result["mapped"])
     assert report["versions"]["anemoi-models"] == "0.19.0"
 
 

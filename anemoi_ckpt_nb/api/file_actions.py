@@ -114,11 +114,11 @@ class FileActions:
         # The same cache as prefetch, fork and resume (one folder, one layout, verify-cache works on it).
         return Path(self.prefetch(cache=cache_dir).path), True
 
-    def load_model(self, *, device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Any:
+    def load_model(self, *, device: str = "cpu", mmap: bool | None = None, cache_dir: str | os.PathLike | None = None) -> Any:
         """The model of this checkpoint, built by anemoi-models (:func:`~anemoi_ckpt_nb.conversion.loader.load_model`)."""
         from anemoi_ckpt_nb.conversion.loader import load_model
 
-        return load_model(self.local_path(cache_dir=cache_dir), device=device)
+        return load_model(self.local_path(cache_dir=cache_dir), device=device, mmap=mmap)
 
     def convert(
         self,

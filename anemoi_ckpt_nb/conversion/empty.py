@@ -6,18 +6,19 @@ peak, and the random draws for nothing. Here the parameters are made on torch's 
 (shapes and dtypes only) while the buffers stay real: anemoi-models computes some of them at
 build time from the graph and the statistics (``torch.nonzero`` of a mask, the graph
 provider's edge permutation), which the meta device cannot do, and keeps the graph's in
-non-persistent buffers that no state dict restores. The weights are then read from the file
-with plain reads straight into their own new memory (the file's bytes go through the page
-cache, not through a memory map counted in the process's memory), and put in place with
-``load_state_dict(assign=True)``, so nothing is allocated twice and the model does not depend
-on the file afterwards.
+non-persistent buffers that no state dict restores. The weights are then put in place with
+``load_state_dict(assign=True)``, so nothing is allocated twice, from the file in one of two ways
+(:func:`read_weights`): as views of the reader's private memory map of the file (no copy at all:
+each page is read from the page cache when the model first uses it, and a write to a weight
+goes to the process's own copy of that page, never to the file), or read with plain reads
+straight into their own new memory, after which the model does not depend on the file.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,16 @@ def tie(model: Any, groups: list[list[str]]) -> None:
             setattr(model.get_submodule(owner), attribute, kept)
 
 
-def read_weights(checkpoint: Any, names: dict[str, str], model: Any) -> dict[str, Any]:
-    """The weights ``{model name: file name}`` in new CPU memory, as the model's parameters need them.
+def read_weights(checkpoint: Any, names: dict[str, str], model: Any, *, mapped: bool = False) -> dict[str, Any]:
+    """The weights ``{model name: file name}`` on the CPU, as the model's parameters need them.
 
-    Each tensor whose bytes are one contiguous run of the file (:meth:`tensor_span`) is read
-    with plain file reads into its own buffer; the others are copied out of the reader's
-    memory map. A dtype different from the model's is converted as ``load_state_dict``
-    would copy it.
+    Each tensor whose bytes are one contiguous run of the file (:meth:`tensor_span`) is, with
+    ``mapped``, the reader's view of it: its pages of the file's private memory map (torch's
+    ``UntypedStorage.from_file(..., shared=False)``: copy-on-write, so the file is never written
+    through it), read when first used; without ``mapped``, it is read with plain file reads into
+    its own buffer. The others (a strided view, a storage held in the pickle, a byte-swapped
+    one) are copied out of the reader. A dtype different from the model's is converted as
+    ``load_state_dict`` would copy it.
 
     Raises:
         CheckpointChangedError: the file changed on disk while it was read.
@@ -103,15 +107,21 @@ def read_weights(checkpoint: Any, names: dict[str, str], model: Any) -> dict[str
 
     expected = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     out: dict[str, Any] = {}
-    with open(Path(checkpoint.path), "rb", buffering=0) as file:
-        for mapped, name in names.items():
+    with ExitStack() as stack:
+        file = None if mapped else stack.enter_context(open(Path(checkpoint.path), "rb", buffering=0))
+        for mapped_name, name in names.items():
             view = checkpoint.tensor(name)  # checks that the file did not change since it was opened
             span = checkpoint.tensor_span(name)
-            tensor = _read(file, span, view, checkpoint.path) if span is not None else view.clone(memory_format=torch.contiguous_format)
-            want = expected.get(mapped)
+            if span is None:
+                tensor = view.clone(memory_format=torch.contiguous_format)
+            elif mapped:
+                tensor = view
+            else:
+                tensor = _read(file, span, view, checkpoint.path)
+            want = expected.get(mapped_name)
             if want is not None and want.dtype != tensor.dtype and want.is_floating_point() == tensor.is_floating_point():
                 tensor = tensor.to(want.dtype)
-            out[mapped] = tensor
+            out[mapped_name] = tensor
     if checkpoint.changed_on_disk():
         raise _changed(checkpoint.path)
     return out

@@ -29,13 +29,22 @@ MODULE = "anemoi.models"
 INSTALL_HINT = "pip install 'anemoi-ckpt-nb[inference]'"
 
 
-def load_model(source: str | Path, *, device: str = "cpu") -> Any:
+def load_model(source: str | Path, *, device: str = "cpu", mmap: bool | None = None) -> Any:
     """The model of a checkpoint, built by the installed anemoi-models, in eval mode.
 
     Args:
         source: a file written by ``anemoi-ckpt convert`` (``anemoi`` or ``safetensors``),
             an anemoi-training training checkpoint, or its ``inference-*.ckpt``.
         device: where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``).
+        mmap: ``True``: on the CPU the weights stay in a private (copy-on-write) memory map of
+            the file: nothing is copied at load, each page is read from the page cache when the
+            model first uses it, and a write to a weight never reaches the file. ``False``: they
+            are read into the process's own memory and the model does not depend on the file.
+            ``None`` (the default): mapped for the files ``anemoi-ckpt convert`` writes (written
+            under a temporary name and renamed into place, never rewritten in place), read for
+            anemoi-training's own files (it rewrites ``last.ckpt`` and ``inference-last.ckpt``
+            in place at every save; a mapped file cut short under a model kills the process
+            with ``SIGBUS`` when the model next reads the lost pages). Docs: run.md.
 
     Returns:
         The ``anemoi.models.interface.AnemoiModelInterface``, weights loaded, ready for
@@ -55,7 +64,13 @@ def load_model(source: str | Path, *, device: str = "cpu") -> Any:
     path = Path(source)
     with open_checkpoint(path) as checkpoint:
         plan = _plan(checkpoint, path)
-        return build(plan, device=device)
+        return build(plan, device=device, mapped=maps(checkpoint) if mmap is None else bool(mmap))
+
+
+def maps(checkpoint: Any) -> bool:
+    """Whether :func:`load_model` maps the weights of ``checkpoint`` by default: the files
+    ``anemoi-ckpt convert`` writes (read as a state dict or safetensors), not anemoi-training's."""
+    return checkpoint.kind in ("state-dict", "safetensors")
 
 
 class _Plan:
@@ -105,8 +120,9 @@ def _plan(checkpoint: Any, path: Path) -> _Plan:
     return _Plan(checkpoint, path, metadata, inputs, weights, checkpoint.supporting_arrays or {})
 
 
-def build(plan: _Plan, *, device: Any = "cpu") -> Any:
-    """Build the model of ``plan`` with the installed anemoi-models and load its weights."""
+def build(plan: _Plan, *, device: Any = "cpu", mapped: bool = False) -> Any:
+    """Build the model of ``plan`` with the installed anemoi-models and load its weights
+    (``mapped``: views of the file's private memory map, :func:`.empty.read_weights`)."""
     import torch
 
     _require(plan)
@@ -124,7 +140,7 @@ def build(plan: _Plan, *, device: Any = "cpu") -> Any:
     if not assign:
         model = _construct(plan, array, contextlib.nullcontext())
     groups = empty.tied(model)
-    weights = empty.read_weights(plan.checkpoint, plan.weights, model)
+    weights = empty.read_weights(plan.checkpoint, plan.weights, model, mapped=mapped)
     try:
         model.load_state_dict(weights, strict=True, assign=assign)
     except RuntimeError as error:

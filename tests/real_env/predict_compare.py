@@ -6,7 +6,7 @@ Each REFERENCE is anemoi-training's ``inference-*.ckpt`` (loaded with ``torch.lo
 anemoi-inference does); each FILE is built by ``anemoi_ckpt_nb.load_model``. The same
 random input goes through ``predict_step`` of each; prints one JSON object:
 ``{"versions": {...}, "results": {FILE: {"equal": bool, "max_abs": float, "same_ties": bool,
-"on_meta": [names]} | {"error": str}}}``.
+"on_meta": [names], "mapped": [parameter count, of them in a memory map of FILE]} | {"error": str}}}``.
 Several groups in one process save starting Python and torch again.
 """
 
@@ -28,6 +28,21 @@ def batch_for(model) -> dict:
     return batch
 
 
+def mapped(model, path: str) -> list[int]:
+    """``[parameters, of them in a memory map of path]`` (Linux's /proc/self/maps; ``[n, 0]`` elsewhere)."""
+    import os
+
+    target, ranges = os.path.realpath(path), []
+    if os.path.exists("/proc/self/maps"):
+        for line in open("/proc/self/maps"):
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].strip() == target:
+                ranges.append(tuple(int(x, 16) for x in fields[0].split("-")))
+    parameters = list(model.parameters())
+    inside = [p for p in parameters if any(low <= p.data_ptr() and p.data_ptr() + p.nbytes <= high for low, high in ranges)]
+    return [len(parameters), len(inside)]
+
+
 def main(reference: str, files: list[str], results: dict) -> None:
     from anemoi_ckpt_nb import load_model
     from anemoi_ckpt_nb.conversion.empty import meta_tensors, tied  # tied: names sharing one parameter
@@ -47,7 +62,8 @@ def main(reference: str, files: list[str], results: dict) -> None:
         equal = set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
         diff = max(float((got[k] - expected[k]).abs().max()) for k in expected) if set(got) == set(expected) else None
         results[path] = {"equal": equal, "max_abs": diff, "eval": not model.training,
-                         "same_ties": tied(model) == tied(expected_model), "on_meta": meta_tensors(model)}
+                         "same_ties": tied(model) == tied(expected_model), "on_meta": meta_tensors(model),
+                         "mapped": mapped(model, path)}
 
 
 if __name__ == "__main__":
