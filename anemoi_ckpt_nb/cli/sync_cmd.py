@@ -7,7 +7,8 @@ import argparse
 from anemoi_ckpt_nb.cli._catalogue import _positive, add_catalogue_option, catalogue_url, format_size, open_catalogue, short
 from anemoi_ckpt_nb.cli.orphans_cmd import _age
 
-EXIT_STATUS = {1: "an entry is waiting for a parent or failed (each has its line); it stays in the spool for the next sync"}
+EXIT_STATUS = {1: "an entry is waiting for a parent or failed (each has its line), or the catalogue could not be "
+                  "reached (the sync stopped); what is not registered stays in the spool for the next sync"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"to register: {spool.entry(key).source}  (entry {key})")
         print(f"dry run of {spool.path} into {catalogue.url}: {len(report.pending)} to register{orphans}; nothing done")
         return 0
+    if report.stopped:
+        print(f"stopped: {report.stopped}; what is not registered stays in the spool: run `anemoi-ckpt sync` again "
+              "when the catalogue can be reached")
     print(f"synced {spool.path} into {catalogue.url}: {len(report.registered)} registered, {len(report.already)} "
           f"already registered, {len(report.waiting)} waiting for a parent, {len(report.failed)} failed, "
           f"{len(report.busy)} held by another sync{orphans}")

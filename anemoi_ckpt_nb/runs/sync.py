@@ -16,6 +16,11 @@ bytes without an entry in ``files/<key>/``: an orphan. Nothing can register them
 what they are, and a copy cut short is partial), so sync removes an orphan once nothing in its
 folder has changed for ``orphan_age`` (a capture under way writes all the time, or gets its
 entry within moments); younger ones are reported and kept.
+
+A catalogue that cannot be reached (the connection refused, timed out or lost) stops the sync at
+the first entry it fails: every other entry would wait for the same time-outs and fail the same
+way. That entry is not marked failed (nothing is wrong with it); all stay pending for the next
+sync, and the report says why it stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from anemoi_ckpt_nb.errors import CkptError, MissingParentError, SpoolError, describe_error
+from anemoi_ckpt_nb.errors import (
+    CkptError,
+    MissingParentError,
+    OfflineError,
+    SpoolError,
+    StorageUnreachableError,
+    describe_error,
+)
 from anemoi_ckpt_nb.runs.spool import DONE, ENTRIES, Entry, Orphan, Spool
 
 #: How long a sync may hold an entry before another one takes it over (an upload of tens of
@@ -56,14 +68,20 @@ class SyncReport:
     orphans_removed: list[Orphan] = field(default_factory=list)
     #: Orphans kept: younger than ``orphan_age``, maybe a capture under way.
     orphans_kept: list[Orphan] = field(default_factory=list)
+    #: Why the sync stopped before the end (the catalogue could not be reached); empty if it did not.
+    stopped: str = ""
 
     @property
     def ok(self) -> bool:
-        return not (self.waiting or self.failed)
+        return not (self.waiting or self.failed or self.stopped)
 
 
 class _Wait(Exception):
     """The entry's parent is not registered yet."""
+
+
+class _Unreachable(Exception):
+    """The catalogue cannot be reached: no other entry can be registered now."""
 
 
 def sync_spool(
@@ -122,6 +140,9 @@ def sync_spool(
                 waiting[entry.key] = str(why)
                 later.append(entry)
                 continue
+            except _Unreachable as why:
+                report.stopped = str(why)
+                return report
             waiting.pop(entry.key, None)
             if outcome == "skip":
                 continue
@@ -165,6 +186,8 @@ def _sync_one(store: Any, spool: Spool, entry: Entry, *, allow_missing_parents: 
             )
         except MissingParentError as error:
             raise _Wait(describe_error(error)) from None
+        except (StorageUnreachableError, OfflineError) as error:
+            raise _Unreachable(describe_error(error)) from None
         except (CkptError, OSError) as error:
             message = describe_error(error)
             spool.mark_failed(entry, message)

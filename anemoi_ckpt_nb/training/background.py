@@ -7,6 +7,12 @@ process itself still never opens a connection nor imports the catalogue code. A 
 (the catalogue cannot be reached) is a warning; the next is tried after ``retry_seconds``, and
 what it could not register stays in the spool for ``anemoi-ckpt sync`` on a login node. Sync is
 idempotent and safe to run twice at once, so a login-node sync of the same spool does no harm.
+
+At the end of training the callback waits for the running sync, at most ``end_wait`` seconds: a
+catalogue that answers nothing (a firewall that drops packets, a server that hangs) must not keep
+a finished job on its nodes. A sync still running then is stopped (SIGTERM, then SIGKILL); it
+loses nothing (each entry's outcome is written as it is known, a claim held by a dead sync is
+taken over) and what it did not register stays in the spool.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -30,10 +37,15 @@ class BackgroundSync:
         spool: The spool folder.
         catalogue: The catalogue URL.
         retry_seconds: After a failed sync, how long before the next one.
+        end_wait: At the end of training, how long :meth:`close` waits for syncs in all.
     """
 
-    def __init__(self, spool: Path, catalogue: str, *, retry_seconds: float = 300.0) -> None:
+    #: How long a stopped sync gets to end on SIGTERM before it is killed.
+    TERMINATE_GRACE = 10.0
+
+    def __init__(self, spool: Path, catalogue: str, *, retry_seconds: float = 300.0, end_wait: float = 600.0) -> None:
         self.spool, self.catalogue, self.retry_seconds = Path(spool), catalogue, retry_seconds
+        self.end_wait = end_wait
         self.log = self.spool / "sync.log"
         self.runs = 0
         self.failures = 0
@@ -42,6 +54,8 @@ class BackgroundSync:
         self._wanted = False
         self._not_before = 0.0
         self._last_ok = True
+        #: Set when :meth:`close` stopped a sync that ran past ``end_wait``.
+        self.stopped = False
 
     def kick(self) -> None:
         """More was captured: sync now, or as soon as the running one has ended. Any thread."""
@@ -57,20 +71,43 @@ class BackgroundSync:
     def close(self) -> bool:
         """At the end of training: wait for the running sync, then run a last one for what it missed.
 
-        After a failed sync none is tried again here (the catalogue could not be reached: trying
-        again would only delay the end of the job). Returns True if everything captured was synced.
+        Waits ``end_wait`` seconds in all; a sync still running then is stopped, with a warning
+        (the spool keeps what it did not register). After a failed sync none is tried again here
+        (the catalogue could not be reached: trying again would only delay the end of the job).
+        Returns True if everything captured was synced.
         """
+        deadline = time.monotonic() + self.end_wait
         for last in (False, True):
             process = self._process
             if process is not None:
-                LOGGER.info("anemoi-ckpt: waiting for the sync of %s into %s to finish", self.spool, self.catalogue)
-                process.wait()
+                LOGGER.info("anemoi-ckpt: waiting for the sync of %s into %s to finish (at most %.0f s)", self.spool,
+                            self.catalogue, max(0.0, deadline - time.monotonic()))
+                try:
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._stop(process)
             with self._lock:
                 self._reap()
-                if not last and self._wanted and self._last_ok:
+                if not last and self._wanted and self._last_ok and not self.stopped:
                     self._wanted = False
                     self._start()
-        return self._last_ok and not self._wanted
+        return self._last_ok and not self._wanted and not self.stopped
+
+    def _stop(self, process: subprocess.Popen) -> None:
+        """End a sync that ran past ``end_wait``: SIGTERM, then SIGKILL."""
+        self.stopped = True
+        LOGGER.warning("anemoi-ckpt: the sync of %s into %s was still running %.0f s after the end of training; "
+                       "stopped it so the job can end (see %s); the spool keeps what it did not register for `anemoi-ckpt sync %s`", self.spool, self.catalogue, self.end_wait,
+                       self.log, self.spool)
+        for sig, grace in ((signal.SIGTERM, self.TERMINATE_GRACE), (signal.SIGKILL, None)):
+            try:
+                process.send_signal(sig)
+                process.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                return
 
     def _step(self) -> None:
         """Under the lock: reap a sync that ended, start one if wanted and none is running."""
@@ -84,7 +121,7 @@ class BackgroundSync:
             return
         self._process = None
         self._last_ok = status == 0
-        if not self._last_ok:
+        if not self._last_ok and not self.stopped:  # a stopped sync has had its warning
             self.failures += 1
             self._not_before = time.monotonic() + self.retry_seconds
             LOGGER.warning("anemoi-ckpt: the sync of %s into %s failed (exit status %d, see %s); training goes on, "

@@ -99,6 +99,9 @@ class RegisterCheckpoints(Callback):
             reports a save (a checkpoint saved by other means).
         retry_seconds: Seconds before each new attempt at a capture that failed; its length
             bounds the retries (default three, after 10 s, 1 min and 5 min).
+        end_wait: At the end of training, how long to wait for the child-process sync in all
+            (default 10 min); one still running then is stopped, and the spool keeps what it did
+            not register, so a catalogue that answers nothing cannot hold a finished job.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class RegisterCheckpoints(Callback):
         poll_seconds: float = 60.0,
         retry_seconds: Sequence[float] = RETRY_DELAYS,
         sync: bool | None = None,
+        end_wait: float = 600.0,
     ) -> None:
         super().__init__()
         self.catalogue = catalogue or os.environ.get(settings.ENV_CATALOGUE) or None
@@ -121,6 +125,9 @@ class RegisterCheckpoints(Callback):
             raise ValueError(f"RegisterCheckpoints: capture methods must be among {', '.join(METHODS)}, not {unknown}")
         self.poll_seconds = float(poll_seconds)
         self.sync = sync
+        self.end_wait = float(end_wait)
+        if self.end_wait < 0:
+            raise ValueError(f"RegisterCheckpoints: end_wait must be 0 or more, not {end_wait}")
         self.background: BackgroundSync | None = None
         self.retry_seconds = tuple(float(t) for t in retry_seconds)
         if any(t < 0 for t in self.retry_seconds):
@@ -183,7 +190,7 @@ class RegisterCheckpoints(Callback):
             LOGGER.warning("anemoi-ckpt: sync is on but no catalogue is named (the `catalogue:` option or $%s): "
                            "the captures stay in the spool", settings.ENV_CATALOGUE)
             return None
-        return BackgroundSync(self.spool.path, self.catalogue)
+        return BackgroundSync(self.spool.path, self.catalogue, end_wait=self.end_wait)
 
     def _capture_start(self, trainer: Any, metadata: dict[str, Any]) -> None:
         """Capture the file this session starts from, before the run can overwrite it."""
