@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -92,6 +93,32 @@ def test_a_copy_is_safe_from_deletion_and_rewriting_a_link_is_refused(example_pr
     assert list(report.registered) == [copied.key]
     assert "changed after it was taken" in report.failed[linked.key]
     assert "changed after it was taken" in spool.read_doc(spool_mod.FAILED, linked.key)["error"]
+
+
+@pytest.mark.parametrize("where", ["same file system", "/dev/shm"])
+def test_a_copy_of_many_chunks_is_the_file_and_its_hash_on_one_file_system_or_two(where, tmp_path):
+    # On one file system the kernel copies (copy_file_range); from ext4 to tmpfs it refuses
+    # (EXDEV) and the bytes read for the hash are written instead.
+    import hashlib
+
+    if where == "same file system":
+        folder = tmp_path
+    elif Path(where).is_dir() and os.stat(where).st_dev != os.stat(tmp_path).st_dev:
+        folder = Path(tempfile.mkdtemp(dir=where))
+    else:
+        pytest.skip(f"{where}: no other file system here")
+    try:
+        source = tmp_path / "saved.ckpt"
+        data = os.urandom(1 << 20) * 20 + b"a tail shorter than a chunk"  # 2.5 chunks of 8 MiB
+        source.write_bytes(data)
+        spool = Spool(folder / "spool")
+        entry = _capture(spool, source, methods=("copy",))
+        assert (spool.path / entry.file).read_bytes() == data
+        assert entry.sha256 == hashlib.sha256(data).hexdigest() and entry.size == len(data)
+        assert not list((spool.path / "files").rglob(".*.part"))
+    finally:
+        if folder != tmp_path:
+            shutil.rmtree(folder)
 
 
 def test_names_rewritten_in_place_are_never_hard_linked(tmp_path):

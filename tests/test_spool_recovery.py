@@ -47,13 +47,13 @@ KILLED_CAPTURE = textwrap.dedent("""
     spool, source, method, ready = sys.argv[1:5]
     taken = capture.prepare(Spool(spool), source, methods=(method,))
     if method == "copy":
-        read = os.pread
-        def pread(fd, size, offset):
+        read = os.preadv
+        def preadv(fd, buffers, offset):
             if offset:  # one chunk is in the .part file: hold here until killed
                 open(ready, "w").close()
                 time.sleep(600)
-            return read(fd, size, offset)
-        os.pread = pread
+            return read(fd, buffers, offset)
+        os.preadv = preadv
     else:
         open(ready, "w").close()
         time.sleep(600)

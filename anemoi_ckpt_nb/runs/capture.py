@@ -140,7 +140,13 @@ class Capture:
 
 
 def _copy_fd(fd: int, target: Path) -> str:
-    """Copy the open file ``fd`` to ``target`` (aside, then renamed); return its sha256."""
+    """Copy the open file ``fd`` to ``target`` (aside, then renamed); return its sha256.
+
+    Each chunk is read once into one reused buffer and hashed; the kernel copies it
+    (``copy_file_range``: no second pass through Python, a clone on file systems that can)
+    where it can, else it is written from the buffer. A fresh 8 MB ``bytes`` per chunk,
+    written through Python, made a 1 GB copy 5 to 10 times slower than ``cp`` on ext4.
+    """
     import hashlib
 
     from anemoi_ckpt_nb.storage.hashing import record_sha256
@@ -148,21 +154,45 @@ def _copy_fd(fd: int, target: Path) -> str:
     before = os.fstat(fd)
     tmp = target.with_name(f".{target.name}.part")
     digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        offset = 0
-        while chunk := os.pread(fd, _CHUNK, offset):
-            out.write(chunk)
-            digest.update(chunk)
-            offset += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        offset, in_kernel = 0, hasattr(os, "copy_file_range")
+        while length := os.preadv(fd, [buffer], offset):
+            digest.update(view[:length])
+            in_kernel = _put(fd, out, view, offset, length, in_kernel)
+            offset += length
+        os.fsync(out)
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or offset != before.st_size:
+            os.close(out)
+            out = -1
             tmp.unlink(missing_ok=True)
             raise SpoolError(f"{target.name}: the file was rewritten while it was being copied; not captured",
                              hint="checkpoints saved more often than they can be copied: save less often, "
                              "or put the spool on a file system with reflinks or hard links")
         sha = digest.hexdigest()
-        record_sha256(out.fileno(), sha)
+        record_sha256(out, sha)
+    finally:
+        if out >= 0:
+            os.close(out)
     os.replace(tmp, target)
     return sha
+
+
+def _put(source: int, out: int, view: memoryview, offset: int, length: int, in_kernel: bool) -> bool:
+    """Write ``length`` bytes of ``source`` at ``offset`` into ``out`` (``view`` holds them); False once the kernel refused."""
+    done = 0
+    if in_kernel:
+        try:
+            while done < length and (copied := os.copy_file_range(source, out, length - done, offset + done,
+                                                                  offset + done)):
+                done += copied
+        except OSError as exc:
+            if exc.errno not in _REFUSED:
+                raise
+            in_kernel = False
+    while done < length:  # also what the kernel did not copy (a source cut short: caught by the caller)
+        done += os.pwrite(out, view[done:length], offset + done)
+    return in_kernel
