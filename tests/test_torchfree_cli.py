@@ -181,8 +181,8 @@ class _Reduce:
 
 
 def test_legacy_format_files_without_torch(tmp_path):
-    """torch's format of before 1.6 (``_use_new_zipfile_serialization=False``): read, converted
-    and, with a payload in its pickle, refused, all without torch."""
+    """torch's format of before 1.6 (``_use_new_zipfile_serialization=False``): read, converted,
+    refused by upgrade with a clear error and, with a payload in its pickle, refused, all without torch."""
     import torch
 
     legacy = examples.write_training_checkpoint(tmp_path / "legacy.ckpt", weights_bytes=100_000, embedded=None, legacy=True)
@@ -195,6 +195,11 @@ def test_legacy_format_files_without_torch(tmp_path):
     assert set(converted) == set(expected)
     for name, tensor in expected.items():
         assert converted[name].dtype == tensor.dtype and torch.equal(converted[name], tensor), name
+    # upgrade rewrites zip archives only: the legacy file is refused by name, nothing is written.
+    done = _run(tmp_path, "upgrade", legacy.path, tmp_path / "upgraded.ckpt", status=2)
+    assert "legacy format" in done.stderr and "anemoi-ckpt convert" in done.stderr, done.stderr
+    assert not (tmp_path / "upgraded.ckpt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".upgraded.ckpt")]
 
     marker = tmp_path / "PWNED"
     evil = tmp_path / "evil.ckpt"

@@ -122,8 +122,7 @@ def upgrade_checkpoint(source: str | Path, destination: str | Path, *, overwrite
             top = top_directory(zf.namelist())
             embedded = read_embedded(zf)
     except zipfile.BadZipFile as error:
-        raise NotACheckpointError(source, f"not a torch zip checkpoint ({error})",
-                                  hint="upgrade works on .ckpt files written by torch.save") from error
+        raise _not_a_zip(source, error) from error
     except (ValueError, KeyError) as error:
         raise CheckpointReadError(source, f"cannot read its embedded metadata: {error}") from error
 
@@ -239,6 +238,24 @@ def _nest_per_dataset(arrays: dict[str, Any], dataset_names: list[str]) -> dict[
 
 
 # --- writing ------------------------------------------------------------------------
+
+
+def _not_a_zip(source: Path, error: Exception) -> NotACheckpointError:
+    """The error for a source that is no zip archive; a legacy torch file is named as such."""
+    from anemoi_ckpt_nb.read.torchpickle import is_legacy_head
+
+    with open(source, "rb") as file:
+        head = file.read(16)
+    if is_legacy_head(head):
+        return NotACheckpointError(
+            source,
+            "a torch file of the legacy format (torch.save before torch 1.6, or with "
+            "_use_new_zipfile_serialization=False), not a zip archive: its metadata cannot be embedded",
+            hint="save it again in the zip format (torch.save with torch 1.6 or later) and upgrade that, "
+            f"or convert it to an inference checkpoint, which reads this format: anemoi-ckpt convert {source}",
+        )
+    return NotACheckpointError(source, f"not a torch zip checkpoint ({error})",
+                               hint="upgrade works on .ckpt files written by torch.save")
 
 
 def _alignment(zf: zipfile.ZipFile, top: str) -> int:

@@ -24,6 +24,16 @@ from anemoi_ckpt_nb.read.unpickler import DEFAULT_MAX_PICKLE_BYTES, restricted_l
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
+#: How the magic number starts a legacy file: ``LONG1`` of 10 bytes, after the pickle's ``PROTO`` opcode.
+_LEGACY_MAGIC_PICKLED = b"\x8a\n" + LEGACY_MAGIC_NUMBER.to_bytes(10, "little")
+
+
+def is_legacy_head(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) starts a torch file of the legacy format (before torch 1.6).
+
+    torch pickles the magic number first, with the protocol it is asked for (2 unless told).
+    """
+    return head[:1] == b"\x80" and head[2:14] == _LEGACY_MAGIC_PICKLED
 
 
 def copy_budget(pickle_bytes: int) -> int:
