@@ -2,8 +2,9 @@
 
 Start-up is most of what ``inspect`` costs on a small file: the modules of the other 23
 commands (imported only to build ``--help``), the old-path finder's ``importlib.abc``
-(which imports ``importlib.resources``, ``tempfile`` and ``random``) and the heavy libraries
-are kept off its path. The test runs the command in a fresh interpreter and lists
+(which imports ``importlib.resources``, ``tempfile`` and ``random``), ``dataclasses`` (with
+``inspect``, ``ast`` and ``dis``), the allow-list's ``decimal``, ``fractions``, ``uuid`` and
+``datetime`` (imported when a pickle names them) and the heavy libraries are kept off its path. The test runs the command in a fresh interpreter and lists
 ``sys.modules`` at its end.
 """
 
@@ -20,7 +21,11 @@ from test_arrayrefs import _modules_imported_by as _modules
 
 #: Never on the path of inspect: the heavy libraries, and what only other commands need.
 HEAVY = {"torch", "numpy", "safetensors", "pydantic", "pandas", "boto3", "botocore", "ipywidgets", "graphviz", "IPython"}
-NOT_NEEDED = {"tempfile", "random", "importlib.resources", "importlib.abc", "shlex"}
+NOT_NEEDED = {"tempfile", "random", "importlib.resources", "importlib.abc", "shlex",
+              # dataclasses brings inspect, ast, dis and tokenize: the reader's records are plain classes.
+              "dataclasses", "inspect", "ast", "dis", "tokenize",
+              # The allow-list's standard data types are imported when a pickle names them (uuid brings platform).
+              "decimal", "fractions", "uuid", "datetime", "platform"}
 
 
 def test_inspect_imports_its_command_the_reader_and_nothing_heavy(tmp_path):
@@ -46,3 +51,38 @@ def test_a_command_not_known_is_told_with_every_choice(tmp_path):
     done = subprocess.run([sys.executable, "-c", RUNNER, "inpsect", "x"], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, MODULES_OUT=str(tmp_path / "m.json")))
     assert done.returncode == 2 and "invalid choice: 'inpsect'" in done.stderr and "'register'" in done.stderr
+
+
+#: In a fresh interpreter: a pickle naming the allow-list's standard data types imports them and gets them,
+#: and the refusals that guard them (numbers that take minutes to make) hold before anything imported them.
+LAZY_TYPES = r"""
+import pickle, struct, sys
+from anemoi_ckpt_nb.read.torchpickle import loads
+from anemoi_ckpt_nb.errors import CorruptCheckpointError
+lazy = ("decimal", "fractions", "uuid", "datetime")
+assert not set(lazy) & set(sys.modules), sorted(set(lazy) & set(sys.modules))
+
+def refused(data):
+    try:
+        loads(data)
+    except CorruptCheckpointError as error:
+        return "digits is refused" in str(error)
+    return False
+
+def call(module, name, arg):
+    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + arg + b"\x85R."
+
+text = lambda s: b"X" + struct.pack("<I", len(s)) + s.encode()
+assert refused(call("fractions", "Fraction", text("1e100000"))), "Fraction(1e100000)"
+assert refused(b"\x80\x02cbuiltins\nint\n" + call("decimal", "Decimal", text("1e100000"))[2:-1] + b"\x85R.")
+import datetime, decimal, fractions, uuid
+value = {"d": decimal.Decimal("1.5"), "f": fractions.Fraction(3, 4), "u": uuid.UUID(int=7),
+         "t": datetime.timedelta(hours=6), "w": datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc)}
+assert loads(pickle.dumps(value, protocol=2)) == value
+print("ok")
+"""
+
+
+def test_the_standard_data_types_are_imported_when_a_pickle_names_them():
+    done = subprocess.run([sys.executable, "-c", LAZY_TYPES], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -173,13 +173,10 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
 
 @lru_cache(maxsize=1)
 def _plain_globals() -> dict[tuple[str, str], Any]:
-    """The part of :func:`_safe_globals` that needs neither torch nor numpy: containers, data types."""
-    import collections
-    import datetime
-    import decimal
-    import fractions
-    import uuid
+    """The part of :func:`_safe_globals` that needs neither torch nor numpy: containers, pure paths.
 
+    The data types of :data:`LAZY_MODULES` are allowed too, from :func:`_stdlib_globals`.
+    """
     safe: dict[tuple[str, str], Any] = {}
     for name in ("OrderedDict", "Counter", "deque"):
         safe[("collections", name)] = getattr(collections, name)
@@ -198,16 +195,38 @@ def _plain_globals() -> dict[tuple[str, str], Any]:
     safe[("copyreg", "_reconstructor")] = _safe_reconstructor
     safe[("copyreg", "__newobj__")] = _safe_newobj
     safe[("copyreg", "__newobj_ex__")] = _safe_newobj_ex
-    for name in ("datetime", "date", "time", "timedelta", "timezone"):
-        safe[("datetime", name)] = getattr(datetime, name)
-    safe[("decimal", "Decimal")] = decimal.Decimal
-    safe[("fractions", "Fraction")] = fractions.Fraction
-    safe[("uuid", "UUID")] = uuid.UUID
     for name in ("Path", "PosixPath", "PurePath", "PurePosixPath"):
         safe[("pathlib", name)] = _pure_path
     for name in ("WindowsPath", "PureWindowsPath"):
         safe[("pathlib", name)] = _pure_windows_path
     return safe
+
+
+#: Standard-library modules whose data types a pickle may name, and the names allowed.
+LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    "datetime": ("datetime", "date", "time", "timedelta", "timezone"),
+    "decimal": ("Decimal",),
+    "fractions": ("Fraction",),
+    "uuid": ("UUID",),
+}
+#: The modules of :data:`LAZY_MODULES` whose table was asked for (the others' objects cannot be on a pickle's stack).
+_LAZY_LOADED: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=None)
+def _stdlib_globals(module: str) -> dict[tuple[str, str], Any]:
+    """The allowed data types of ``module`` (one of :data:`LAZY_MODULES`), imported when a pickle names it.
+
+    Together they cost anemoi-ckpt inspect a tenth of its start-up (``uuid`` brings ``platform``);
+    the pickles of anemoi's checkpoints name none of them.
+    """
+    global _LAZY_LOADED
+    import importlib
+
+    loaded = importlib.import_module(module)
+    table = {(module, name): getattr(loaded, name) for name in LAZY_MODULES[module]}
+    _LAZY_LOADED = tuple(sorted({*_LAZY_LOADED, module}))
+    return table
 
 
 @lru_cache(maxsize=1)
@@ -236,16 +255,22 @@ def _torch_loaded() -> bool:
     return "torch" in sys.modules
 
 
-@lru_cache(maxsize=6)
+@lru_cache(maxsize=16)
 def _by_id(part: str, classes: bool) -> dict[int, Any]:
     # The allow-listed objects live as long as the process (cached), so their ids are stable.
-    table = {"torch": _torch_globals, "numpy": _numpy_globals, "plain": _plain_globals}[part]()
+    if part in LAZY_MODULES:
+        table = _stdlib_globals(part)
+    else:
+        table = {"torch": _torch_globals, "numpy": _numpy_globals, "plain": _plain_globals}[part]()
     return {id(v): v for v in table.values() if (isinstance(v, type) if classes else callable(v))}
 
 
 def _loaded_parts() -> tuple[str, ...]:
     # Without torch (numpy) imported no torch (numpy) object can be on the pickle's stack: its checks can be skipped.
-    return ("plain",) + (("numpy",) if "numpy" in sys.modules else ()) + (("torch",) if _torch_loaded() else ())
+    # A lazy module's objects can only be on the stack once a pickle has named it (its table then loaded).
+    return (
+        ("plain",) + _LAZY_LOADED + (("numpy",) if "numpy" in sys.modules else ()) + (("torch",) if _torch_loaded() else ())
+    )
 
 
 def _allowed(obj: Any, classes: bool) -> bool:

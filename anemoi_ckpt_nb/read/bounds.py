@@ -283,7 +283,7 @@ def _check_plain_args(func: Any, args: tuple, kwargs: dict | None = None) -> Non
         encoding = args[1] if len(args) > 1 else (kwargs or {}).get("encoding")
         if encoding is not None:
             _check_encoding(encoding)
-    if func in _number_constructors() and any(_is_huge_number(arg) for arg in (*args, *(kwargs or {}).values())):
+    if _is_number_constructor(func) and any(_is_huge_number(arg) for arg in (*args, *(kwargs or {}).values())):
         raise pickle.UnpicklingError(
             f"{getattr(func, '__name__', func)}() of a number over {MAX_NUMBER_DIGITS} digits is refused: "
             "it takes minutes to compute"
@@ -295,18 +295,17 @@ def _check_plain_args(func: Any, args: tuple, kwargs: dict | None = None) -> Non
 MAX_NUMBER_DIGITS = 4300
 
 
-@lru_cache(maxsize=1)
-def _number_constructors() -> frozenset:
-    import fractions
-
-    return frozenset({int, fractions.Fraction})
+def _is_number_constructor(func: Any) -> bool:
+    """``int``, or ``fractions.Fraction`` (known by name: ``fractions`` is imported only when a pickle names it)."""
+    return func is int or (isinstance(func, type) and (func.__module__, func.__qualname__) == ("fractions", "Fraction"))
 
 
 def _is_huge_number(arg: Any) -> bool:
-    import decimal
     import re
 
-    if isinstance(arg, decimal.Decimal):
+    # A Decimal exists only once ``decimal`` is imported (a pickle naming ``decimal.Decimal`` imports it).
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(arg, decimal.Decimal):
         return arg.is_finite() and abs(arg.adjusted()) > MAX_NUMBER_DIGITS
     if isinstance(arg, int):  # Fraction(a, b) takes their gcd, quadratic in their size
         return arg.bit_length() > MAX_NUMBER_DIGITS * 4

@@ -7,25 +7,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointChangedError
+from anemoi_ckpt_nb.read.records import FrozenRecord
 from anemoi_ckpt_nb.read.summary import KIND_LABELS, checkpoint_summary
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name, shape, dtype and size of one tensor, known without reading its values."""
+class TensorInfo(FrozenRecord):
+    """Name, shape, dtype and size of one tensor, known without reading its values.
 
+    Attributes:
+        name: its name in the checkpoint.
+        shape: its shape.
+        dtype: ``"float32"``, ...
+        nbytes: bytes the file holds for it (a sparse tensor: its indices and values).
+        layout: ``"strided"`` (dense), or a sparse layout such as ``"sparse_coo"`` or ``"sparse_csr"``.
+    """
+
+    FIELDS = ("name", "shape", "dtype", "nbytes", "layout")
     name: str
     shape: tuple[int, ...]
     dtype: str
-    #: Bytes the file holds for it (a sparse tensor: its indices and values).
     nbytes: int
-    #: ``"strided"`` (dense), or a sparse layout such as ``"sparse_coo"`` or ``"sparse_csr"``.
-    layout: str = "strided"
+    layout: str
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: str, nbytes: int, layout: str = "strided") -> None:
+        self._set(name=name, shape=shape, dtype=dtype, nbytes=nbytes, layout=layout)
 
     @property
     def numel(self) -> int:

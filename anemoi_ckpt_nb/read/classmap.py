@@ -22,10 +22,10 @@ today's paths only.
 
 from __future__ import annotations
 
-import datetime
+import sys
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anemoi_ckpt_nb.read.arrayrefs import ArrayRef, DtypeRef
 from anemoi_ckpt_nb.read.bounds import MAX_KEY_NODES, tree_size
@@ -36,6 +36,9 @@ from anemoi_ckpt_nb.read.placeholders import (
     is_reference,
 )
 from anemoi_ckpt_nb.read.tensorrefs import Dtype, TensorRef
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datetime
 
 Translator = Callable[[Placeholder, Callable[[Any], Any]], Any]
 
@@ -191,10 +194,13 @@ class _Plain:
             return self._torch(obj)
         if module.startswith("numpy"):
             return self._numpy(obj)
-        if isinstance(obj, datetime.timedelta):
-            return frequency_to_string(obj)
-        if isinstance(obj, (datetime.date, datetime.time)):
-            return obj.isoformat()
+        if "datetime" in sys.modules:  # else no datetime object exists: not imported for nothing
+            import datetime
+
+            if isinstance(obj, datetime.timedelta):
+                return frequency_to_string(obj)
+            if isinstance(obj, (datetime.date, datetime.time)):
+                return obj.isoformat()
         if isinstance(obj, bytes):
             return obj.decode("latin-1")
         if isinstance(obj, complex):

@@ -26,10 +26,10 @@ import math
 import posixpath
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from anemoi_ckpt_nb.read.arrayrefs import CODES, NAMES, ArrayRef
+from anemoi_ckpt_nb.read.records import Record
 
 DEFAULT_NAME = "anemoi.json"
 DEPRECATED_NAME = "ai-models.json"
@@ -45,17 +45,26 @@ MAX_METADATA_BYTES = 256 * 1024 * 1024
 _ARRAY_ENTRY_KEYS = {"path", "shape", "dtype"}
 
 
-@dataclass
-class EmbeddedMetadata:
-    """What an archive carries under ``anemoi-metadata/``."""
+class EmbeddedMetadata(Record):
+    """What an archive carries under ``anemoi-metadata/``.
 
-    metadata: dict[str, Any]
-    #: key -> numpy array, nested one level per dataset for multi-dataset checkpoints.
-    supporting_arrays: dict[str, Any] = field(default_factory=dict)
-    #: ``anemoi.json`` or the deprecated ``ai-models.json``.
-    source: str = DEFAULT_NAME
-    #: The archive entry the JSON was read from.
-    entry: str = ""
+    Attributes:
+        metadata: the metadata JSON.
+        supporting_arrays: key -> numpy array, nested one level per dataset for multi-dataset checkpoints.
+        source: ``anemoi.json`` or the deprecated ``ai-models.json``.
+        entry: the archive entry the JSON was read from.
+    """
+
+    FIELDS = ("metadata", "supporting_arrays", "source", "entry")
+
+    def __init__(
+        self, metadata: dict[str, Any], supporting_arrays: dict[str, Any] | None = None, source: str = DEFAULT_NAME,
+        entry: str = "",
+    ) -> None:
+        self.metadata = metadata
+        self.supporting_arrays = {} if supporting_arrays is None else supporting_arrays
+        self.source = source
+        self.entry = entry
 
 
 def top_directory(names: list[str]) -> str:

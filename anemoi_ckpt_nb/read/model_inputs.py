@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from anemoi_ckpt_nb.read.arrayrefs import ArrayRef
+from anemoi_ckpt_nb.read.records import Record
 from anemoi_ckpt_nb.read.tensorrefs import NUMPY_DTYPES, TensorRef
 
 NAMESPACE = "anemoi-model"
@@ -64,13 +64,13 @@ class ModelInputsError(ValueError):
     """The model inputs cannot be taken from a checkpoint, or a file's are damaged."""
 
 
-@dataclass
-class ModelInputs:
-    """The graph, statistics and indices a model is built from: a JSON spec and its arrays."""
+class ModelInputs(Record):
+    """The graph, statistics and indices a model is built from: a JSON ``spec``, its ``arrays`` (name -> numpy array)."""
 
-    spec: dict[str, Any]
-    #: name (without :data:`PREFIX`) -> numpy array.
-    arrays: dict[str, Any] = field(default_factory=dict)
+    FIELDS = ("spec", "arrays")
+
+    def __init__(self, spec: dict[str, Any], arrays: dict[str, Any] | None = None) -> None:
+        self.spec, self.arrays = spec, {} if arrays is None else arrays
 
     @property
     def nbytes(self) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from anemoi_ckpt_nb.errors import UnsafePickleError
 from anemoi_ckpt_nb.read import arrayrefs
-from anemoi_ckpt_nb.read.allowlist import _numpy_globals, _plain_globals, _safe_globals
+from anemoi_ckpt_nb.read.allowlist import LAZY_MODULES, _numpy_globals, _plain_globals, _safe_globals, _stdlib_globals
 from anemoi_ckpt_nb.read.placeholders import (
     Placeholder,
     Reference,
@@ -255,6 +255,8 @@ class Globals:
         safe = _plain_globals() if self.describe else _safe_globals()
         if (module, name) in safe:
             return safe[(module, name)]
+        if module in LAZY_MODULES and name in LAZY_MODULES[module]:
+            return _stdlib_globals(module)[(module, name)]
         if module.split(".")[0] == "numpy":
             if self.describe_numpy:
                 raise arrayrefs.NeedsNumpy(f"{module}.{name}")

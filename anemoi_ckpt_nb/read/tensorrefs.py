@@ -20,21 +20,25 @@ from __future__ import annotations
 import math
 import operator
 import pickle
-from dataclasses import dataclass
 from types import FunctionType
 from typing import Any
+
+from anemoi_ckpt_nb.read.records import FrozenRecord, Record
 
 
 class NeedsTorch(Exception):
     """The pickle uses a tensor feature that only torch can rebuild and check; read the file with torch."""
 
 
-@dataclass(frozen=True)
-class Dtype:
+class Dtype(FrozenRecord):
     """A torch dtype known by name and item size (``torch.float32`` in a pickle)."""
 
+    FIELDS = ("name", "itemsize")
     name: str
     itemsize: int
+
+    def __init__(self, name: str, itemsize: int) -> None:
+        self._set(name=name, itemsize=itemsize)
 
     def __str__(self) -> str:
         return f"torch.{self.name}"
@@ -83,24 +87,24 @@ STORAGE_DTYPE = {storage: DTYPE[name] for name, (_, storage) in DTYPES.items() i
 UNTYPED = Dtype("uint8", 1)  # what an UntypedStorage holds: bytes
 
 
-@dataclass(eq=False)
-class StorageRecord:
-    """One storage of a torch file: where its bytes are and what they are."""
+class StorageRecord(Record):
+    """One storage of a torch file: where its bytes are and what they are (compared by identity).
 
-    key: str
-    dtype: Any  # a torch.dtype when read with torch, a :class:`Dtype` when described
-    nbytes: int
-    #: Byte offset of the data in the file (``None`` for storages held in memory).
-    offset: int | None
-    location: str
-    #: The file holds the other byte order: the storage is a swapped copy, not the file's bytes.
-    swapped: bool = False
-    #: The CRC-32 the zip archive records for the storage's bytes (``None`` outside zip archives).
-    crc32: int | None = None
-    #: The bytes of a storage held in memory (a compressed zip entry), when described.
-    data: bytes | None = None
-    #: ``read(offset, nbytes) -> bytes`` of the file opened, when described (for :meth:`TensorRef.numpy`).
-    read: Any = None
+    ``dtype`` is a torch.dtype when read with torch, a :class:`Dtype` when described; ``offset`` the byte
+    offset of the data in the file (``None`` for storages held in memory); ``swapped``: the file holds the
+    other byte order (the storage is a swapped copy, not the file's bytes); ``crc32`` the CRC-32 the zip
+    archive records for its bytes (``None`` outside zip archives); ``data`` the bytes of a storage held in
+    memory (a compressed zip entry), ``read(offset, nbytes) -> bytes`` reads the file opened (described only).
+    """
+
+    FIELDS = ("key", "dtype", "nbytes", "offset", "location", "swapped", "crc32", "data", "read")
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __init__(self, key: str, dtype: Any, nbytes: int, offset: int | None, location: str, swapped: bool = False,
+                 crc32: int | None = None, data: bytes | None = None, read: Any = None) -> None:
+        self.key, self.dtype, self.nbytes, self.offset, self.location = key, dtype, nbytes, offset, location
+        self.swapped, self.crc32, self.data, self.read = swapped, crc32, data, read
 
     def buffer(self) -> bytes:
         """The storage's bytes, as the file holds them (read from the file opened)."""

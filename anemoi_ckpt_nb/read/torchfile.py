@@ -30,12 +30,12 @@ import struct
 import sys
 import threading
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CorruptCheckpointError, NotACheckpointError
 from anemoi_ckpt_nb.read.arrayrefs import NeedsNumpy
+from anemoi_ckpt_nb.read.records import Record
 from anemoi_ckpt_nb.read.resolver import Globals
 from anemoi_ckpt_nb.read.tensorrefs import NeedsTorch, StorageRecord
 from anemoi_ckpt_nb.read.torchpickle import (
@@ -58,27 +58,44 @@ PICKLE_PROTO = 0x80
 PROTOCOL_0_STARTS = (b"(", b"c", b"]", b"}", b")")
 
 
-@dataclass
-class TorchFile:
-    """What a ``torch.save`` file held, rebuilt without running its code."""
+class TorchFile(Record):
+    """What a ``torch.save`` file held, rebuilt without running its code.
 
-    path: Path
-    format: str  # "zip" | "legacy" | "pickle"
-    raw: Any
-    globals: Globals
-    storages: dict[str, StorageRecord] = field(default_factory=dict)
-    #: ``data_ptr()`` of each storage's first byte -> its key, to tell which tensors share bytes.
-    storage_by_ptr: dict[int, str] = field(default_factory=dict)
-    #: The open archive (zip format only), for embedded metadata; closed by :meth:`close`.
-    zip: zipfile.ZipFile | None = None
-    #: Top-level folder of the archive (zip format only).
-    top: str | None = None
-    #: Read without torch: tensors are :class:`~.tensorrefs.TensorRef` descriptions of ``storages``.
-    described: bool = False
-    #: The bound the file was read with (to read it again the same way).
-    max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES
-    #: The legacy file opened, when read without torch (its described tensors read through it).
-    file: Any = None
+    Attributes:
+        path: the file.
+        format: ``"zip"``, ``"legacy"`` or ``"pickle"``.
+        raw: what its pickle held.
+        globals: the globals its pickle was read with.
+        storages: key -> storage.
+        storage_by_ptr: ``data_ptr()`` of each storage's first byte -> its key, to tell which tensors share bytes.
+        zip: the open archive (zip format only), for embedded metadata; closed by :meth:`close`.
+        top: top-level folder of the archive (zip format only).
+        described: read without torch: tensors are :class:`~.tensorrefs.TensorRef` descriptions of ``storages``.
+        max_pickle_bytes: the bound the file was read with (to read it again the same way).
+        file: the legacy file opened, when read without torch (its described tensors read through it).
+    """
+
+    FIELDS = ("path", "format", "raw", "globals", "storages", "storage_by_ptr", "zip", "top", "described",
+              "max_pickle_bytes", "file")
+
+    def __init__(
+        self,
+        path: Path,
+        format: str,
+        raw: Any,
+        globals: Globals,
+        storages: dict[str, StorageRecord] | None = None,
+        storage_by_ptr: dict[int, str] | None = None,
+        zip: zipfile.ZipFile | None = None,
+        top: str | None = None,
+        described: bool = False,
+        max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES,
+        file: Any = None,
+    ) -> None:
+        self.path, self.format, self.raw, self.globals = path, format, raw, globals
+        self.storages = {} if storages is None else storages
+        self.storage_by_ptr = {} if storage_by_ptr is None else storage_by_ptr
+        self.zip, self.top, self.described, self.max_pickle_bytes, self.file = zip, top, described, max_pickle_bytes, file
 
     def fileno(self) -> int:
         """The descriptor of the file as opened (the archive's, or the legacy file's).
