@@ -15,7 +15,10 @@ import importlib.machinery
 import sys
 import types
 import warnings
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Old dotted prefix -> new module path(s). A name under an old prefix maps to the same
 #: name under the new one; several targets mean the old module was split (names are

@@ -13,7 +13,10 @@ import contextlib
 import re
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 # C0 controls (tab and newline are kept by the caller's choice), DEL, C1 controls (0x9b is an
 # 8-bit CSI), and the Unicode bidirectional overrides that reorder what is shown.

@@ -11,7 +11,10 @@ import collections
 import pickle
 import sys
 from functools import lru_cache
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.read.bounds import (
     _check_no_allocation,

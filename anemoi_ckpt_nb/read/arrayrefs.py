@@ -21,7 +21,10 @@ raises :class:`NeedsNumpy`, and the reader reads the file again with numpy and a
 from __future__ import annotations
 
 import math
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class NeedsNumpy(Exception):

@@ -12,7 +12,10 @@ import operator
 import pickle
 import sys
 from functools import lru_cache
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.read.placeholders import is_placeholder
 

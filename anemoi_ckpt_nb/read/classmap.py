@@ -25,7 +25,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
 
 from anemoi_ckpt_nb.read.arrayrefs import ArrayRef, DtypeRef
 from anemoi_ckpt_nb.read.bounds import MAX_KEY_NODES, tree_size
@@ -37,10 +36,12 @@ from anemoi_ckpt_nb.read.placeholders import (
 )
 from anemoi_ckpt_nb.read.tensorrefs import Dtype, TensorRef
 
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
 if TYPE_CHECKING:  # pragma: no cover
     import datetime
+    from typing import Any
 
-Translator = Callable[[Placeholder, Callable[[Any], Any]], Any]
+    Translator = Callable[[Placeholder, Callable[[Any], Any]], Any]
 
 #: ``module.Name`` -> translator(placeholder, plain) where ``plain`` converts nested values.
 TRANSLATORS: dict[str, Translator] = {}

@@ -26,7 +26,10 @@ import math
 import posixpath
 import zipfile
 from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.read.arrayrefs import CODES, NAMES, ArrayRef
 from anemoi_ckpt_nb.read.records import Record

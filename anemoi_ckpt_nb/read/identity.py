@@ -5,7 +5,9 @@ Filled in on a :class:`~anemoi_ckpt_nb.read.checkpoint.CheckpointFile` by the op
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 #: Where embedded metadata comes from (``CheckpointFile.metadata_source``).

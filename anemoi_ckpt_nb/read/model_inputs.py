@@ -17,8 +17,7 @@ them (inert placeholders, tensors, numpy arrays), and writes them as plain data.
 * each array: the raw bytes at ``<top>/anemoi-model/<name>.numpy`` (as anemoi-utils stores
   supporting arrays), or the safetensors tensor ``anemoi-model/<name>``, where ``<name>`` is
 
-  - ``graph/nodes/<node type>/<attribute>``,
-  - ``graph/edges/<source>/<relation>/<destination>/<attribute>``,
+  - ``graph/nodes/<node type>/<attribute>``, ``graph/edges/<source>/<relation>/<destination>/<attribute>``,
   - ``graph/global/<attribute>``,
   - ``statistics/<dataset>/<statistic>`` (``statistics_tendencies/<dataset>/...`` alike).
 
@@ -28,10 +27,8 @@ The spec::
      "graph": {"nodes": {type: {attribute: value}},
                "edges": [{"type": [source, relation, destination], "attributes": {attribute: value}}],
                "global": {attribute: value}},
-     "statistics": {dataset: {statistic: value}},
-     "statistics_tendencies": {...} | null,
-     "data_indices": {dataset: {"name_to_index": {variable: index}}},
-     "n_step_input": int, "n_step_output": int}
+     "statistics": {dataset: {statistic: value}}, "statistics_tendencies": {...} | null,
+     "data_indices": {dataset: {"name_to_index": {variable: index}}}, "n_step_input": int, "n_step_output": int}
 
 where a value is JSON, or ``{"__array__": name, "dtype": ..., "shape": [...]}`` for an array
 and ``{"__tuple__": [...]}`` for a tuple. No pickle anywhere.
@@ -41,7 +38,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.read.arrayrefs import ArrayRef
 from anemoi_ckpt_nb.read.records import Record

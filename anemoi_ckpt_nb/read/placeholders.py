@@ -8,7 +8,10 @@ instantiating it only records the arguments and state. A :class:`Reference` stan
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.errors import UnsafePickleError
 

@@ -11,7 +11,9 @@ records are equal when they are of the same class with equal fields.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Record:

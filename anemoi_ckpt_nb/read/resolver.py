@@ -13,7 +13,10 @@ import pickle
 import sys
 import types
 from types import MappingProxyType
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.errors import UnsafePickleError
 from anemoi_ckpt_nb.read import arrayrefs

@@ -15,7 +15,9 @@ Pure functions of what the file is; nothing is imported or run.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_RUNNER = "anemoi-inference (default runner)"
 CKPT_RUNNER = "anemoi-inference with runner: anemoi-ckpt"

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.read.identity import str_or_none
 from anemoi_ckpt_nb.read.runs_with import runs_with_file, runs_with_text

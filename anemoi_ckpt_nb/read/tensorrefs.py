@@ -21,7 +21,10 @@ import math
 import operator
 import pickle
 from types import FunctionType
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.read.records import FrozenRecord, Record
 

@@ -31,7 +31,10 @@ import sys
 import threading
 import zipfile
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.errors import CorruptCheckpointError, NotACheckpointError
 from anemoi_ckpt_nb.read.arrayrefs import NeedsNumpy

@@ -13,7 +13,10 @@ import io
 import struct
 import sys
 import zipfile
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError, NotACheckpointError
 from anemoi_ckpt_nb.read.resolver import Globals

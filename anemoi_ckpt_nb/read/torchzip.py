@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import struct
 import zipfile
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError
 from anemoi_ckpt_nb.read.torchstorages import storage_id

@@ -36,7 +36,10 @@ import struct
 import sys
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+
+TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
+if TYPE_CHECKING:
+    from typing import Any
 
 from anemoi_ckpt_nb.errors import CorruptCheckpointError, UnsafePickleError
 from anemoi_ckpt_nb.read import arrayrefs
