@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,24 @@ def checkout_entry_points(folder: Path) -> Path:
     return folder
 
 
+def child_environment(folder: Path, *, first: Sequence[str] = (), base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (``os.environ``) for a child running this checkout's code in another environment.
+
+    ``PYTHONPATH`` is ``first``, then this checkout. ``TMPDIR`` is ``folder/tmp`` (created): the
+    real packages leave files in their temporary folder (torch-geometric writes a
+    ``*_propagate_*.py`` module for every message-passing layer it builds and never removes it),
+    which then go with the test's folder instead of piling up in /tmp.
+    """
+    tmp = folder / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = [*first, str(ROOT)]
+    return {**(os.environ if base is None else base), "PYTHONPATH": os.pathsep.join(path), "TMPDIR": str(tmp)}
+
+
 def environment(folder: Path) -> dict[str, str]:
-    """The process environment for a command in the real environment, with this checkout's code."""
-    path = [str(checkout_entry_points(folder / "entry-points")), str(ROOT)]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    """The process environment for a command in the real environment, with this checkout's code
+    and entry points (its temporary files in ``folder/tmp``)."""
+    return child_environment(folder, first=[str(checkout_entry_points(folder / "entry-points"))])
 
 
 def run(python: str, args: list[str], folder: Path, *, timeout: int = 600) -> subprocess.CompletedProcess:

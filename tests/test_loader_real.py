@@ -12,12 +12,11 @@ it. Without that environment these tests skip on a developer's machine and fail 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from realenv import ROOT
+from realenv import ROOT, child_environment
 from realenv import missing as _missing
 from realenv import real_python as _real_python
 
@@ -39,9 +38,9 @@ def _run_folder(model: str, run: str = "run") -> Path:
     return folders[0]
 
 
-def compare(python: str, *groups: tuple[Path, list[Path]]) -> dict:
+def compare(python: str, folder: Path, *groups: tuple[Path, list[Path]]) -> dict:
     """Run ``predict_compare.py`` on ``(reference, files)`` groups in the real environment."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_environment(folder)
     args: list[str] = []
     for reference, files in groups:
         args += ["--"] if args else []
@@ -57,7 +56,7 @@ def test_converted_files_build_the_model_anemoi_training_pickled(real_python, mo
     source = folder / "last.ckpt"
     files = [convert(source, tmp_path, format=fmt).destination for fmt in ("anemoi", "safetensors")]
     files.append(source)  # the training checkpoint itself
-    report = compare(real_python, (folder / "inference-last.ckpt", files))
+    report = compare(real_python, tmp_path, (folder / "inference-last.ckpt", files))
     for path in files:
         result = report["results"][str(path)]
         assert "error" not in result, result
@@ -76,16 +75,16 @@ def test_every_epoch_of_a_resumed_run_matches_its_own_inference_file(real_python
     pairs = [(path, folder / f"inference-{path.name}") for path in sorted(folder.glob("anemoi-by_epoch-*.ckpt"))]
     assert len(pairs) >= 2
     groups = [(reference, [convert(source, tmp_path, format="safetensors").destination]) for source, reference in pairs]
-    report = compare(real_python, *groups)
+    report = compare(real_python, tmp_path, *groups)
     for reference, (converted,) in groups:
         result = report["results"][str(converted)]
         assert result.get("equal"), (reference.name, result)
 
 
 @pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
-def test_an_anemoi_training_inference_file_is_built_without_running_its_pickle(real_python, model):
+def test_an_anemoi_training_inference_file_is_built_without_running_its_pickle(real_python, model, tmp_path):
     folder = _run_folder(model)
-    report = compare(real_python, (folder / "inference-last.ckpt", [folder / "inference-last.ckpt"]))
+    report = compare(real_python, tmp_path, (folder / "inference-last.ckpt", [folder / "inference-last.ckpt"]))
     assert report["results"][str(folder / "inference-last.ckpt")].get("equal")
 
 
@@ -103,7 +102,7 @@ print(open_checkpoint(sys.argv[1]).uuid == example.uuid)
 
 def test_examples_write_beside_the_real_packages_and_leave_them_alone(real_python, tmp_path):
     """With the [inference] extra installed, the example writer once broke torch-geometric's import."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever the environment installed
+    env = child_environment(tmp_path)  # this checkout's code, whatever the environment installed
     completed = subprocess.run([real_python, "-c", EXAMPLES_BESIDE_REAL_PACKAGES, str(tmp_path / "x.ckpt")],
                                capture_output=True, text=True, cwd=tmp_path, env=env)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -126,13 +125,13 @@ print(json.dumps(out))
 """
 
 
-def test_an_early_2025_file_is_refused_with_the_version_gap_named(real_python):
+def test_an_early_2025_file_is_refused_with_the_version_gap_named(real_python, tmp_path):
     """anemoi-training 0.3.3 / anemoi-models 0.4.2 files: another model layout, which load_model does not guess at."""
     folders = sorted((EARLY / "gnn" / "run").glob("*/"))
     if not folders:
         _missing(f"the early-2025 real fixtures ({EARLY}) are not there")
     files = [folders[0] / "last.ckpt", folders[0] / "inference-last.ckpt"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_environment(tmp_path)
     done = subprocess.run([real_python, "-c", VERSION_GAP, *map(str, files)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

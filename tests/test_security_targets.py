@@ -13,13 +13,12 @@ file from a real anemoi-training checkpoint and load it with the real anemoi-mod
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 from pathlib import Path
 
 import pytest
-from realenv import ROOT
+from realenv import ROOT, child_environment
 from realenv import missing as _missing
 from realenv import real_python as _real_python
 
@@ -48,8 +47,8 @@ def with_metadata(path: Path, change) -> Path:
 def load_in_real_env(path: Path, cwd: Path) -> subprocess.CompletedProcess:
     python = _real_python()
     code = "import sys; from anemoi_ckpt_nb import load_model; load_model(sys.argv[1])"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([python, "-c", code, str(path)], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run([python, "-c", code, str(path)], capture_output=True, text=True, env=child_environment(cwd),
+                          cwd=cwd, timeout=600)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from realenv import child_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "real_fixtures"
@@ -74,8 +75,8 @@ class Sessions:
 
     def train(self, session: str, *overrides: str, environ: dict[str, str] | None = None) -> str:
         before = set(self._runs())
-        env = {**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out), "RF_SPOOL": str(self.spool),
-               "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(ROOT)}
+        env = child_environment(self.work, base={**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out),
+                                                 "RF_SPOOL": str(self.spool), "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1"})
         for name in ("ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_CATALOGUE", "ANEMOI_CKPT_OFFLINE", "RF_CATALOGUE"):
             env.pop(name, None)
         env.update(environ or {})
