@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,12 @@ _PORT_FLAGS = (
     "admin.port",
     "admin.port.grpc",
 )
+
+# weed mini puts one gRPC socket per service at a fixed place in /tmp, whatever TMPDIR says
+# (weed/command/mini.go: /tmp/seaweedfs-<service>-grpc-<port>.sock), and leaves some of them
+# behind when it stops: stop() removes this server's own.
+_GRPC_SOCKETS = {"master": "master.port.grpc", "volume": "volume.port.grpc", "filer": "filer.port.grpc",
+                 "s3": "s3.port.grpc", "admin": "admin.port.grpc"}
 
 
 def weed_binary() -> str | None:
@@ -89,6 +96,7 @@ class SeaweedServer:
         self.process: subprocess.Popen | None = None
         # weed's sockets and glog files, while it runs: a short path, as Unix sockets need.
         self._tmp: Path | None = None
+        self._sockets: dict[Path, tuple[int, int]] = {}  # its gRPC sockets in /tmp: (device, inode)
 
     @property
     def endpoint_url(self) -> str:
@@ -190,6 +198,7 @@ class SeaweedServer:
                 )
             _RUNNING.add(self)
             if self._wait_ready(timeout):
+                self._note_sockets()
                 return self
             self.stop()  # most likely a port taken meanwhile: pick new ones
         raise RuntimeError(f"SeaweedFS did not start; log:\n{self._log_tail()}")
@@ -199,7 +208,8 @@ class SeaweedServer:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 return False
-            if self._probe():
+            # Every service up, its gRPC socket made: stop() can then tell which sockets are ours.
+            if self._probe() and all(path.is_socket() for path in self.grpc_sockets()):
                 return True
             time.sleep(0.2)
         return False
@@ -231,10 +241,38 @@ class SeaweedServer:
         process, self.process = self.process, None
         _RUNNING.discard(self)
         if process is not None and process.poll() is None:
+            self._note_sockets()
             self._kill(process, timeout)
+        self._remove_sockets()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def grpc_sockets(self) -> list[Path]:
+        """Where weed puts this server's gRPC sockets (fixed paths in /tmp, named by port)."""
+        return [Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[flag]}.sock")
+                for name, flag in _GRPC_SOCKETS.items() if flag in self.ports]
+
+    def _note_sockets(self) -> None:
+        """Remember the sockets there while weed runs: those are its own (it holds their ports)."""
+        for path in self.grpc_sockets():
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISSOCK(info.st_mode):
+                self._sockets[path] = (info.st_dev, info.st_ino)
+
+    def _remove_sockets(self) -> None:
+        """Remove the sockets noted, unless another server has made a new one there since."""
+        sockets, self._sockets = self._sockets, {}
+        for path, identity in sockets.items():
+            try:
+                info = path.lstat()
+                if (info.st_dev, info.st_ino) == identity:
+                    path.unlink()
+            except OSError:
+                continue
 
     @staticmethod
     def _kill(process: subprocess.Popen, timeout: float) -> None:

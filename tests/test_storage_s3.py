@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import signal
 
 import botocore.exceptions
 import pytest
@@ -137,6 +138,17 @@ def test_a_stopped_site_is_unreachable_until_it_returns(seaweed_factory, monkeyp
         storage.get("records/a.json")
     site.start()
     assert storage.get("records/a.json")[0] == b"{}"
+
+
+def test_a_server_stop_has_to_kill_leaves_no_grpc_socket_in_tmp(seaweed_factory):
+    """weed puts its gRPC sockets in /tmp whatever TMPDIR says, and a killed weed leaves them there
+    (as one that does not stop in time is killed): stop() removes the server's own."""
+    site = seaweed_factory("site-c")
+    sockets = site.grpc_sockets()
+    assert any(path.is_socket() for path in sockets), f"weed made none of {sockets}: s3server.py looks elsewhere"
+    os.killpg(site.process.pid, signal.SIGSTOP)  # frozen: SIGTERM cannot stop it, so stop() kills it
+    site.stop(timeout=1)
+    assert [path for path in sockets if path.exists() or path.is_symlink()] == []
 
 
 def test_missing_bucket_is_named(s3_env, tmp_path):
