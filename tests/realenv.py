@@ -58,7 +58,9 @@ def child_environment(folder: Path, *, first: Sequence[str] = (), base: Mapping[
     ``PYTHONPATH`` is ``first``, then this checkout. ``TMPDIR`` is ``folder/tmp`` (created): the
     real packages leave files in their temporary folder (torch-geometric writes a
     ``*_propagate_*.py`` module for every message-passing layer it builds and never removes it),
-    which then go with the test's folder instead of piling up in /tmp.
+    which then go with the test's folder instead of piling up in /tmp. Not for a child whose
+    processes share tensors (DataLoader workers): multiprocessing's sockets there would have a path
+    longer than AF_UNIX allows.
     """
     tmp = folder / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)

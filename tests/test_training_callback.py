@@ -29,7 +29,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from realenv import child_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "real_fixtures"
@@ -75,8 +74,10 @@ class Sessions:
 
     def train(self, session: str, *overrides: str, environ: dict[str, str] | None = None) -> str:
         before = set(self._runs())
-        env = child_environment(self.work, base={**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out),
-                                                 "RF_SPOOL": str(self.spool), "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1"})
+        # Not TMPDIR under tmp_path (realenv.child_environment): the DataLoader workers' multiprocessing
+        # sockets go there, and the path is longer than AF_UNIX allows (the run hangs).
+        env = {**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out), "RF_SPOOL": str(self.spool),
+               "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(ROOT)}
         for name in ("ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_CATALOGUE", "ANEMOI_CKPT_OFFLINE", "RF_CATALOGUE"):
             env.pop(name, None)
         env.update(environ or {})
