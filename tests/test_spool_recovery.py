@@ -4,11 +4,13 @@ A killed capture leaves bytes without an entry (an orphan): ``sync`` keeps it wh
 capture under way, removes it once unchanged for ``--orphan-age`` hours, and ``--dry-run`` says so
 first. A capture that fails is a warning and a retry, bounded: on a real read-only spool (the
 subject runs in a child held to the permission bits, ``rootless.py``), made writable again while
-the retries go on. ``anemoi-ckpt info`` shows what a spool holds.
+the retries go on. A copy cut short by a write error (a file-size limit, as a full disk) leaves no
+partial file, and the retry takes it whole. ``anemoi-ckpt info`` shows what a spool holds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -204,3 +206,45 @@ def test_info_shows_what_the_spool_holds(example_project, tmp_path, capsys, monk
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("spool"))
     assert f"{len(files)} pending" in line and "oldest captured " + entries[0].captured_at in line
     assert "1 orphan" in line and "anemoi-ckpt sync" in line
+
+
+# The child copies a file into the spool under a file-size limit (RLIMIT_FSIZE, soft) below its size:
+# the write fails as on a full disk (EFBIG, SIGXFSZ ignored), then the limit is lifted and it tries again.
+FULL_CAPTURE = textwrap.dedent("""
+    import json, os, resource, signal, sys
+    from anemoi_ckpt_nb.runs.capture import prepare
+    from anemoi_ckpt_nb.runs.spool import FILES, Spool
+
+    spool, source = Spool(sys.argv[1]), sys.argv[2]
+    taken = prepare(spool, source, methods=("copy",))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        taken.finish(run_id="r1")
+    except OSError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        error = None
+    left = sorted(p.name for p in (spool.path / FILES / taken.key).iterdir())
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    entry = taken.finish(run_id="r1")
+    print(json.dumps({"error": error, "left": left, "file": entry.file, "sha256": entry.sha256}))
+""")
+
+
+def test_a_copy_that_fails_midway_leaves_no_partial_file_and_a_retry_takes_it_whole(example_project, tmp_path):
+    source = tmp_path / "last.ckpt"
+    source.write_bytes(example_project["base"][0].path.read_bytes())
+    assert source.stat().st_size > 64 * 1024  # larger than the limit the child sets
+    spool = Spool(tmp_path / "spool")
+    done = subprocess.run([sys.executable, "-c", FULL_CAPTURE, str(spool.path), str(source)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["error"] and "too large" in result["error"].lower(), result
+    assert result["left"] == []  # no .last.ckpt.part: the failed copy took its partial bytes away
+    (entry,) = spool.entries()
+    assert entry.file == result["file"] and (spool.path / entry.file).read_bytes() == source.read_bytes()
+    assert entry.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert spool.orphans() == []

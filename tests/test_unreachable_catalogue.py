@@ -42,6 +42,7 @@ def test_sync_stops_at_the_first_entry_when_the_catalogue_is_lost_and_keeps_ever
     # One entry was tried, none is marked failed (nothing is wrong with them), all stay pending.
     assert "unreachable" in report.stopped and not report.ok
     assert (report.registered, report.failed, report.waiting, seen) == ({}, {}, {}, [])
+    assert sorted(report.left) == pending  # the one tried and the others: none registered
     assert sorted(e.key for e in spool.pending()) == pending
     assert [state for _, state, _ in spool.status()] == ["pending"] * len(pending)
     # Once it can be reached again, the next sync registers them all.

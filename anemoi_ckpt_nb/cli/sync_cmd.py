@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dry run of {spool.path} into {catalogue.url}: {len(report.pending)} to register{orphans}; nothing done")
         return 0
     if report.stopped:
-        print(f"stopped: {report.stopped}; what is not registered stays in the spool: run `anemoi-ckpt sync` again "
-              "when the catalogue can be reached")
+        print(f"stopped: {report.stopped}; {len(report.left)} entr{'y' if len(report.left) == 1 else 'ies'} not "
+              "registered stay in the spool: run `anemoi-ckpt sync` again when the catalogue can be reached")
     print(f"synced {spool.path} into {catalogue.url}: {len(report.registered)} registered, {len(report.already)} "
           f"already registered, {len(report.waiting)} waiting for a parent, {len(report.failed)} failed, "
           f"{len(report.busy)} held by another sync{orphans}")

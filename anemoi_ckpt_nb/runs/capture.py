@@ -166,18 +166,21 @@ def _copy_fd(fd: int, target: Path) -> str:
         os.fsync(out)
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or offset != before.st_size:
-            os.close(out)
-            out = -1
-            tmp.unlink(missing_ok=True)
             raise SpoolError(f"{target.name}: the file was rewritten while it was being copied; not captured",
                              hint="checkpoints saved more often than they can be copied: save less often, "
                              "or put the spool on a file system with reflinks or hard links")
         sha = digest.hexdigest()
         record_sha256(out, sha)
-    finally:
+        os.close(out)
+        out = -1
+        os.replace(tmp, target)
+    except BaseException:
+        # Whatever stopped the copy (the file rewritten, a full disk, an I/O error, an interrupt),
+        # the partial copy goes: a retry starts afresh, and no ``.part`` is left for the sweep.
         if out >= 0:
             os.close(out)
-    os.replace(tmp, target)
+        tmp.unlink(missing_ok=True)
+        raise
     return sha
 
 

@@ -70,6 +70,8 @@ class SyncReport:
     orphans_kept: list[Orphan] = field(default_factory=list)
     #: Why the sync stopped before the end (the catalogue could not be reached); empty if it did not.
     stopped: str = ""
+    #: When it stopped: the keys of the entries it had not registered yet (they stay pending).
+    left: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -131,7 +133,7 @@ def sync_spool(
     waiting: dict[str, str] = {}
     while todo:
         later: list[Entry] = []
-        for entry in todo:
+        for index, entry in enumerate(todo):
             try:
                 outcome, detail = _sync_one(store, spool, entry, allow_missing_parents=allow_missing_parents,
                                             keep_files=keep_files, lease=lease, progress=progress,
@@ -142,6 +144,8 @@ def sync_spool(
                 continue
             except _Unreachable as why:
                 report.stopped = str(why)
+                # This one, those not tried yet, and those found waiting for a parent earlier in the pass.
+                report.left = [e.key for e in (*todo[index:], *later)]
                 return report
             waiting.pop(entry.key, None)
             if outcome == "skip":
