@@ -70,6 +70,27 @@ def test_converted_files_build_the_model_anemoi_training_pickled(real_python, mo
     assert report["versions"]["anemoi-models"] == "0.19.0"
 
 
+FASTBUILD_SCRIPT = ROOT / "tests" / "real_env" / "fastbuild_compare.py"
+
+
+@pytest.mark.parametrize("model", ["gnn", "graphtransformer"])
+def test_the_direct_path_past_hydra_passes_what_hydra_passes(real_python, model, tmp_path):
+    """load_model calls most targets without Hydra (conversion/fastbuild): each such call is also
+    given to Hydra (its call captured, not made), and every argument must be the same."""
+    folder = _run_folder(model)
+    files = [convert(folder / "last.ckpt", tmp_path, format=fmt).destination for fmt in ("anemoi", "safetensors")]
+    done = subprocess.run([real_python, str(FASTBUILD_SCRIPT), *map(str, files)], capture_output=True, text=True,
+                          env=child_environment(tmp_path), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for path in files:
+        result = report[str(path)]
+        assert result["differences"] == [], result
+        # the model, its encoder, processor, decoder, aggregator, residual and normalizer; Hydra keeps the _partial_ kernels
+        assert result["direct"] >= 7 and result["hydra"] > 0, result
+        assert result["config_same"] and result["repr_same"] and result["tensors_same"] and result["predict_same"], result
+
+
 def test_every_epoch_of_a_resumed_run_matches_its_own_inference_file(real_python, tmp_path):
     folder = _run_folder("gnn", "resume")
     pairs = [(path, folder / f"inference-{path.name}") for path in sorted(folder.glob("anemoi-by_epoch-*.ckpt"))]

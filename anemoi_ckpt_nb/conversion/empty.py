@@ -36,12 +36,19 @@ def parameters_on_meta() -> Iterator[None]:
     Buffers are left as they are made.
     """
     _install()
-    depth = getattr(_LOCAL, "depth", 0)
-    _LOCAL.depth = depth + 1
+    with inside(_LOCAL):
+        yield
+
+
+@contextmanager
+def inside(local: threading.local) -> Iterator[None]:
+    """Count this thread in ``local.depth`` for the block: a process-wide patch acts for it only."""
+    depth = getattr(local, "depth", 0)
+    local.depth = depth + 1
     try:
         yield
     finally:
-        _LOCAL.depth = depth
+        local.depth = depth
 
 
 def _install() -> None:

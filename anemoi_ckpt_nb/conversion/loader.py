@@ -157,6 +157,7 @@ def build(plan: _Plan, *, device: Any = "cpu", mapped: bool = False) -> Any:
 
 def _construct(plan: _Plan, array: Any, parameters: Any) -> Any:
     """``AnemoiModelInterface`` of ``plan``, its parameters made under ``parameters`` (a context)."""
+    from anemoi_ckpt_nb.conversion import fastbuild
     from anemoi_ckpt_nb.read.model_inputs import decode
 
     spec = plan.inputs.spec
@@ -164,9 +165,10 @@ def _construct(plan: _Plan, array: Any, parameters: Any) -> Any:
     statistics = decode(spec["statistics"], array)
     tendencies = decode(spec.get("statistics_tendencies"), array)
     try:
-        config = _config(plan.metadata["config"], plan.path)
+        config, plain = _config(plan.metadata["config"], plan.path)
         data_indices = _data_indices(config, spec["data_indices"])
-        with _quiet_init(), parameters:
+        # Hydra's direct path only for a config without interpolations (Hydra would resolve them in its copies).
+        with _quiet_init(), parameters, fastbuild.instantiating() if plain and fastbuild.ENABLED else contextlib.nullcontext():
             from anemoi.models.interface import AnemoiModelInterface
 
             return AnemoiModelInterface(
@@ -250,19 +252,26 @@ def _graph(spec: dict[str, Any], array: Any) -> Any:
     return graph
 
 
-def _config(config: dict[str, Any], path: Path) -> Any:
-    """The file's config for anemoi-models, once every class it would build is one it may (:mod:`.targets`)."""
+def _config(config: dict[str, Any], path: Path) -> tuple[Any, bool]:
+    """``(DictConfig, plain)``: the file's config for anemoi-models, once every class it would build is
+    one it may (:mod:`.targets`), and whether it holds no interpolation (nothing to resolve)."""
     from omegaconf import OmegaConf
 
+    from anemoi_ckpt_nb.conversion import fastbuild
     from anemoi_ckpt_nb.conversion.targets import check_targets
 
-    created = OmegaConf.create(translate_config(config))
-    try:
-        resolved = OmegaConf.to_container(created, resolve=True)
-    except Exception as error:  # a missing or cyclic interpolation, an unknown resolver
-        raise ModelLoadError(path, f"its config cannot be resolved: {_short(error)}") from error
+    translated = translate_config(config)
+    plain = not fastbuild.has_interpolation(translated)
+    created = fastbuild.config_tree(translated) if fastbuild.ENABLED else OmegaConf.create(translated)
+    if plain:
+        resolved = translated
+    else:
+        try:
+            resolved = OmegaConf.to_container(created, resolve=True)
+        except Exception as error:  # a missing or cyclic interpolation, an unknown resolver
+            raise ModelLoadError(path, f"its config cannot be resolved: {_short(error)}") from error
     check_targets(resolved, path)
-    return created
+    return created, plain
 
 
 def translate_config(config: dict[str, Any]) -> dict[str, Any]:
