@@ -54,6 +54,10 @@ def test_both_formats_carry_the_same_inputs_as_the_source(training_checkpoint, c
         assert np.array_equal(written.arrays[name], array), name
     # They are not weights: the state dict is what it was before graphs were stored.
     assert not any(name.startswith(PREFIX) for name in weights)
+    # Each array is writable (torch.from_numpy shares it with the model, which may write) and its own.
+    arrays = list(written.arrays.values())
+    assert all(array.flags.writeable and array.flags.c_contiguous for array in arrays)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
 
 
 def test_the_anemoi_format_still_loads_as_a_plain_state_dict(converted):

@@ -313,14 +313,14 @@ def from_tensors(spec_text: str, tensor: Callable[[str], Any]) -> ModelInputs:
     arrays = {}
     for name, (dtype, shape) in array_refs(spec).items():
         try:
-            data = tensor(PREFIX + name)
+            data = np.require(tensor(PREFIX + name), requirements=("C", "W"))  # TensorRef.numpy's new array: not copied again
         except KeyError:
             raise ModelInputsError(f"the array {name} named by the spec is missing") from None
-        arrays[name] = _array(name, bytearray(np.ascontiguousarray(data).tobytes()), dtype, shape)
+        arrays[name] = _array(name, data.reshape(-1).view(np.uint8), dtype, shape)
     return ModelInputs(spec=spec, arrays=arrays)
 
 
-def _array(name: str, data: bytearray, dtype: str, shape: tuple[int, ...]) -> Any:
+def _array(name: str, data: Any, dtype: str, shape: tuple[int, ...]) -> Any:  # data: writable bytes
     import numpy as np
 
     try:
