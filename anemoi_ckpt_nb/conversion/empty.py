@@ -147,8 +147,10 @@ def _read(file: Any, span: tuple[int, int], view: Any, path: Any) -> Any:
     offset, nbytes = span
     if nbytes == 0:
         return torch.empty(view.shape, dtype=view.dtype)
-    buffer = bytearray(nbytes)
-    memory = memoryview(buffer)
+    # torch.empty, not a bytearray: no pass zero-filling the memory before the read fills it
+    # (reading a 164 MB file: ~75 instead of ~95 ms of CPU).
+    buffer = torch.empty(nbytes, dtype=torch.uint8)
+    memory = memoryview(buffer.numpy())
     done = 0
     while done < nbytes:
         file.seek(offset + done)
@@ -156,4 +158,4 @@ def _read(file: Any, span: tuple[int, int], view: Any, path: Any) -> Any:
         if not got:
             raise _changed(path)
         done += got
-    return torch.frombuffer(buffer, dtype=view.dtype).reshape(view.shape)
+    return buffer.view(view.dtype).reshape(view.shape)
