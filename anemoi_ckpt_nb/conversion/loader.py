@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from anemoi_ckpt_nb.compat.environment import installed_version
 from anemoi_ckpt_nb.errors import ModelLoadError, ModelPackageMissingError, ModelVersionGapError
 
 PACKAGE = "anemoi-models"
@@ -214,6 +213,8 @@ def _require(plan: _Plan) -> None:
 
 
 def _cannot_build(plan: _Plan, reason: str) -> ModelLoadError:
+    from anemoi_ckpt_nb.compat.environment import installed_version  # pydantic and more: only on this path
+
     installed, needed = installed_version(MODULE), plan.written_with
     if needed and installed and needed != installed:
         return ModelVersionGapError(

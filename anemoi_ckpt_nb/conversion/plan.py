@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from anemoi_ckpt_nb.errors import CheckpointReadError, CkptError, ConvertError
-from anemoi_ckpt_nb.storage.disk import names_a_folder
 
 FORMATS = ("anemoi", "safetensors", "pickled")
 
@@ -130,6 +129,8 @@ def _destination(source: Path, destination: str | Path, format: str) -> Path:
     _check_format(format, source, destination)
     target = Path(destination)
     # "out/", or "out" with no suffix, is a folder (created, as `convert -o out` does); "out.ckpt" a file.
+    from anemoi_ckpt_nb.storage.disk import names_a_folder  # not for load_model, which needs map_name only
+
     if names_a_folder(destination) or not target.suffix:
         try:
             target.mkdir(parents=True, exist_ok=True)
