@@ -17,7 +17,8 @@ file (read into memory, the default for anemoi-training's files). The files are 
 The cases take turns, one load of each per round. It prints the median wall time, the CPU time
 of the load (less sensitive to other programs on shared cores) and the peak resident memory added
 by the load (the kernel's high-water mark ``VmHWM``, reset just before the load, minus the size
-then; imports done before; Linux), and their ratios to the baseline (< 1: faster, leaner). Then
+then; Linux), and their ratios to the baseline (< 1: faster, leaner). What each timed region imports
+is said at ``CHILD``: the same model modules for both, and load_model's own code. Then
 every weight is used once (summed), and the CPU time of load and use and the peak after it are
 given too: a model whose weights stay in the file's memory map (``load_model`` of a converted
 file) reads their pages when first used, not at load, and they count in its memory from then on.
@@ -39,10 +40,14 @@ RUNS = sorted((ROOT / "tests" / "data" / "real" / "current").glob("*/run/*/"))
 
 # The peak is the kernel's VmHWM, reset to the current size just before the load (clear_refs 5):
 # ru_maxrss would carry the parent's size at fork across exec, and hide a small load's peak.
+# Imported before the timed region: what both loads need first (torch, the model interface the pickle
+# names first, torch-geometric's graph) and this package's top (lazy: it imports nothing of the loader).
+# Timed: the model's other modules (layers, scipy.sparse, ...; imported by both: the unpickler as the
+# pickle names them, load_model as it builds), and for load_model its own loader and reader.
 CHILD = r"""
 import json, sys, time
-import torch, anemoi.models.interface, torch_geometric.data  # imports are not the load
-from anemoi_ckpt_nb import load_model
+import torch, anemoi.models.interface, torch_geometric.data
+import anemoi_ckpt_nb
 def status(key):
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key + ":"))
 how, path = sys.argv[1], sys.argv[2]
@@ -53,6 +58,7 @@ start, cpu = time.perf_counter(), time.process_time()
 if how == "torch.load":
     model = torch.load(path, weights_only=False, map_location="cpu")
 else:
+    from anemoi_ckpt_nb import load_model
     model = load_model(path, mmap=False) if how == "load_model, copied" else load_model(path)
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 peak = status("VmHWM") - before
