@@ -26,25 +26,27 @@ class StepTimer(Callback):
     def __init__(self, out: str) -> None:
         super().__init__()
         self.out = out
-        self.epochs: list[tuple[float, int]] = []  # (seconds of training, batches)
+        self.epochs: list[tuple[float, int, float]] = []  # (seconds of training, batches, longest interval)
         self.saves: list[float] = []
         self.intervals: list[float] = []
         self._batch_start: float | None = None
         self._start: float | None = None
         self._last_batch_end = 0.0
         self._batches = 0
+        self._longest = 0.0
         self._validated: float | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         now = time.perf_counter()
         if self._validated is not None:
             self.saves.append(now - self._validated)
-        self._start, self._batches, self._validated, self._batch_start = now, 0, None, None
+        self._start, self._batches, self._validated, self._batch_start, self._longest = now, 0, None, None, 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
         if self._batch_start is not None:
             self.intervals.append(now - self._batch_start)
+            self._longest = max(self._longest, now - self._batch_start)
         self._batch_start = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -62,7 +64,7 @@ class StepTimer(Callback):
 
     def _close_epoch(self) -> None:
         if self._start is not None and self._batches:
-            self.epochs.append((self._last_batch_end - self._start, self._batches))
+            self.epochs.append((self._last_batch_end - self._start, self._batches, self._longest))
         self._start = None
 
     def on_fit_end(self, trainer, pl_module) -> None:

@@ -4,8 +4,10 @@ The callback captures a saved checkpoint into its spool with the first method th
 allows (``anemoi_ckpt_nb.runs.capture``): ``reflink`` (a copy-on-write clone), ``link`` (a hard
 link), else ``copy``. Each capture has two parts, timed apart:
 
-* **training thread**: :func:`~anemoi_ckpt_nb.runs.capture.prepare`, what the training process
-  waits for (a clone, a link, or only opening the file for a copy);
+* **training thread**: :func:`~anemoi_ckpt_nb.runs.capture.prepare`, taking hold of the file (a
+  clone, a link, or only opening the file for a copy); the callback now does it on a worker
+  thread, and the training thread waits for it only before the next save (``training_callback.py``
+  measures that);
 * **worker thread**: ``Capture.finish``, done while training goes on (for a copy: read, sha256,
   write, fsync; for all: the spool entry, written aside, fsynced and renamed into place).
 

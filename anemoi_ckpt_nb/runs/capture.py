@@ -23,6 +23,7 @@ import errno
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +111,19 @@ class Capture:
         """True while bytes still have to be copied (and a rewrite in place could spoil them)."""
         return self._fd is not None
 
-    def finish(self, **fields: Any) -> Entry:
+    def finish(self, *, on_copied: Callable[[], None] | None = None, **fields: Any) -> Entry:
         """Copy the bytes if needed, then create the entry. ``fields``: :class:`Entry` fields.
+
+        ``on_copied``: called as soon as every byte is read and copied, before the copy is fsynced
+        and the entry written: from then on the source may be rewritten (the training thread
+        waits only that long before a save that rewrites it).
 
         May be called again after it raised (a retry): the source stays open until the copy is
         done, and a copy done is not made again. A :class:`SpoolError` means the bytes are lost
         (the file was rewritten while it was copied): trying again cannot help.
         """
         if self._fd is not None:
-            self._sha256 = _copy_fd(self._fd, self.target)
+            self._sha256 = _copy_fd(self._fd, self.target, on_copied)
             os.close(self._fd)
             self._fd = None
         st = self.target.stat()
@@ -139,8 +144,10 @@ class Capture:
         self.spool.release_files(self.key)
 
 
-def _copy_fd(fd: int, target: Path) -> str:
+def _copy_fd(fd: int, target: Path, on_copied: Callable[[], None] | None = None) -> str:
     """Copy the open file ``fd`` to ``target`` (aside, then renamed); return its sha256.
+
+    ``on_copied`` is called once the bytes are all copied and found unchanged, before the fsync.
 
     Each chunk is read once into one reused buffer and hashed; the kernel copies it
     (``copy_file_range``: no second pass through Python, a clone on file systems that can)
@@ -163,12 +170,14 @@ def _copy_fd(fd: int, target: Path) -> str:
             digest.update(view[:length])
             in_kernel = _put(fd, out, view, offset, length, in_kernel)
             offset += length
-        os.fsync(out)
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or offset != before.st_size:
             raise SpoolError(f"{target.name}: the file was rewritten while it was being copied; not captured",
                              hint="checkpoints saved more often than they can be copied: save less often, "
                              "or put the spool on a file system with reflinks or hard links")
+        if on_copied is not None:
+            on_copied()  # the copy's bytes are ours (in the page cache): the source may change now
+        os.fsync(out)
         sha = digest.hexdigest()
         record_sha256(out, sha)
         os.close(out)

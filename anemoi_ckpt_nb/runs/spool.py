@@ -182,6 +182,8 @@ class Spool:
 
     def ensure(self) -> None:
         """Create the folder and its ``spool.json`` if needed (an existing one is kept)."""
+        if os.path.isfile(self.path / DESCRIPTOR):
+            return  # the usual case, on every capture: a stat, not a fsynced file written and refused
         doc = {"format": FORMAT, "version": VERSION, "catalogue": self.catalogue, "created_at": utcnow()}
         with contextlib.suppress(ConflictError):
             self.storage.put(DESCRIPTOR, json.dumps(doc, indent=1).encode(), if_absent=True)

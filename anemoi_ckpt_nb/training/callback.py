@@ -17,9 +17,12 @@ When a file is saved: Lightning calls the checkpoint callbacks after every other
 hook, so the files a save wrote are seen at the next hook: the next training batch, or the end of
 fit. The callback then compares the run folder with what it saw before (a few ``stat`` calls,
 only after a checkpoint callback reports a save, or every ``poll_seconds``) and captures each new
-or changed file (:mod:`anemoi_ckpt_nb.runs.capture`): a clone or hard link at once, a copy on a
-worker thread (:mod:`.worker`). Before a hook in which anemoi-training may save again, it waits
-for pending copies of the files that save would rewrite in place (``inference-last.ckpt``).
+or changed file (:mod:`anemoi_ckpt_nb.runs.capture`): it hands their names to worker threads
+(:mod:`.worker`), which take hold of them at once (a clone, a hard link or an open file) and copy
+them if needed. Before a hook in which anemoi-training may save again (and so replace, delete or
+rewrite a file), it waits until every file handed over is taken hold of, and for pending copies of
+the files that save would rewrite in place (``inference-last.ckpt``): after a save, the training
+thread itself spends a few ``stat`` calls, and waits only if the worker is that far behind.
 
 Lineage: each file's own metadata names its parent (a resume and a full-state fork write the
 loaded checkpoint's uuid as ``parent_uuid``; an inference file shares its training file's uuid).
@@ -28,15 +31,17 @@ captured at the start, before the run can overwrite it; a weights-only fork writ
 ``parent_uuid``, so its training files' entries name that capture as their ``forked-from`` parent.
 
 Never breaks training: only global rank 0 works, and every error is logged as a warning. A
-capture that fails (a full or read-only spool) is tried again: on the training thread when the
-file could not even be taken hold of (at a later hook, after each of ``retry_seconds``), on the
-worker thread when its copy or entry failed; then given up, with a warning naming the file.
+capture that fails (a full or read-only spool) is tried again: handed over again by the training
+thread when the file could not even be taken hold of (if unchanged, at a later hook, after each
+of ``retry_seconds``), by the worker when its copy or entry failed; then given up, with a warning
+naming the file.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 import uuid as _uuid
@@ -46,7 +51,7 @@ from typing import Any
 
 from anemoi_ckpt_nb import settings
 from anemoi_ckpt_nb.errors import SpoolError
-from anemoi_ckpt_nb.runs.capture import METHODS, prepare
+from anemoi_ckpt_nb.runs.capture import METHODS
 from anemoi_ckpt_nb.runs.spool import Spool, new_key
 from anemoi_ckpt_nb.training.background import BackgroundSync
 from anemoi_ckpt_nb.training.worker import RETRY_DELAYS, Worker
@@ -210,9 +215,9 @@ class RegisterCheckpoints(Callback):
             return
         # Keys made now: the entries of a weights-only fork name the first, even if its capture must be retried.
         keys = [new_key(), new_key()]
-        for path, key in zip((start, start.with_name(f"inference-{start.name}")), keys):
-            if path.is_file():
-                self._capture(path, {**self._fields, "role": "start"}, key=key)
+        self._hand_over([(path, {**self._fields, "role": "start"}, key)
+                         for path, key in zip((start, start.with_name(f"inference-{start.name}")), keys)
+                         if path.is_file()])
         if weights_only:
             # Its files name no parent: this capture is their `forked-from` parent.
             self._parents = [{"entry": keys[0], "relation": "forked-from"}]
@@ -258,7 +263,9 @@ class RegisterCheckpoints(Callback):
     def _finish(self, trainer: Any) -> None:
         if self._worker is None:
             return
+        self._before_a_save()  # what became of every file handed over is known
         self._poll(trainer, force=True)  # a failed capture gets its last attempt here
+        self._before_a_save()  # and its outcome is known
         for path in self._retries:
             self.errors.append(f"{path}: not captured before the end of training")
             LOGGER.warning("anemoi-ckpt: could not capture %s into the spool before the end of training; "
@@ -280,11 +287,12 @@ class RegisterCheckpoints(Callback):
 
     def _before_a_save(self) -> None:
         if self._worker is not None:
-            waited = self._worker.wait_for_copies_at_risk()
+            waited = self._worker.wait_for_captures_at_risk()
             self.waited += waited
             if waited > 1.0:
                 LOGGER.warning("anemoi-ckpt: waited %.1f s for a copy to finish before the next save rewrites "
                                "the file; reflinks or less frequent saves avoid it", waited)
+            self._outcomes()  # before the save: a file that could not be taken is still as it was then
 
     @staticmethod
     def _save_signature(trainer: Any) -> tuple:
@@ -313,38 +321,42 @@ class RegisterCheckpoints(Callback):
             return
         if self.background is not None:
             self.background.poll()
+        self._outcomes()
         signature = self._save_signature(trainer)
         now = time.monotonic()
-        due = [path for path, retry in self._retries.items() if force or retry[2] <= now]
+        due = [path for path, retry in self._retries.items() if retry[2] < math.inf and (force or retry[2] <= now)]
         if not force and not due and signature == self._signature and now - self._last_poll < self.poll_seconds:
             return
         self._signature, self._last_poll = signature, now
         current = self._scan()
         new = [path for path, st in current.items() if self._seen.get(path) != st]
         self._seen = current
+        handed = []
         for path in due:  # as it was when it failed, else it is gone or new (captured below as such)
-            stat, _, _, fields, key = self._retries[path]
+            stat, attempts, _, fields, key = self._retries[path]
             if current.get(path, stat) == stat and path.is_file() and path not in new:
-                self._capture(path, fields, key=key)
+                self._retries[path] = (stat, attempts, math.inf, fields, key)  # not due again while handed over
+                handed.append((path, fields, key))
             else:
                 self._retries.pop(path)
         # Training files first: an inference file is registered after the file it was saved with.
         for path in sorted(new, key=lambda p: (p.name.startswith("inference-"), current[p][2], p.name)):
             parents = [] if path.name.startswith("inference-") else self._parents
-            self._capture(path, {**self._fields, "role": "saved", "parents": parents})
+            handed.append((path, {**self._fields, "role": "saved", "parents": parents}, None))
+        self._hand_over(handed)
 
-    def _capture(self, path: Path, fields: dict[str, Any], *, key: str | None = None) -> None:
-        """Take hold of ``path`` and hand it to the worker; if that fails, try again later (bounded)."""
-        try:
-            capture = prepare(self.spool, path, methods=self.methods, key=key)
-        except FileNotFoundError:
-            self._retries.pop(path, None)  # deleted meanwhile (a save beyond num_models_saved)
-            return
-        except OSError as error:
-            self._retry_later(path, fields, key, error)
-            return
-        self._retries.pop(path, None)
-        self._worker.submit(capture, fields)
+    def _hand_over(self, files: list[tuple[Path, dict[str, Any], str | None]]) -> None:
+        """Give the worker these files to take hold of and capture; it says later what became of them."""
+        if files:
+            self._worker.take(self.spool, files, methods=self.methods)
+
+    def _outcomes(self) -> None:
+        """Learn what became of the files handed over: a file that could not be taken is tried again later."""
+        for (path, fields, key), error in self._worker.outcomes():
+            if error is None or isinstance(error, FileNotFoundError):  # taken, or deleted meanwhile
+                self._retries.pop(path, None)
+            else:
+                self._retry_later(path, fields, key, error)
 
     def _retry_later(self, path: Path, fields: dict[str, Any], key: str | None, error: OSError) -> None:
         try:
