@@ -49,13 +49,20 @@ KILLED_CAPTURE = textwrap.dedent("""
     spool, source, method, ready = sys.argv[1:5]
     taken = capture.prepare(Spool(spool), source, methods=(method,))
     if method == "copy":
-        read = os.preadv
-        def preadv(fd, buffers, offset):
+        read, kernel = os.preadv, getattr(os, "copy_file_range", None)
+        def hold(offset):
             if offset:  # one chunk is in the .part file: hold here until killed
                 open(ready, "w").close()
                 time.sleep(600)
+        def preadv(fd, buffers, offset):
+            hold(offset)
             return read(fd, buffers, offset)
+        def copy_file_range(source, out, count, offset_src, offset_dst):
+            hold(offset_src)
+            return kernel(source, out, count, offset_src, offset_dst)
         os.preadv = preadv
+        if kernel is not None:  # the copy is the kernel's where it can
+            os.copy_file_range = copy_file_range
     else:
         open(ready, "w").close()
         time.sleep(600)
