@@ -380,7 +380,7 @@ def test_safetensors_layout_of_nested_supporting_arrays(tmp_path, out):
 
 
 def test_checkpoint_convert_registers_the_output_without_hashing_it_again(tmp_path, monkeypatch):
-    """The converter computed the output's sha256 while writing it; registration uses that one."""
+    """The converter computed the output's sha256 as it read it back; registration uses that one."""
     from anemoi_ckpt_nb.api import Catalogue
     from anemoi_ckpt_nb.storage import hashing
     from anemoi_ckpt_nb.catalogue.register import register_paths
@@ -455,21 +455,29 @@ def test_same_input_gives_identical_safetensors_data(lightning, tmp_path):
 
 def test_tensors_are_read_by_file_offset_not_through_the_memory_map(training_checkpoint):
     """Reading through the reader's map would keep every weight page resident; the converter
-    reads each tensor's bytes where the reader says they lie into a few reused buffers instead."""
+    hands out each tensor's bytes where the reader says they lie: as runs of the file for the
+    kernel to copy, or read into one reused buffer."""
     from anemoi_ckpt_nb.conversion.files import SourceFile
+    from anemoi_ckpt_nb.conversion.streams import FileRange
     from anemoi_ckpt_nb.read.reader import open_checkpoint
 
-    with open_checkpoint(training_checkpoint.path) as ck:
+    with open_checkpoint(training_checkpoint.path) as ck, open(training_checkpoint.path, "rb") as raw:
         files = SourceFile(training_checkpoint.path, ck)
         try:
             for name in ck.weights:
                 assert files.span(name) == ck.tensor_span(name) is not None, name
-                read = b""
+                expected = _bits(ck.tensor(name)).numpy().tobytes()
+                read, buffers = b"", set()
                 for chunk in files.reader(name)():
-                    assert isinstance(chunk, memoryview) and id(chunk.obj) in files.pool._buffers  # a pooled buffer
+                    assert isinstance(chunk, memoryview)
+                    buffers.add(id(chunk.obj))
                     read += bytes(chunk)
-                    files.pool.give_back(chunk)
-                assert read == _bits(ck.tensor(name)).numpy().tobytes(), name
+                assert read == expected and len(buffers) <= 1, name  # one buffer, reused
+                copied = b""
+                for piece in files.reader(name, copy=True)():
+                    assert isinstance(piece, FileRange)
+                    copied += os.pread(raw.fileno(), piece.nbytes, piece.offset)
+                assert copied == expected, name
         finally:
             files.close()
 

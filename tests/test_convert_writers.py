@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from anemoi_ckpt_nb.conversion.writers import (
-    Digests,
-    HashingFile,
+    OutputFile,
     SafetensorsWriter,
     TensorEntry,
     TorchZipWriter,
@@ -50,18 +49,17 @@ def _entry(name: str, tensor: torch.Tensor, *, split: int = 3) -> TensorEntry:
 
 def _write_zip(path, tensors, *, zip64_limit=None, metadata=None):
     entries = [_entry(name, t) for name, t in tensors.items()]
-    digests = Digests(["output"])
-    try:
-        with open(path, "wb") as file:
-            out = HashingFile(file, digests)
+    with open(path, "wb", buffering=0) as file:
+        out = OutputFile(file.fileno(), path)
+        try:
             options = {} if zip64_limit is None else {"zip64_limit": zip64_limit}
             writer = TorchZipWriter(out, path.stem, **options)
             crcs = writer.add_tensors(entries)
             writer.add_bytes("anemoi-metadata/anemoi.json", json.dumps(metadata or {"version": "1.0"}).encode())
             writer.finish()
-            digest = out.finish()
-    finally:
-        digests.close()
+            digest, _ = out.finish()
+        finally:
+            out.close()
     return entries, crcs, digest
 
 
@@ -143,13 +141,13 @@ def test_zip64_records_read_back(tmp_path):
 
 
 def test_announced_size_is_enforced(tmp_path):
-    digests = Digests(["output"])
-    with open(tmp_path / "x.ckpt", "wb") as file:
-        writer = TorchZipWriter(HashingFile(file, digests), "x")
+    with open(tmp_path / "x.ckpt", "wb", buffering=0) as file:
+        out = OutputFile(file.fileno(), tmp_path / "x.ckpt")
+        writer = TorchZipWriter(out, "x")
         short = TensorEntry("w", "float32", (4,), 16, lambda: [b"\0" * 8])
         with pytest.raises(ValueError, match="8 bytes instead of the 16 announced"):
             writer.add_tensors([short])
-    digests.close()
+        out.close()
 
 
 def test_verification_catches_a_changed_byte(tmp_path):
@@ -177,12 +175,11 @@ def test_safetensors_file_opens_with_safetensors(tmp_path):
     entries = safetensors_order([_entry(name, t) for name, t in tensors.items()])
     header = {"anemoi": json.dumps({"version": "1.0"})}
     path = tmp_path / "weights.safetensors"
-    digests = Digests(["output"])
-    with open(path, "wb") as file:
-        out = HashingFile(file, digests)
+    with open(path, "wb", buffering=0) as file:
+        out = OutputFile(file.fileno(), path)
         crcs = SafetensorsWriter(entries, header).write(out)
-        digest = out.finish()
-    digests.close()
+        digest, _ = out.finish()
+        out.close()
 
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     with safe_open(str(path), framework="pt") as opened:

@@ -28,11 +28,16 @@ class ByteProgress:
     bar: Any
 
     def update(self, done: int, total: int) -> None:
+        if self.bar is None:  # hidden
+            return
         if self.bar.total != total:
             self.bar.total = total
         self.bar.update(done - self.bar.n)
 
     def write(self, line: str) -> None:
+        if self.bar is None:
+            print(line, file=sys.stdout, flush=True)
+            return
         self.bar.write(line, file=sys.stdout)
 
 
@@ -45,6 +50,14 @@ def byte_progress(desc: str, *, show: bool | None = None) -> Iterator[ByteProgre
         show: True or False to force it; None (default): shown in a notebook
             or on a terminal, hidden in batch logs (stderr redirected).
     """
+    if show is None:
+        # tqdm's own rule, told before importing it (tqdm.auto brings asyncio: a few hundredths
+        # of a second of every conversion's start): the console bar hides when stderr is not a
+        # terminal, the notebook's always shows.
+        show = sys.stderr.isatty() or "ipykernel" in sys.modules
+    if not show:
+        yield ByteProgress(None)
+        return
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -54,9 +67,6 @@ def byte_progress(desc: str, *, show: bool | None = None) -> Iterator[ByteProgre
         desc=desc,
         file=sys.stderr,
         leave=False,
-        # tqdm's own None: the console bar hides itself when stderr is not a terminal,
-        # the notebook bar always shows.
-        disable=None if show is None else not show,
     )
     try:
         yield ByteProgress(bar)

@@ -1,7 +1,8 @@
 """File plumbing of :mod:`anemoi_ckpt_nb.conversion.convert`: reading the source, publishing the outputs.
 
-* :class:`SourceFile` reads a source tensor's bytes by file offset into a few
-  reused buffers, so that memory stays flat however large the weights are.
+* :class:`SourceFile` hands out a source tensor's bytes by file offset: as runs of the file
+  for the kernel to copy, or read into a reused buffer, so that memory stays flat however
+  large the weights are.
 * :class:`SourceHash` computes the whole source's sha256 in a thread, meanwhile.
 * :func:`publish` renames the verified temporary files into place, the archive
   first and the sidecar last, refusing to replace an existing file unless asked.
@@ -20,16 +21,17 @@ from anemoi_ckpt_nb.storage._transfer import fsync_dir
 
 
 class SourceFile:
-    """Read the tensors of an open checkpoint by file offset into pooled buffers.
+    """Hand out the tensors of an open checkpoint by file offset.
 
     The reader memory-maps the file; reading a tensor through that map would
     leave every page read resident in this process (the RSS would grow to the
     size of the weights). So each tensor's place in the file comes from the
     reader (:meth:`CheckpointFile.tensor_span`, computed from the zip or
-    safetensors structure), and its bytes are read with ``preadv`` into a few
-    reused buffers (:class:`BufferPool`, handed back by the hashing thread). A
-    tensor that is not a contiguous run of the file's bytes (a non-contiguous
-    view, a byte-swapped or compressed storage) is read from memory instead.
+    safetensors structure), and its bytes are either handed out as runs of this
+    file (:class:`~.streams.FileRange`, copied by the kernel) or read with
+    ``preadv`` into a reused buffer. A tensor that is not a contiguous run of the
+    file's bytes (a non-contiguous view, a byte-swapped or compressed storage) is
+    read from memory instead.
 
     Args:
         path: the checkpoint file.
@@ -40,9 +42,6 @@ class SourceFile:
     """
 
     def __init__(self, path: Path, checkpoint: Any) -> None:
-        from anemoi_ckpt_nb.conversion.streams import BufferPool
-
-        self.pool = BufferPool()
         self._checkpoint = checkpoint
         self._file = open(path, "rb")
 
@@ -63,21 +62,41 @@ class SourceFile:
             raise ValueError(f"the bytes of {name} changed on disk since the file was opened")
         return span
 
-    def reader(self, name: str) -> Callable[[], Iterator[Any]]:
-        """The bytes of the checkpoint's tensor ``name``, a chunk at a time, when called."""
-        from anemoi_ckpt_nb.conversion.streams import CHUNK
+    def reader(self, name: str, *, copy: bool = False) -> Callable[[], Iterator[Any]]:
+        """The bytes of the checkpoint's tensor ``name``, a chunk at a time, when called.
+
+        Args:
+            copy: hand out runs of the file (:class:`~.streams.FileRange`) instead of bytes
+                where the tensor is one; only for a tensor whose CRC-32 is known beforehand.
+        """
+        from anemoi_ckpt_nb.conversion.output import COPY_PIECE
+        from anemoi_ckpt_nb.conversion.streams import CHUNK, FileRange, read_chunks
 
         def chunks() -> Iterator[Any]:
             span = self.span(name)
             if span is not None:
-                if span[1]:
-                    yield from self.pool.read(self._file.fileno(), *span)
+                offset, size = span
+                if copy:
+                    for start in range(offset, offset + size, COPY_PIECE):
+                        yield FileRange(self._file.fileno(), start, min(COPY_PIECE, offset + size - start))
+                elif size:
+                    yield from read_chunks(self._file.fileno(), offset, size)
                 return
             data = memoryview(self._checkpoint.read_bytes(name))  # one tensor's copy: within the memory bound
             for start in range(0, data.nbytes, CHUNK):
                 yield data[start : start + CHUNK]
 
         return chunks
+
+
+    def crc32(self, name: str) -> int:
+        """The CRC-32 of the tensor ``name``'s bytes as the file holds them now."""
+        from anemoi_ckpt_nb.conversion.streams import crc32
+
+        crc = 0
+        for chunk in self.reader(name)():
+            crc = crc32(chunk, crc)
+        return crc
 
 
 class SourceHash:

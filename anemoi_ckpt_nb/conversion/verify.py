@@ -10,7 +10,10 @@ import json
 import os
 from typing import Any
 
-from anemoi_ckpt_nb.conversion.streams import BufferPool, TensorEntry, crc32
+from anemoi_ckpt_nb.conversion.streams import TensorEntry, crc32, read_chunks
+
+#: The CRC-32 of runs of a file's bytes as they read back, by ``(offset, size)`` (:meth:`.OutputFile.finish`).
+ReadBack = dict[tuple[int, int], int]
 
 class VerificationError(ValueError):
     """A written file does not read back as what was written."""
@@ -23,6 +26,7 @@ def verify_torch_zip(
     metadata: dict[str, Any],
     *,
     inputs: Any = None,
+    read_back: ReadBack | None = None,
 ) -> None:
     """Reopen an archive written by :class:`TorchZipWriter` and check it against the source.
 
@@ -35,6 +39,12 @@ def verify_torch_zip(
     directory; the embedded metadata must equal ``metadata`` (zipfile checks the
     supporting arrays' CRCs as it reads them). That ``torch.load(weights_only=True,
     mmap=True)`` reads the layout bit for bit is proven by the tests, not here.
+
+    Args:
+        read_back: the CRC-32 of each tensor's bytes as the file held them when they were
+            read back after being written (:class:`~.output.OutputFile`), by ``(offset,
+            size)``: then each tensor must lie exactly at one of these runs, and its bytes
+            are not read again. Without it, they are read here.
 
     Raises:
         VerificationError: anything differs, or the file does not open.
@@ -56,7 +66,7 @@ def verify_torch_zip(
                 raise VerificationError(f"the archive reads back as a {checkpoint.kind} file, not a state dict")
             if checkpoint.metadata != _as_json(metadata):
                 raise VerificationError("the embedded metadata differs from what was written")
-            _check_bytes(path, checkpoint, entries, crcs)
+            _check_bytes(path, checkpoint, entries, crcs, read_back)
             _check_inputs(checkpoint, inputs)
             described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
     except (VerificationError, OSError):
@@ -73,6 +83,7 @@ def verify_safetensors(
     metadata: dict[str, str],
     *,
     inputs: Any = None,
+    read_back: ReadBack | None = None,
 ) -> None:
     """Reopen a file written by :class:`SafetensorsWriter` and check it against the source.
 
@@ -81,7 +92,7 @@ def verify_safetensors(
     them and their CRC-32 compared with the one computed from the source's bytes
     (supporting arrays under :data:`~anemoi_ckpt_nb.read.embedded.SAFETENSORS_ARRAY_PREFIX`
     through the arrays the reader rebuilt); the header must give the expected
-    names, dtypes, shapes and metadata.
+    names, dtypes, shapes and metadata. ``read_back``: as for :func:`verify_torch_zip`.
 
     Raises:
         VerificationError: anything differs, or the file does not open.
@@ -100,7 +111,7 @@ def verify_safetensors(
                 for entry in entries
                 if safetensors_array_keys(entry.name) is None and not entry.name.startswith(MODEL_PREFIX)
             ]
-            _check_bytes(path, checkpoint, weights, crcs)
+            _check_bytes(path, checkpoint, weights, crcs, read_back)
             _check_inputs(checkpoint, inputs)
             described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
             for entry in entries:
@@ -121,11 +132,12 @@ def verify_safetensors(
     _compare(described, entries)
 
 
-def _check_bytes(path: str | os.PathLike, checkpoint: Any, entries: list[TensorEntry], crcs: dict[str, int]) -> None:
-    """Read each tensor back where the reopened file says it is; compare its CRC-32 with the written one."""
+def _check_bytes(
+    path: str | os.PathLike, checkpoint: Any, entries: list[TensorEntry], crcs: dict[str, int], read_back: ReadBack | None
+) -> None:
+    """Find each tensor where the reopened file says it is; compare the CRC-32 of its bytes there with the written one."""
     if set(checkpoint.weights) != {entry.name for entry in entries}:
         raise VerificationError(f"{len(checkpoint.weights)} tensors read back instead of {len(entries)}")
-    pool = BufferPool(count=1)
     with open(path, "rb") as file:
         for entry in entries:
             info = checkpoint.weights[entry.name]
@@ -136,10 +148,14 @@ def _check_bytes(path: str | os.PathLike, checkpoint: Any, entries: list[TensorE
             span = checkpoint.tensor_span(entry.name)
             if span is None or span[1] != entry.nbytes:
                 raise VerificationError(f"tensor {entry.name} is not stored as the {entry.nbytes} bytes written")
-            crc = 0
-            for chunk in pool.read(file.fileno(), *span):
-                crc = crc32(chunk, crc)
-                pool.give_back(chunk)
+            if read_back is not None:
+                crc = read_back.get(span)
+                if crc is None:
+                    raise VerificationError(f"tensor {entry.name} is not stored where its bytes were written")
+            else:
+                crc = 0
+                for chunk in read_chunks(file.fileno(), *span):
+                    crc = crc32(chunk, crc)
             if crc != crcs[entry.name]:
                 raise VerificationError(f"tensor {entry.name} reads back with other bytes than were written")
 

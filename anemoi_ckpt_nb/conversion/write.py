@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid as _uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from anemoi_ckpt_nb.errors import CheckpointChangedError, CkptError, ConvertError
 
@@ -42,20 +41,28 @@ def _open(source: Path, target: Path) -> Any:
         raise _as_convert_error(source, target, error) from error
 
 
-def _entries(planned: list[tuple[str, str, Any]], files: SourceFile) -> list[Any]:
-    """The planned weights as writer entries that read their bytes from ``files``."""
+def _entries(planned: list[tuple[str, str, Any]], files: SourceFile, checkpoint: Any) -> list[Any]:
+    """The planned weights as writer entries that read their bytes from ``files``.
+
+    A weight whose CRC-32 the source archive records is copied by the kernel (its bytes never
+    pass through this process); the verification proves the output holds bytes of that CRC.
+    """
     from anemoi_ckpt_nb.conversion.streams import TensorEntry
 
-    return [
-        TensorEntry(
-            name=mapped,
-            dtype=str(info.dtype).removeprefix("torch."),
-            shape=tuple(int(n) for n in info.shape),
-            nbytes=int(info.nbytes),
-            chunks=_guarded(files.reader(name)),
+    entries = []
+    for mapped, name, info in planned:
+        crc = checkpoint.tensor_crc32(name)
+        entries.append(
+            TensorEntry(
+                name=mapped,
+                dtype=str(info.dtype).removeprefix("torch."),
+                shape=tuple(int(n) for n in info.shape),
+                nbytes=int(info.nbytes),
+                chunks=_guarded(files.reader(name, copy=crc is not None)),
+                crc=crc,
+            )
         )
-        for mapped, name, info in planned
-    ]
+    return entries
 
 
 def _guarded(read: Callable[[], Iterable[Any]]) -> Callable[[], Iterator[Any]]:
@@ -112,7 +119,7 @@ def _convert_open(
         unlink_quietly,
         write_sidecar,
     )
-    from anemoi_ckpt_nb.conversion.streams import Digests
+    from anemoi_ckpt_nb.conversion.output import OutputFile, SourceEnded
 
     from anemoi_ckpt_nb.storage import temporaries
 
@@ -127,15 +134,14 @@ def _convert_open(
     except OSError as error:
         raise _os_error(source, target, error) from error
     try:
-        # The whole source's sha256 (for converted_from) is computed in a thread meanwhile.
+        # The whole source's sha256 (for converted_from) is computed in threads meanwhile.
         hasher = SourceHash(source) if source_sha256 is None else None
     except OSError as error:
         files.close()
         raise _os_error(source, target, error) from error
-    digests = Digests(("output",), release=files.pool.give_back)
     try:
         try:
-            entries = _entries(planned, files)
+            entries = _entries(planned, files, checkpoint)
             total = sum(e.nbytes for e in entries)
             base = _base_metadata(checkpoint)
 
@@ -151,10 +157,23 @@ def _convert_open(
             # Exclusive create: the name holds a fresh uuid, so an existing file is not ours. Each
             # temporary stays locked until published, so another run's sweep never takes it.
             with temporaries.create_named(tmp) as held, temporaries.create_named(tmp_sidecar) as held_sidecar:
-                with os.fdopen(held.fd, "wb") as file:
-                    sha256, crcs, metadata, written = write(file, target, counted, arrays, metadata_of, digests, inputs)
-                    _check_source_unchanged(checkpoint, source, planned, crcs)
-                    _verify_while_syncing(file, lambda: _verify(tmp, format, written, crcs, metadata, inputs))
+                with os.fdopen(held.fd, "wb", buffering=0) as file:
+                    out = OutputFile(file.fileno(), tmp)
+                    try:
+                        try:
+                            crcs, metadata, written = write(out, target, counted, arrays, metadata_of, inputs)
+                        except SourceEnded as error:
+                            if checkpoint.changed_on_disk():
+                                raise CheckpointChangedError(source, "it changed on disk while it was being converted") from error
+                            raise _SourceError(str(error)) from error
+                        # fsync waits for the disk, the read-back and the checks for the CPU: together.
+                        out.start_sync()
+                        _check_source_unchanged(checkpoint, source, planned, crcs)
+                        sha256 = _verify(tmp, format, written, crcs, metadata, inputs, out,
+                                         recheck=lambda: _check_copied_source(files, planned, entries, source))
+                        out.sync()
+                    finally:
+                        out.close()
                 write_sidecar(tmp_sidecar, metadata, fd=held_sidecar.fd)
                 publish(tmp, tmp_sidecar, target, sidecar, overwrite=overwrite)
         except BaseException:
@@ -164,7 +183,6 @@ def _convert_open(
                 unlink_quietly(path)
             raise
         finally:
-            digests.close()
             files.close()
     except ConvertError:
         raise
@@ -214,6 +232,9 @@ def _check_source_unchanged(
     otherwise give an output, and a ``converted_from.sha256``, of a mix of two
     files. The CRC-32 of each weight read (computed while writing) is compared
     with the one the zip archive records for it, which also catches a damaged source.
+    (A weight copied by the kernel is written with the recorded CRC-32; the
+    verification compares its bytes as the output holds them with it, and on a
+    mismatch :func:`_check_copied_source` tells a damaged source from a bad copy.)
 
     Raises:
         CheckpointChangedError: the file was replaced or rewritten since it was opened.
@@ -224,16 +245,28 @@ def _check_source_unchanged(
     for mapped, name, _ in planned:
         expected = checkpoint.tensor_crc32(name)
         if expected is not None and mapped in crcs and crcs[mapped] != expected:
-            raise _Failure(
-                f"the bytes read for {name} do not match the CRC-32 its archive records: "
-                "the file is damaged, or changed while it was read",
-                hint=f"check it with: anemoi-ckpt inspect {source}; if it is registered, restore it from the catalogue",
-            )
+            _damaged(source, name)
+
+
+def _check_copied_source(files: SourceFile, planned: list[tuple[str, str, Any]], entries: list[Any], source: Path) -> None:
+    """After a failed verification: a weight copied by the kernel whose bytes in the source itself
+    differ from the CRC-32 its archive records is the source's fault (damaged or changed), not the copy's."""
+    for (_, name, _), entry in zip(planned, entries):
+        if entry.crc is not None and files.crc32(name) != entry.crc:
+            _damaged(source, name)
+
+
+def _damaged(source: Path, name: str) -> NoReturn:
+    raise _Failure(
+        f"the bytes read for {name} do not match the CRC-32 its archive records: "
+        "the file is damaged, or changed while it was read",
+        hint=f"check it with: anemoi-ckpt inspect {source}; if it is registered, restore it from the catalogue",
+    )
 
 
 def _counting(entries: list[Any], total: int, progress: Progress | None) -> list[Any]:
     """The same entries, their reads reporting progress (bytes copied so far, total)."""
-    from anemoi_ckpt_nb.conversion.streams import TensorEntry
+    from anemoi_ckpt_nb.conversion.streams import TensorEntry, chunk_size
 
     if progress is None:
         return entries
@@ -243,34 +276,34 @@ def _counting(entries: list[Any], total: int, progress: Progress | None) -> list
         def chunks() -> Iterator[Any]:
             for chunk in read():
                 yield chunk
-                state["done"] += memoryview(chunk).nbytes
+                state["done"] += chunk_size(chunk)
                 progress(state["done"], total)
 
         return chunks
 
     progress(0, total)
-    return [TensorEntry(e.name, e.dtype, e.shape, e.nbytes, wrap(e.chunks)) for e in entries]
+    return [TensorEntry(e.name, e.dtype, e.shape, e.nbytes, wrap(e.chunks), e.crc) for e in entries]
 
 
 def _write_anemoi(
-    file: Any,
+    out: Any,
     target: Path,
     entries: list[Any],
     arrays: dict[str, Any],
     metadata_of: Callable[[], dict[str, Any]],
-    digests: Any,
     inputs: Any = None,
-) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
+) -> tuple[dict[str, int], dict[str, Any], list[Any]]:
     from anemoi_ckpt_nb.conversion.inputs import zip_entries
-    from anemoi_ckpt_nb.conversion.streams import HashingFile
     from anemoi_ckpt_nb.conversion.writers import TorchZipWriter
     from anemoi_ckpt_nb.read import embedded
 
     # torch names the top folder after the file: the final name, not the temporary one.
     top = target.stem
-    out = HashingFile(file, digests)
     writer = TorchZipWriter(out, top)
     crcs = writer.add_tensors(entries)
+    # The weights go to disk while the source hash is finished (the final fsync then has
+    # little left to write).
+    out.start_sync()
     # The metadata comes after the weights, where save_metadata appends it (and the source
     # hash it holds has had the whole copy to be computed).
     metadata, extra = embedded.embedded_entries(top, metadata_of(), arrays)
@@ -280,20 +313,19 @@ def _write_anemoi(
         writer.add_bytes(entry, data)
     writer.finish()
     # The supporting arrays are checked by zipfile's own CRCs when the verification reads them.
-    return out.finish(), crcs, metadata, entries
+    return crcs, metadata, entries
 
 
 def _write_safetensors(
-    file: Any,
+    out: Any,
     target: Path,
     entries: list[Any],
     arrays: dict[str, Any],
     metadata_of: Callable[[], dict[str, Any]],
-    digests: Any,
     inputs: Any = None,
-) -> tuple[str, dict[str, int], dict[str, Any], list[Any]]:
+) -> tuple[dict[str, int], dict[str, Any], list[Any]]:
     from anemoi_ckpt_nb.conversion.inputs import safetensors_entries, safetensors_header
-    from anemoi_ckpt_nb.conversion.streams import HashingFile, TensorEntry
+    from anemoi_ckpt_nb.conversion.streams import TensorEntry
     from anemoi_ckpt_nb.conversion.writers import SafetensorsWriter, safetensors_order
     from anemoi_ckpt_nb.read import embedded
 
@@ -310,9 +342,8 @@ def _write_safetensors(
         writer = SafetensorsWriter(ordered, header)
     except ValueError as error:
         raise _Failure(str(error), hint="use --format anemoi for this dtype") from error
-    out = HashingFile(file, digests)
     crcs = writer.write(out)
-    return out.finish(), crcs, metadata, ordered
+    return crcs, metadata, ordered
 
 
 def _array_chunks(array: Any) -> Callable[[], list[Any]]:
@@ -323,42 +354,37 @@ def _array_chunks(array: Any) -> Callable[[], list[Any]]:
     return lambda: [data] if data.nbytes else []
 
 
-def _verify_while_syncing(file: Any, verify: Callable[[], None]) -> None:
-    """Flush ``file`` to disk in a thread while ``verify()`` reads it back; raise the first failure.
-
-    fsync waits for the disk, the verification for the CPU: done one after the
-    other they add up, done together the shorter one is hidden.
-    """
-    failures: list[BaseException] = []
-
-    def sync() -> None:
-        try:
-            os.fsync(file.fileno())
-        except BaseException as error:  # handed to the caller below
-            failures.append(error)
-
-    thread = threading.Thread(target=sync, name="convert-fsync", daemon=True)
-    thread.start()
-    try:
-        verify()
-    finally:
-        thread.join()  # the file stays open until the sync is done, whatever happened
-    if failures:
-        raise failures[0]
-
-
 def _verify(
-    path: Path, format: str, entries: list[Any], crcs: dict[str, int], metadata: dict[str, Any], inputs: Any = None
-) -> None:
+    path: Path,
+    format: str,
+    entries: list[Any],
+    crcs: dict[str, int],
+    metadata: dict[str, Any],
+    inputs: Any,
+    out: Any,
+    *,
+    recheck: Callable[[], None],
+) -> str:
+    """Wait for the output to be read back (:class:`.OutputFile`), reopen it and check it against the source.
+
+    Returns:
+        The sha256 of the file, as it reads back.
+
+    Raises:
+        _Failure: it differs (``recheck()`` first raises its own failure if the source is at fault).
+    """
     from anemoi_ckpt_nb.conversion.inputs import safetensors_header
     from anemoi_ckpt_nb.conversion.verify import VerificationError, verify_safetensors, verify_torch_zip
     from anemoi_ckpt_nb.read import embedded
 
     try:
+        sha256, read_back = out.finish()
         if format == "anemoi":
-            verify_torch_zip(path, entries, crcs, metadata, inputs=inputs)
+            verify_torch_zip(path, entries, crcs, metadata, inputs=inputs, read_back=read_back)
         else:
             header = {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata), **safetensors_header(inputs)}
-            verify_safetensors(path, entries, crcs, header, inputs=inputs)
+            verify_safetensors(path, entries, crcs, header, inputs=inputs, read_back=read_back)
     except VerificationError as error:
+        recheck()
         raise _Failure(f"verification failed: {error}", hint="the disk or memory may be faulty; try again") from error
+    return sha256

@@ -32,9 +32,10 @@ length, the JSON header (padded with spaces to a multiple of 8), then the
 tensor bytes back to back. The header is known before any data is written, so
 this format streams too.
 
-The bytes reach the writers in chunks through :mod:`.streams` (CRC-32, sha256 on a helper
-thread, reusable buffers); :mod:`.verify` reads a written file back and compares it with what was
-written.
+The bytes reach the writers in chunks through :mod:`.streams` (bytes to write, or runs of the
+source file for the kernel to copy); :mod:`.output` writes them and reads them back behind the
+writer (sha256 of the file, CRC-32 of each tensor as the file holds it); :mod:`.verify` reopens
+the written file and compares it with what was meant.
 """
 
 from __future__ import annotations
@@ -46,16 +47,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from anemoi_ckpt_nb.conversion.streams import CHUNK, BufferPool, Digests, HashingFile, TensorEntry, crc32
+from anemoi_ckpt_nb.conversion.output import OutputFile, write_payload
+from anemoi_ckpt_nb.conversion.streams import CHUNK, FileRange, TensorEntry, crc32
 from anemoi_ckpt_nb.conversion.verify import VerificationError, verify_safetensors, verify_torch_zip
 
 __all__ = [
     "CHUNK",
     "SAFETENSORS_DTYPES",
     "STORAGE_ALIGNMENT",
-    "BufferPool",
-    "Digests",
-    "HashingFile",
+    "FileRange",
+    "OutputFile",
     "SafetensorsWriter",
     "TensorEntry",
     "TorchZipWriter",
@@ -123,7 +124,7 @@ class TorchZipWriter:
             tests lower it, to exercise the ZIP64 layout with small files.
     """
 
-    def __init__(self, out: HashingFile, top: str, *, zip64_limit: int = ZIP64_LIMIT) -> None:
+    def __init__(self, out: OutputFile, top: str, *, zip64_limit: int = ZIP64_LIMIT) -> None:
         self._out = out
         self._top = top
         self._limit = zip64_limit
@@ -150,8 +151,12 @@ class TorchZipWriter:
         )
         return header + name + extra, flags, bool(zip64_values)
 
-    def add(self, name: str, chunks: Iterable[Any], size: int) -> int:
+    def add(self, name: str, chunks: Iterable[Any], size: int, *, crc: int | None = None, watch: bool = False) -> int:
         """Write one record of exactly ``size`` bytes from ``chunks``; return its CRC-32.
+
+        Args:
+            crc: the CRC-32 of the bytes, known beforehand (see :attr:`TensorEntry.crc`).
+            watch: have the output's read-back CRC the payload (a tensor's bytes).
 
         Raises:
             ValueError: the chunks add up to another size than announced.
@@ -160,17 +165,9 @@ class TorchZipWriter:
         offset = self._out.offset
         header, flags, zip64 = self._local_header(raw_name, size)
         self._out.write(header)
-        crc = 0
-        written = 0
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            if written + view.nbytes > size:
-                raise ValueError(f"{name}: more than the {size} bytes announced")
-            crc = crc32(view, crc)
-            self._out.write(view)
-            written += view.nbytes
-        if written != size:
-            raise ValueError(f"{name}: {written} bytes instead of the {size} announced")
+        if watch:
+            self._out.watch(size)
+        crc = write_payload(self._out, name, chunks, size, crc)
         if size > 0:
             # torch computes where the next storage starts from these sizes (16 or 24 bytes).
             if zip64:
@@ -197,7 +194,7 @@ class TorchZipWriter:
         self.add_bytes("byteorder", b"little")
         crcs = {}
         for key, entry in enumerate(entries):
-            crcs[entry.name] = self.add(f"data/{key}", entry.chunks(), entry.nbytes)
+            crcs[entry.name] = self.add(f"data/{key}", entry.chunks(), entry.nbytes, crc=entry.crc, watch=True)
         self.add_bytes("version", b"3\n")
         self.add_bytes(".data/serialization_id", _serialization_id(pickled, crcs.values()))
         return crcs
@@ -366,7 +363,7 @@ class SafetensorsWriter:
         raw += b" " * (-len(raw) % 8)
         self._header = struct.pack("<Q", len(raw)) + raw
 
-    def write(self, out: HashingFile) -> dict[str, int]:
+    def write(self, out: OutputFile) -> dict[str, int]:
         """Write the whole file to ``out``.
 
         Returns:
@@ -378,16 +375,7 @@ class SafetensorsWriter:
         out.write(self._header)
         crcs = {}
         for entry in self._entries:
-            crc = 0
-            written = 0
-            for chunk in entry.chunks():
-                view = memoryview(chunk).cast("B")
-                if written + view.nbytes > entry.nbytes:
-                    raise ValueError(f"{entry.name}: more than the {entry.nbytes} bytes announced")
-                crc = crc32(view, crc)
-                out.write(view)
-                written += view.nbytes
-            if written != entry.nbytes:
-                raise ValueError(f"{entry.name}: {written} bytes instead of the {entry.nbytes} announced")
-            crcs[entry.name] = crc
+            out.watch(entry.nbytes)
+            crcs[entry.name] = write_payload(out, entry.name, entry.chunks(), entry.nbytes, entry.crc)
         return crcs
+
