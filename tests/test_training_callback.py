@@ -1,26 +1,26 @@
-"""The training callback with the real anemoi-training 0.17.1: train, resume, fork; then `sync`.
+"""The training callback with the real anemoi-training 0.17.1: train, resume, fork, online and offline; then `sync`.
 
-A tiny model (the configuration of ``tests/real_fixtures``, 5 steps an epoch on CPU) is trained
-by the real ``anemoi-training train`` with ``RegisterCheckpoints`` in ``diagnostics.callbacks``,
-then resumed, forked with its full state and forked with its weights only, as
-``tests/real_fixtures/make_real_fixtures.py`` made the committed fixtures. After each session
-the run folder is snapshotted and its files read by the real packages (``torch.load`` and
-``anemoi.utils.checkpoints.load_metadata``, ``tests/real_fixtures/_in_venv.py facts``): that is
-the truth. The first session registers as it trains (the callback names the SeaweedFS S3
-catalogue: its captures are synced by a child process); the resume names a catalogue that cannot
-be reached (its captures stay in the spool, with a warning); the forks name none. Then
-``anemoi-ckpt sync`` registers the rest of the spool, and every file of every session must be
-registered, with exactly the lineage the files hold (the weights-only fork: linked to the file it
-started from, which its files do not name).
+A tiny model is trained by the real ``anemoi-training train`` with ``RegisterCheckpoints`` in
+``diagnostics.callbacks`` (:class:`training_sessions.Sessions`), then resumed, forked with its full
+state and forked with its weights only, and that fork resumed, as
+``tests/real_fixtures/make_real_fixtures.py`` made the committed fixtures. After each session the
+run folder is snapshotted and its files read by the real packages (``torch.load`` and
+``anemoi.utils.checkpoints.load_metadata``): that is the truth.
 
-The training environment (anemoi-training and torch 2.10: ``.ci/anemoi-env.sh PATH training``)
-is named by ``ANEMOI_CKPT_TRAINING_ENV`` (its python). Without it the test skips on a developer's
-machine and fails in CI.
+Online: the first session registers as it trains (the callback names the SeaweedFS S3 catalogue:
+its captures are synced by a child process); the resume names a catalogue that never answers (its
+captures stay in the spool, with a warning). Offline, as on compute nodes without network: the
+forks and the fork's resume run with ``ANEMOI_CKPT_OFFLINE=1`` and the S3 catalogue named (it can
+be reached: a callback that ignored the setting would register into it), into the spool the
+callback chooses, beside ``checkpoint/``; nothing is registered while they train. Then
+``anemoi-ckpt sync SPOOL``, a process of its own as on a login node, registers that spool (run
+again, it registers nothing more), ``sync`` registers the rest of the online spool, and every file
+of every session must be registered once, with exactly the lineage the files hold (the
+weights-only fork: linked to the file it started from, which its files do not name).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -29,96 +29,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "real_fixtures"
-DATASET = ROOT / "tests" / "data" / "real" / "dataset" / "tiny.zarr"
-ENV_VARIABLE = "ANEMOI_CKPT_TRAINING_ENV"
-CALLBACK = """diagnostics:
-  callbacks:
-  - _target_: anemoi_ckpt_nb.training.RegisterCheckpoints
-    spool: ${oc.env:RF_SPOOL}
-    catalogue: ${oc.env:RF_CATALOGUE,null}
-    end_wait: ${oc.env:RF_END_WAIT,600}
-    tags: [candidate]
-  plot:"""
+from training_sessions import ROOT, Sessions, short_tmp, training_python  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
-#: A tiny session takes a minute or two; ten times that is a hang, shown with its logs.
-SESSION_TIMEOUT = 1200
-
-
-@pytest.fixture(scope="module")
-def training_python() -> Path:
-    python = os.environ.get(ENV_VARIABLE)
-    if not python or not Path(python).exists():
-        what = f"set {ENV_VARIABLE} to the python of an anemoi-training environment (.ci/anemoi-env.sh PATH training)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run this test: {what}")
-        pytest.skip(what)
-    return Path(python)
-
-
-class Sessions:
-    """Run anemoi-training sessions in one output folder, snapshotting the run folder after each."""
-
-    def __init__(self, python: Path, work: Path) -> None:
-        self.python, self.work = python, work
-        self.out, self.spool = work / "out", work / "spool"
-        text = (FIXTURES / "tiny_current.yaml").read_text()
-        assert "diagnostics:\n  plot:" in text
-        (work / "tiny_callback.yaml").write_text(text.replace("diagnostics:\n  plot:", CALLBACK, 1))
-        self.snapshots: dict[str, Path] = {}
-        self.logs: dict[str, str] = {}
-
-    def train(self, session: str, *overrides: str, environ: dict[str, str] | None = None) -> str:
-        before = set(self._runs())
-        # Not TMPDIR under tmp_path (realenv.child_environment): the DataLoader workers' multiprocessing
-        # sockets go there, and the path is longer than AF_UNIX allows (the run hangs).
-        env = {**os.environ, "RF_DATASET": str(DATASET), "RF_OUTPUT": str(self.out), "RF_SPOOL": str(self.spool),
-               "ANEMOI_BASE_SEED": "1", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": str(ROOT)}
-        for name in ("ANEMOI_CKPT_SPOOL", "ANEMOI_CKPT_CATALOGUE", "ANEMOI_CKPT_OFFLINE", "RF_CATALOGUE"):
-            env.pop(name, None)
-        env.update(environ or {})
-        command = [str(self.python.with_name("anemoi-training")), "train", "--config-name=tiny_callback",
-                   "model.bounding=[]", *overrides]
-        log = self.work / f"{session}.log"
-        with log.open("w") as fh:
-            try:
-                done = subprocess.run(command, cwd=self.work, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                      timeout=SESSION_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"the {session} session did not end in {SESSION_TIMEOUT} s\n{self._tails(log)}")
-        assert done.returncode == 0, self._tails(log)
-        text = log.read_text()
-        assert "anemoi-ckpt: capturing the checkpoints of" in text, text[-3000:]
-        # The one warning a session may log: a sync that could not reach the catalogue.
-        warned = [line for line in text.splitlines() if "training goes on" in line and "the sync of" not in line]
-        assert not warned, text[-3000:]
-        self.logs[session] = text
-        new = set(self._runs()) - before
-        run_id = new.pop() if new else next(o.split("=", 1)[1] for o in overrides if o.startswith("training.run_id="))
-        self.snapshots[session] = self.work / "snapshots" / session
-        shutil.copytree(self.out / "checkpoint" / run_id, self.snapshots[session] / run_id)
-        return run_id
-
-    def _tails(self, log: Path) -> str:
-        """The end of the session's log and of the background syncs' log: what a failure shows."""
-        sync_log = self.spool / "sync.log"
-        sync = sync_log.read_text(errors="replace")[-3000:] if sync_log.is_file() else "(no sync.log)"
-        return f"--- {log.name} ---\n{log.read_text(errors='replace')[-5000:]}\n--- sync.log ---\n{sync}"
-
-    def _runs(self) -> list[str]:
-        root = self.out / "checkpoint"
-        return [p.name for p in root.iterdir()] if root.is_dir() else []
-
-    def facts(self) -> dict[Path, dict]:
-        """What every snapshotted file holds, read by the real packages."""
-        files = sorted(self.work.glob("snapshots/*/*/*.ckpt"))
-        done = subprocess.run([str(self.python), str(FIXTURES / "_in_venv.py"), "facts", *map(str, files)],
-                              capture_output=True, text=True, check=True, timeout=900)
-        return {Path(k): v for k, v in json.loads(done.stdout).items()}
+OFFLINE_SESSIONS = ("fork-full", "fork-weights", "fork-weights-resume")
+OFFLINE_WARNING = "sync is on but ANEMOI_CKPT_OFFLINE is set: the captures stay in the spool"
 
 
 def _no_catalogue() -> dict[str, str]:
@@ -132,19 +48,25 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_lineage(training_python, s3_url, tmp_path,
-                                                                                     silent_endpoint):
+def _records(url: str) -> dict:
+    """Every record of the catalogue at ``url``, by uuid."""
     from anemoi_ckpt_nb.api import Catalogue
-    from anemoi_ckpt_nb.catalogue import layout
+
+    catalogue = Catalogue(url)
+    return {e["uuid"]: catalogue.store.read_record(e["uuid"]) for e in catalogue.entries()}
+
+
+def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_lineage(training_python, short_tmp, s3_url,
+                                                                                     tmp_path, silent_endpoint):
+    from anemoi_ckpt_nb.api import Catalogue
     from anemoi_ckpt_nb.cli import main
     from anemoi_ckpt_nb.runs.spool import Spool
 
-    sessions = Sessions(training_python, tmp_path)
+    sessions = Sessions(training_python, tmp_path, short_tmp)
     Catalogue.create(s3_url)
     run_id = sessions.train("run", environ={"RF_CATALOGUE": s3_url})
     # Registered as it trained: every file the run left is in the catalogue, its spool entries done.
-    online = Catalogue(s3_url)
-    registered = {online.store.read_record(e["uuid"]).sha256 for e in online.entries()}
+    registered = {r.sha256 for r in _records(s3_url).values()}
     assert {_sha256(p) for p in sessions.snapshots["run"].glob("*/*.ckpt")} <= registered
     assert Spool.open(sessions.spool).pending() == [] and "registered into s3://" in sessions.logs["run"]
     parent = sessions.snapshots["run"] / run_id / "anemoi-by_epoch-epoch_001-step_000010.ckpt"
@@ -159,21 +81,83 @@ def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_li
     resume_log = sessions.logs["resume"]
     assert "failed (exit status" in resume_log or "stopped it so the job can end" in resume_log, resume_log[-3000:]
     assert Spool.open(sessions.spool).pending()
+
+    # Offline, into the spool the callback chooses; the weights-only fork has `sync: true` in its
+    # config too: the setting wins, with a warning.
+    before = _records(s3_url)
+    offline = {"RF_CATALOGUE": s3_url, "ANEMOI_CKPT_OFFLINE": "1"}
     sessions.train("fork-full", f"training.fork_run_id={run_id}", f"system.input.warm_start={kept}",
-                   "training.max_epochs=3")
+                   "training.max_epochs=3", environ=offline, spool_option=False)
     weights_id = str(uuid.uuid4())
     sessions.train("fork-weights", f"training.run_id={weights_id}", f"training.fork_run_id={run_id}",
-                   f"system.input.warm_start={kept}", "training.load_weights_only=true", "training.max_epochs=1")
+                   f"system.input.warm_start={kept}", "training.load_weights_only=true", "training.max_epochs=1",
+                   environ={**offline, "RF_SYNC": "true"}, spool_option=False)
+    sessions.train("fork-weights-resume", f"training.run_id={weights_id}", "training.max_epochs=2", environ=offline,
+                   spool_option=False)
+    _offline_sessions_registered_nothing(sessions, s3_url, before)
     facts = sessions.facts()
+    _login_node_syncs_once(sessions.default_spool, s3_url, before,
+                           [p for p in facts if p.relative_to(tmp_path / "snapshots").parts[0] in OFFLINE_SESSIONS])
 
     spool = Spool.open(sessions.spool)
     assert spool.catalogue == s3_url  # recorded by the session that created the spool
     assert main(["sync", str(sessions.spool), "--catalogue", s3_url]) == 0
     assert spool.pending() == [] and not any((sessions.spool / "files").iterdir())
-    catalogue = Catalogue(s3_url)
-    records = {e["uuid"]: catalogue.store.read_record(e["uuid"]) for e in catalogue.entries()}
-    by_sha = {r.sha256: r for r in records.values()}
+    records = _records(s3_url)
+    _check_lineage(facts, records, Catalogue(s3_url), kept=(kept, parent), weights_id=weights_id, out=sessions.out)
+    # The resume's parent is the run's last.ckpt, which the resume overwrote: its bytes were captured.
+    resumed = [f for p, f in facts.items() if "resume" in p.parts and f["kind"] == "training" and f["pickled_parent_uuid"]]
+    assert resumed and all(f["pickled_parent_uuid"] in records for f in resumed)
+    # More records than files left at the end: last.ckpt saved at every epoch was captured each time.
+    assert len(records) > len({_sha256(p) for p in facts})
+    assert sum(r.filename == "last.ckpt" for r in records.values()) > sum(p.name == "last.ckpt" for p in facts)
 
+
+def _offline_sessions_registered_nothing(sessions: Sessions, url: str, before: dict) -> None:
+    """The offline sessions left every capture pending in their spool, for the catalogue they named."""
+    from anemoi_ckpt_nb.runs.spool import Spool
+
+    spool = Spool.open(sessions.default_spool)
+    assert spool.catalogue == url  # recorded for the login node's sync
+    assert not (spool.path / "sync.log").exists()  # no child sync was started
+    assert spool.entries() and [state for _, state, _ in spool.status()] == ["pending"] * len(spool.entries())
+    assert _records(url) == before
+    for name in OFFLINE_SESSIONS:
+        log = sessions.logs[name]
+        assert "registering them into" not in log and f"register them with `anemoi-ckpt sync {spool.path}`" in log
+        assert (OFFLINE_WARNING in log) == (name == "fork-weights"), log[-3000:]
+
+
+def _login_node_syncs_once(spool_path: Path, url: str, before: dict, files: list[Path]) -> None:
+    """``anemoi-ckpt sync SPOOL`` twice, each a process of its own with no catalogue configured (the
+    spool names it): the first registers each of ``files`` once, the second nothing more."""
+    from anemoi_ckpt_nb.runs.spool import Spool
+
+    from anemoi_ckpt_nb.api import Catalogue
+
+    def sync() -> tuple[str, dict, list]:
+        done = subprocess.run([str(Path(sys.executable).parent / "anemoi-ckpt"), "sync", str(spool_path)],
+                              capture_output=True, text=True, env=_no_catalogue(), timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout, _records(url), Catalogue(url).entries()
+
+    first, after, entries = sync()
+    created = [line for line in first.splitlines() if line.startswith("registered: ")]
+    assert before.items() <= after.items() and len(after) == len(before) + len(created), first
+    assert files and all(sum(r.sha256 == _sha256(p) for r in after.values()) == 1 for p in files), first
+    spool = Spool.open(spool_path)
+    assert {state for _, state, _ in spool.status()} == {"done"} and not any((spool_path / "files").iterdir())
+    second, again, entries_again = sync()
+    assert "0 registered, 0 already registered, 0 waiting for a parent, 0 failed" in second, second
+    assert again == after and entries_again == entries
+
+
+def _check_lineage(facts: dict[Path, dict], records: dict, catalogue, *, kept: tuple[Path, Path], weights_id: str,
+                   out: Path) -> None:
+    """Every file is registered, tagged, with its true uuid, where it was saved, and exactly its true parents."""
+    from anemoi_ckpt_nb.catalogue import layout
+
+    by_sha = {r.sha256: r for r in records.values()}
     # The truth: the uuids the files hold, as the real packages read them.
     training = {}
     for path, fact in facts.items():
@@ -181,11 +165,13 @@ def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_li
             training[fact["pickled_uuid"]] = (path, fact)
             if fact["embedded"]:
                 training[fact["embedded"]["uuid"]] = (path, fact)
-    kept_uuid = training_uuid_of(facts, kept, parent)
+    copy, original = kept
+    assert copy.read_bytes() == original.read_bytes()
+    kept_uuid = facts[original]["pickled_uuid"]  # the file the forks started from
     for path, fact in facts.items():
         sha = _sha256(path)
         record = by_sha.get(sha)
-        assert record is not None, f"{path.relative_to(tmp_path)} was never registered"
+        assert record is not None, f"{path} was never registered"
         assert "candidate" in catalogue.get(record.uuid).tags
         if fact["kind"] == "inference":
             training_file = path.with_name(path.name.removeprefix("inference-"))
@@ -197,24 +183,12 @@ def test_every_checkpoint_of_run_resume_and_forks_is_registered_with_its_true_li
                 parent_path, parent_fact = training[fact["pickled_parent_uuid"]]
                 relation = "resumed-from" if parent_fact["pickled_run_id"] == fact["pickled_run_id"] else "forked-from"
                 expected = [(parent_fact["pickled_uuid"], relation)]
-            elif "fork-weights" in path.parts:
+            elif fact["pickled_run_id"] == weights_id:
                 expected = [(kept_uuid, "forked-from")]  # named by the callback: the files name none
             else:
                 expected = []
-        assert [(p.uuid, p.relation) for p in record.parents] == expected, path.relative_to(tmp_path)
-        assert record.source.path.startswith(str(sessions.out)), record.source  # where it was saved
-    # The resume's parent is the run's last.ckpt, which the resume overwrote: its bytes were captured.
-    resumed = [f for p, f in facts.items() if "resume" in p.parts and f["kind"] == "training" and f["pickled_parent_uuid"]]
-    assert resumed and all(f["pickled_parent_uuid"] in records for f in resumed)
-    # More records than files left at the end: last.ckpt saved at every epoch was captured each time.
-    assert len(records) > len({_sha256(p) for p in facts})
-    assert sum(r.filename == "last.ckpt" for r in records.values()) > sum(p.name == "last.ckpt" for p in facts)
-
-
-def training_uuid_of(facts: dict[Path, dict], kept: Path, parent: Path) -> str:
-    """The pickled uuid of the file the forks started from (a byte copy of ``parent``)."""
-    assert kept.read_bytes() == parent.read_bytes()
-    return facts[parent]["pickled_uuid"]
+        assert [(p.uuid, p.relation) for p in record.parents] == expected, path
+        assert record.source.path.startswith(str(out)), record.source  # where it was saved
 
 
 # A tiny LightningModule for the runs below (8 batches an epoch), in the training environment.

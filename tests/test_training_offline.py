@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from test_training_callback import ROOT, TINY_MODULE, training_python  # noqa: F401 (a fixture)
+from test_training_callback import TINY_MODULE
+from training_sessions import ROOT, training_python  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
