@@ -29,7 +29,9 @@ def work(
     os.environ.update(env or {})
 
     catalogue = Catalogue(url)
-    deadline = time.monotonic() + 60
+    # Ready, and waiting: the test starts everyone once all are (so each holds its own process).
+    Path(start).with_name(f"ready-{name}").touch()
+    deadline = time.monotonic() + 240
     while not Path(start).exists():  # all writers start together
         if time.monotonic() > deadline:
             raise SystemExit("start file never appeared")

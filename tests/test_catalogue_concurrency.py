@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import uuid as _uuid
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def test_eight_writers_lose_nothing(backend, tmp_path, monkeypatch):
     names = [f"w{i}" for i in range(WRITERS)]
     argv = [[url, str(start), str(own[i].path), str(shared.path), target.uuid, names[i]] for i in range(WRITERS)]
 
+    def all_ready(futures: list) -> None:
+        """Wait until every writer waits for the start (a writer that failed already raises here)."""
+        deadline = time.monotonic() + 240
+        while not all((tmp_path / f"ready-{name}").exists() for name in names):
+            for future in futures:
+                if future.done():
+                    future.result()
+            assert time.monotonic() < deadline, "the writers never all became ready"
+            time.sleep(0.01)
+
     if kind == "memory":
         from catalogue_worker import work
 
@@ -81,6 +92,9 @@ def test_eight_writers_lose_nothing(backend, tmp_path, monkeypatch):
         with ProcessPoolExecutor(max_workers=WRITERS, mp_context=context, initializer=compact_often) as pool:
             env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "ANEMOI_CKPT_"))}
             futures = [pool.submit(work, *a, env=env) for a in argv]
+            # All eight running at once, each blocked until the start: eight processes. Started
+            # before that, a fast writer could finish and take a slow worker's task (seen under load).
+            all_ready(futures)
             start.touch()
             results = [f.result(timeout=300) for f in futures]
         assert len({r["pid"] for r in results}) == WRITERS  # eight distinct processes
