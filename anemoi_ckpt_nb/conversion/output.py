@@ -18,7 +18,6 @@ again to be checked.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import threading
@@ -28,13 +27,11 @@ from typing import Any
 
 from anemoi_ckpt_nb.conversion.streams import CHUNK, FileRange, crc32
 from anemoi_ckpt_nb.conversion.verify import VerificationError
+from anemoi_ckpt_nb.storage.kernelcopy import RangeCopier
 
 #: Bytes the kernel copies per call: the read-back thread follows a piece at a time, and
 #: progress is reported as often.
 COPY_PIECE = 4 * CHUNK
-
-#: copy_file_range errors that mean "not here" (another file system, an old kernel), not a failure.
-_NOT_IN_KERNEL = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF, errno.EPERM})
 
 
 class SourceEnded(ValueError):
@@ -66,8 +63,7 @@ class OutputFile:
             raise ReadBackError(f"{path}: the file read back is not the one written")
         self.path = Path(path)
         self.offset = 0
-        self._in_kernel = hasattr(os, "copy_file_range")
-        self._copy_buffer: memoryview | None = None  # where the kernel cannot copy
+        self._copier = RangeCopier(COPY_PIECE)  # through a buffer where the kernel cannot copy
         self._spans: list[tuple[int, int]] = []  # (start, size) of the byte runs whose CRC-32 is wanted
         self._crcs: dict[tuple[int, int], int] = {}
         self._digest = hashlib.sha256()
@@ -106,25 +102,11 @@ class OutputFile:
         done = 0
         while done < size:
             want = min(COPY_PIECE, size - done)
-            got = self._copy_piece(source, offset + done, want)
+            got = self._copier.copy(source, self._fd, offset + done, want)
             if got == 0:
                 raise SourceEnded(f"file ends at byte {offset + done}, {size - done} bytes short")
             done += got
             self._advance(got)
-
-    def _copy_piece(self, source: int, offset: int, size: int) -> int:
-        if self._in_kernel:
-            try:
-                return os.copy_file_range(source, self._fd, size, offset)
-            except OSError as error:
-                if error.errno not in _NOT_IN_KERNEL:
-                    raise
-                self._in_kernel = False  # another file system, or too old a kernel: through a buffer
-        if self._copy_buffer is None:
-            self._copy_buffer = memoryview(bytearray(COPY_PIECE))
-        got = os.preadv(source, [self._copy_buffer[:size]], offset)
-        self._write_all(self._copy_buffer[:got])
-        return got
 
     def watch(self, size: int) -> None:
         """Ask for the CRC-32 of the next ``size`` bytes written, as they read back."""

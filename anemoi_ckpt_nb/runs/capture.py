@@ -155,17 +155,13 @@ def _copy_fd(fd: int, target: Path, on_copied: Callable[[], None] | None = None)
     (about 5 ms for each 2.5 MB here) nor its fsync. A fresh 8 MB ``bytes`` per chunk, written
     through Python, made a 1 GB copy 5 to 10 times slower than ``cp`` on ext4.
     """
-    import hashlib
-
-    from anemoi_ckpt_nb.storage.hashing import record_sha256
+    from anemoi_ckpt_nb.storage.hashing import read_sha256, record_sha256
 
     before = os.fstat(fd)
     tmp = target.with_name(f".{target.name}.part")
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
     out = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        offset = _copy_bytes(fd, out, view, before.st_size)
+        offset = _copy_bytes(fd, out)
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or offset != before.st_size:
             raise SpoolError(f"{target.name}: the file was rewritten while it was being copied; not captured",
@@ -173,12 +169,8 @@ def _copy_fd(fd: int, target: Path, on_copied: Callable[[], None] | None = None)
                              "or put the spool on a file system with reflinks or hard links")
         if on_copied is not None:
             on_copied()  # the copy's bytes are ours (in the page cache): the source may change now
-        digest, position = hashlib.sha256(), 0
-        while length := os.preadv(out, [buffer], position):
-            digest.update(view[:length])
-            position += length
+        sha = read_sha256(out)
         os.fsync(out)
-        sha = digest.hexdigest()
         record_sha256(out, sha)
         os.close(out)
         out = -1
@@ -193,27 +185,11 @@ def _copy_fd(fd: int, target: Path, on_copied: Callable[[], None] | None = None)
     return sha
 
 
-def _copy_bytes(source: int, out: int, view: memoryview, size: int) -> int:
-    """Copy ``source`` into ``out`` until its end, by the kernel while it accepts; return the bytes copied."""
-    offset, in_kernel = 0, hasattr(os, "copy_file_range")
-    while True:
-        if in_kernel:
-            try:
-                copied = os.copy_file_range(source, out, len(view), offset, offset)
-            except OSError as exc:
-                if exc.errno not in _REFUSED:
-                    raise
-                copied = 0
-            if copied:
-                offset += copied
-                continue
-            in_kernel = False  # refused, or 0 before the end it had (a file system that copies nothing)
-            if offset >= size:
-                return offset
-        length = os.preadv(source, [view], offset)
-        if not length:
-            return offset
-        done = 0
-        while done < length:
-            done += os.pwrite(out, view[done:length], offset + done)
-        offset += length
+def _copy_bytes(source: int, out: int) -> int:
+    """Copy ``source`` into ``out``, at the same offsets, until its end; return the bytes copied."""
+    from anemoi_ckpt_nb.storage.kernelcopy import RangeCopier
+
+    copier, offset = RangeCopier(_CHUNK), 0
+    while copied := copier.copy(source, out, offset, _CHUNK, out_offset=offset):
+        offset += copied
+    return offset

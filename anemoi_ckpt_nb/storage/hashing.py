@@ -43,18 +43,19 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 def sha256_file(path: str | Path, *, progress: Callable[[int], None] | None = None) -> str:
     """Hex sha256 of a file, read in 8 MiB chunks so memory stays flat; never cached."""
     with open(path, "rb") as f:
-        return _read_sha256(f.fileno(), progress)
+        return read_sha256(f.fileno(), progress)
 
 
-def _read_sha256(fd: int, progress: Callable[[int], None] | None) -> str:
-    """Hex sha256 of the open file ``fd``, read from its start in 8 MiB chunks."""
+def read_sha256(fd: int, progress: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of the open file ``fd``, read from its start in 8 MiB chunks into one reused buffer."""
     digest = hashlib.sha256()
+    view = memoryview(bytearray(CHUNK))
     offset = 0
-    while chunk := os.pread(fd, CHUNK, offset):
-        digest.update(chunk)
-        offset += len(chunk)
+    while length := os.preadv(fd, [view], offset):
+        digest.update(view[:length])
+        offset += length
         if progress is not None:
-            progress(len(chunk))
+            progress(length)
     return digest.hexdigest()
 
 
@@ -131,7 +132,7 @@ def sha256_fd(fd: int, *, progress: Callable[[int], None] | None = None, remembe
         if progress is not None:
             progress(st.st_size)
         return sha
-    sha = _read_sha256(fd, progress)
+    sha = read_sha256(fd, progress)
     if remember:
         record_sha256(fd, sha, st)
     return sha
