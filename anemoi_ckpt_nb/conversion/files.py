@@ -88,15 +88,11 @@ class SourceFile:
 
         return chunks
 
-
     def crc32(self, name: str) -> int:
         """The CRC-32 of the tensor ``name``'s bytes as the file holds them now."""
-        from anemoi_ckpt_nb.conversion.streams import crc32
+        from anemoi_ckpt_nb.conversion.streams import crc32_of
 
-        crc = 0
-        for chunk in self.reader(name)():
-            crc = crc32(chunk, crc)
-        return crc
+        return crc32_of(self.reader(name)())
 
 
 class SourceHash:

@@ -39,6 +39,14 @@ def _crc32_function() -> Callable[..., int]:
 crc32 = _crc32_function()
 
 
+def crc32_of(chunks: Iterable[Any]) -> int:
+    """The CRC-32 of bytes-like chunks taken in order."""
+    crc = 0
+    for chunk in chunks:
+        crc = crc32(chunk, crc)
+    return crc
+
+
 @dataclass(frozen=True)
 class TensorEntry:
     """One tensor to write: what it is and where its bytes come from.

@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from anemoi_ckpt_nb.conversion.streams import TensorEntry, crc32, read_chunks
+from anemoi_ckpt_nb.conversion.streams import TensorEntry, crc32, crc32_of, read_chunks
 
 #: The CRC-32 of runs of a file's bytes as they read back, by ``(offset, size)`` (:meth:`.OutputFile.finish`).
 ReadBack = dict[tuple[int, int], int]
@@ -153,9 +153,7 @@ def _check_bytes(
                 if crc is None:
                     raise VerificationError(f"tensor {entry.name} is not stored where its bytes were written")
             else:
-                crc = 0
-                for chunk in read_chunks(file.fileno(), *span):
-                    crc = crc32(chunk, crc)
+                crc = crc32_of(read_chunks(file.fileno(), *span))
             if crc != crcs[entry.name]:
                 raise VerificationError(f"tensor {entry.name} reads back with other bytes than were written")
 
