@@ -24,9 +24,11 @@ def _open_uploads(server, prefix: str = "") -> list[dict]:
 
 
 def _count_calls(storage, operation: str) -> list[int]:
-    """Count the requests of one S3 operation the storage's own client sends (a boto3 event hook)."""
+    """Count the requests of one S3 operation the storage's own clients send (a boto3 event hook):
+    the parts of an upload go through its parts client, the rest through its client."""
     calls: list[int] = []
-    storage._client.meta.events.register(f"before-call.s3.{operation}", lambda **_: calls.append(1))
+    for client in (storage._client, storage._parts_client):
+        client.meta.events.register(f"before-call.s3.{operation}", lambda **_: calls.append(1))
     return calls
 
 

@@ -4,7 +4,15 @@ Uploads read the file once, in order: each part's bytes feed the file's
 sha256 and the part's MD5, which is sent as ``Content-MD5`` so the server
 rejects a damaged part. The upload is completed (and so becomes visible) only
 when the whole file hashed to the expected sha256; on any failure or
-interruption it is aborted and nothing is left. Downloads fetch ranges in
+interruption it is aborted and nothing is left.
+
+Every byte is thus read once and hashed twice here, and by nothing else: the
+parts go through the storage's parts client, which adds no CRC-32 of its own
+(``request_checksum_calculation="when_required"``) and does not sha256 the
+payload for the signature (``payload_signing_enabled=False``; the signed
+``Content-MD5`` header already binds the bytes to the request). On a machine
+whose CPU the S3 server shares, each extra pass over the bytes is time
+(docs/benchmarks.md, "The CLI without torch"). Downloads fetch ranges in
 parallel but yield them in order, so the caller's ``.part`` file always holds
 a prefix of the object and can be resumed.
 
@@ -42,7 +50,8 @@ T = TypeVar("T")
 class Target:
     """Where a transfer goes, and how."""
 
-    client: Any
+    client: Any  # create, complete, abort, ranged reads
+    parts_client: Any  # the requests that carry a file's bytes, each with its Content-MD5
     bucket: str
     key: str  # the full S3 key, prefix included
     url: str  # storage URL, for errors
@@ -84,7 +93,7 @@ def _upload_single(
     if got != sha256:
         raise upload_mismatch(t.url, t.name, path, got, sha256)
     md5 = hashlib.md5(data)
-    t.client.put_object(
+    t.parts_client.put_object(
         Bucket=t.bucket,
         Key=t.key,
         Body=data,
@@ -100,7 +109,7 @@ def _upload_parts(
     t: Target, path: Path, upload_id: str, part_size: int, progress: ProgressCallback | None
 ) -> tuple[list[dict], list[bytes], str]:
     def send(number: int, chunk: bytes, md5: bytes) -> tuple[dict, int]:
-        response = t.client.upload_part(
+        response = t.parts_client.upload_part(
             Bucket=t.bucket,
             Key=t.key,
             UploadId=upload_id,

@@ -13,6 +13,21 @@ modification time back, which is why downloads and caches that must *prove*
 their bytes (:mod:`anemoi_ckpt_nb.runs.cache`) always re-read with
 :func:`sha256_file`.
 
+What the cache is trusted for: naming a file's content (the sha256 a record
+or a conversion's ``converted_from`` states, the key a blob goes to), and
+finding the registered file still in place (``Checkpoint.local_path``). What
+it is never trusted for: the bytes a storage keeps under a content address.
+An upload hashes what it sends and is refused unless that is the sha256 it is
+stored under (``upload_file`` of every backend), so a record that lies (the
+file rewritten with the same size and its old mtime put back; written again
+within the file system's timestamp granularity while it was hashed, which
+:func:`record_sha256`'s before/after check cannot see; or set by whoever owns
+the file, as the attribute is theirs to write) is refused there, instead of
+other bytes being stored where every user of the catalogue finds them under
+that hash. Trusting it on an unchanged ``stat`` would save an upload about
+0.6 s of CPU per GB; it was measured and not done (docs/storage.md, "What
+checks the bytes").
+
 Recording is best effort and never an error: a file system without extended
 attributes, or a file the user may not write (someone else's checkpoint), is
 simply hashed again next time. Setting the attribute changes the file's ctime,

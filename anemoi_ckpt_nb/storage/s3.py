@@ -74,6 +74,8 @@ class S3Storage(Storage):
         self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
         self._client_obj: Any = None
+        self._parts_client_obj: Any = None
+        self._session: Any = None
         self._client_lock = threading.Lock()
         self._bucket_ok = False
 
@@ -86,7 +88,7 @@ class S3Storage(Storage):
     def __getstate__(self) -> dict:
         # The boto3 client and the lock do not pickle; a copy makes its own.
         state = dict(self.__dict__)
-        state.update(_client_obj=None, _client_lock=None)
+        state.update(_client_obj=None, _parts_client_obj=None, _session=None, _client_lock=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -97,20 +99,41 @@ class S3Storage(Storage):
 
     @property
     def _client(self) -> Any:
+        """The client of every request but the file transfers' parts: payloads signed (SigV4)."""
         with self._client_lock:
             if self._client_obj is None:
-                attempts = self.max_attempts or int(os.environ.get("AWS_MAX_ATTEMPTS", "2"))
-                config = botocore.config.Config(
-                    connect_timeout=self.connect_timeout,
-                    read_timeout=60,
-                    retries={"max_attempts": attempts, "mode": "standard"},
-                    max_pool_connections=max(10, 2 * self.max_concurrency),
-                )
-                session = boto3.session.Session(profile_name=self.profile)
-                self._client_obj = session.client(
-                    "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
-                )
+                self._client_obj = self._new_client()
             return self._client_obj
+
+    @property
+    def _parts_client(self) -> Any:
+        """The client that sends a file's bytes (``UploadPart``, a small file's ``PutObject``).
+
+        Each of those requests carries the part's ``Content-MD5``, which SigV4 signs and every
+        S3 server checks, so the payload is not hashed again for the signature: botocore does
+        the same on https, and on http it would sha256 every byte once more. See :mod:`._s3_transfer`.
+        """
+        with self._client_lock:
+            if self._parts_client_obj is None:
+                self._parts_client_obj = self._new_client(s3={"payload_signing_enabled": False})
+            return self._parts_client_obj
+
+    def _new_client(self, **config: Any) -> Any:
+        attempts = self.max_attempts or int(os.environ.get("AWS_MAX_ATTEMPTS", "2"))
+        settings = botocore.config.Config(
+            connect_timeout=self.connect_timeout,
+            read_timeout=60,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            max_pool_connections=max(10, 2 * self.max_concurrency),
+            # A checksum only where we ask for one: the parts send Content-MD5, and botocore's
+            # default CRC-32 on top of it is a third pass over every byte (docs/benchmarks.md).
+            # Small documents ask for CRC-32 themselves (put, replace), as before.
+            request_checksum_calculation="when_required",
+            **config,
+        )
+        if self._session is None:  # one for both clients: it loads the service model once
+            self._session = boto3.session.Session(profile_name=self.profile)
+        return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=settings)
 
     def _endpoint(self) -> str:
         if self._client_obj is not None:
@@ -138,9 +161,10 @@ class S3Storage(Storage):
         check_key(self.url, key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _target(self, key: str) -> transfer.Target:
+    def _target(self, key: str, *, upload: bool = False) -> transfer.Target:
         return transfer.Target(
             client=self._client,
+            parts_client=self._parts_client if upload else None,
             bucket=self.bucket,
             key=self._full(key),
             url=self.url,
@@ -178,14 +202,14 @@ class S3Storage(Storage):
         conflict = "already exists; create-only write refused" if if_absent else None
         with self._call(key, conflict=conflict):
             response = self._client.put_object(
-                Bucket=self.bucket, Key=self._full(key), Body=bytes(data), **extra
+                Bucket=self.bucket, Key=self._full(key), Body=bytes(data), ChecksumAlgorithm="CRC32", **extra
             )
             return response["ETag"]
 
     def replace(self, key: str, data: bytes, *, etag: str) -> str:
         with self._call(key, conflict="changed since it was read"):
             response = self._client.put_object(
-                Bucket=self.bucket, Key=self._full(key), Body=bytes(data), IfMatch=etag
+                Bucket=self.bucket, Key=self._full(key), Body=bytes(data), ChecksumAlgorithm="CRC32", IfMatch=etag
             )
             return response["ETag"]
 
@@ -275,7 +299,7 @@ class S3Storage(Storage):
             if head and head["ContentLength"] == size and head["Metadata"].get("sha256") == sha256:
                 return ObjectInfo(key=key, size=size, etag=head["ETag"])  # stored and verified
             expected = transfer.upload(
-                self._target(key), path, size=size, sha256=sha256, progress=progress
+                self._target(key, upload=True), path, size=size, sha256=sha256, progress=progress
             )
             head = self._head(key)
             if head["ContentLength"] != size or not transfer.etag_matches(head["ETag"], expected):
