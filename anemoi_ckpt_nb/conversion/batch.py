@@ -139,8 +139,10 @@ def convert_many(
 
     # Open every input first, so the progress total is known before copying starts and an
     # unreadable input is reported at once. Each is closed again: a batch of hundreds of
-    # files must not hold hundreds of open files and maps.
+    # files must not hold hundreds of open files and maps. A single input stays open for
+    # its conversion (reading its pickle again took 0.01 to 0.02 s of the command's 1 s).
     readable: list[tuple[int, Path, Path]] = []
+    kept: dict[int, Any] = {}
 
     def measure(item: tuple[int, Path, Path]) -> None:
         index, path, target = item
@@ -148,7 +150,12 @@ def convert_many(
             checkpoint = _open(path, target)
             try:
                 totals[index] = sum(info.nbytes for _, _, info in _plan(checkpoint, path, target)[0])
-            finally:
+            except BaseException:
+                checkpoint.close()
+                raise
+            if len(planned) == 1:
+                kept[index] = checkpoint
+            else:
                 checkpoint.close()
         except Exception as error:  # recorded per input; the others go on
             report(index, ConvertOutcome(path, error=_as_convert_error(path, target, error)))
@@ -170,7 +177,9 @@ def convert_many(
 
         try:
             target.parent.mkdir(parents=True, exist_ok=True)  # <out_dir>/<run id>/ for inputs of several runs
-            checkpoint = _open(path, target)
+            checkpoint = kept.pop(index, None)
+            if checkpoint is None:
+                checkpoint = _open(path, target)
             try:
                 result = _convert_open(checkpoint, path, target, format=format, overwrite=overwrite, progress=on_progress)
             finally:
@@ -199,9 +208,13 @@ def convert_many(
                 raise
 
     cancelled = threading.Event()
-    run_all(measure, planned)
-    readable.sort()
-    run_all(convert_one, readable)
+    try:
+        run_all(measure, planned)
+        readable.sort()
+        run_all(convert_one, readable)
+    finally:
+        for checkpoint in kept.values():  # not converted: interrupted
+            checkpoint.close()
     return [outcome for outcome in outcomes if outcome is not None]
 
 

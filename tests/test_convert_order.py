@@ -1,0 +1,89 @@
+"""What a conversion does before and while the kernel copies the weights (issue 16: `convert` with the hash known).
+
+The weights' copy is what the output's hash follows, so everything before it is on the command's
+critical path: numpy (for the supporting arrays and the model inputs) is imported after the copy,
+a single input's pickle is read once, and the disk starts writing the copy before the final fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from anemoi_ckpt_nb import examples
+from anemoi_ckpt_nb.conversion import batch, output
+from anemoi_ckpt_nb.conversion.convert import convert
+from anemoi_ckpt_nb.storage.hashing import sha256_file
+
+FIRST_COPY = r"""
+import os, sys
+from anemoi_ckpt_nb.conversion.convert import convert
+real, seen = os.copy_file_range, []
+def spy(*args):
+    seen.append("numpy" in sys.modules)
+    return real(*args)
+os.copy_file_range = spy
+result = convert(sys.argv[1], sys.argv[2])
+print(seen[0], "numpy" in sys.modules, result.metadata["supporting_arrays_paths"] != {})
+"""
+
+
+@pytest.fixture
+def source(tmp_path):
+    return examples.write_training_checkpoint(tmp_path / "t.ckpt", weights_bytes=3_000_000).path
+
+
+def test_numpy_is_imported_only_after_the_weights_are_copied(source, tmp_path):
+    """A process of its own: numpy must not be imported yet when the first weight is copied."""
+    done = subprocess.run([sys.executable, "-c", FIRST_COPY, str(source), str(tmp_path / "out")],
+                          capture_output=True, text=True, check=True)
+    before_copy, at_end, has_arrays = done.stdout.split()
+    assert (before_copy, at_end, has_arrays) == ("False", "True", "True")  # the arrays were written, with numpy
+
+
+def test_a_single_input_is_opened_once_and_each_of_a_batch_twice(source, tmp_path, monkeypatch):
+    opened = []
+    real = batch._open
+
+    def counting(path, target):
+        opened.append(path)
+        return real(path, target)
+
+    monkeypatch.setattr(batch, "_open", counting)
+    [one] = batch.convert_many([source], tmp_path / "one")
+    assert one.ok and opened == [source]
+
+    other = examples.write_training_checkpoint(tmp_path / "u.ckpt", weights_bytes=100_000, seed=1).path
+    opened.clear()
+    outcomes = batch.convert_many([source, other], tmp_path / "two")
+    assert all(outcome.ok for outcome in outcomes)
+    assert sorted(opened) == sorted([source, source, other, other])  # measured and closed, then converted
+
+
+def test_the_disk_starts_writing_the_copy_before_the_fsync(source, tmp_path, monkeypatch):
+    events = []
+    real_writeback, real_fsync = output.start_writeback, os.fsync
+
+    def writeback(fd, offset, size):
+        started = real_writeback(fd, offset, size)
+        events.append(("writeback", offset, size, started))
+        return started
+
+    def fsync(fd):
+        events.append(("fsync",))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(output, "WRITEBACK_PIECE", 1 << 20)
+    monkeypatch.setattr(output, "start_writeback", writeback)
+    monkeypatch.setattr(os, "fsync", fsync)
+    result = convert(source, tmp_path / "out")
+
+    asked = [event for event in events if event[0] == "writeback"]
+    assert len(asked) >= 2 and events.index(asked[-1]) < events.index(("fsync",))
+    assert all(started for *_, started in asked)  # sync_file_range is there on Linux
+    ends = [0] + [offset + size for _, offset, size, _ in asked]
+    assert [offset for _, offset, _, _ in asked] == ends[:-1]  # one run from the file's start, nothing twice
+    assert result.sha256 == sha256_file(result.destination)
