@@ -189,7 +189,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     # -- tuples: hashing one visits every member of every nested tuple, however shared
     def _sized_tuple(self) -> None:
         made = self.stack[-1]
-        size = 1 + sum(self._tuple_sizes.get(id(item), (1, None))[0] for item in made)
+        sizes = self._tuple_sizes
+        # A member tuple counts 1 + its members (its remembered size if it holds tuples itself).
+        size = 1 + sum(
+            (sizes[id(item)][0] if id(item) in sizes else 1 + len(item)) if type(item) is tuple else 1 for item in made
+        )
         if size > MAX_TUPLE_NODES:
             raise RefusedPickle(
                 f"a tuple that shares its members so much that hashing it visits more than {MAX_TUPLE_NODES:,} of them"
