@@ -83,9 +83,15 @@ MOVED: dict[str, tuple[str, ...]] = {
 }
 
 
+#: MOVED's prefixes, longest first: the longest prefix wins.
+_PREFIXES = tuple(sorted(MOVED, key=len, reverse=True))
+
+
 def new_names(old: str) -> tuple[str, ...] | None:
     """The new module path(s) of an old dotted name, or None if it did not move."""
-    for prefix in sorted(MOVED, key=len, reverse=True):
+    if not old.startswith(_PREFIXES):  # every import of the process asks: answer most at once
+        return None
+    for prefix in _PREFIXES:
         if old == prefix:
             return MOVED[prefix]
         if old.startswith(prefix + "."):

@@ -46,17 +46,49 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help formatter, asking for the terminal's width only when help is formatted.
+
+    argparse makes a formatter for every ``add_argument`` (to check its metavar), and the stock
+    one asks ``shutil`` for the width: importing shutil, with bz2 and lzma, was about 2 ms of
+    every command's start (issue 16). Formatting is deferred until :meth:`format_help`, where the
+    width is set as ``HelpFormatter.__init__`` sets it when given none.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width=80 if width is None else width)
+        self._measure = (indent_increment, max_help_position) if width is None else None
+
+    def format_help(self) -> str:
+        if self._measure is not None:
+            import shutil
+
+            indent_increment, max_help_position = self._measure
+            self._width = shutil.get_terminal_size().columns - 2
+            self._max_help_position = min(max_help_position, max(self._width - 20, indent_increment * 2))
+        return super().format_help()
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` with :class:`_HelpFormatter` by default (the subcommands' parsers are of its type)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or with ``only`` the parser of that one command (what running it needs:
     the other 23 commands' modules are not imported, a tenth of ``inspect``'s start-up)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="anemoi-ckpt",
         description="Manage Anemoi training checkpoints: inspect, convert, catalogue, lineage, fork and resume.",
     )
     parser.add_argument("--version", action="version", version=f"anemoi-ckpt {__version__}")
     # Read by the catalogue commands through cli._catalogue.catalogue_url (a subcommand's own --catalogue wins).
     parser.add_argument("--catalogue", dest="global_catalogue", metavar="URL", help="catalogue URL or folder for any command")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given, as argparse would work it out: otherwise it formats the usage to find it (issue 16).
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
     for name, module in COMMANDS.items():
         if only is None or name == only:
             importlib.import_module(f"anemoi_ckpt_nb.cli.{module}").add_parser(subparsers)

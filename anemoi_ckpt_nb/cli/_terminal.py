@@ -10,7 +10,6 @@ through :func:`printable` without having to remember it.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Iterator
 
@@ -20,19 +19,19 @@ if TYPE_CHECKING:
 
 # C0 controls (tab and newline are kept by the caller's choice), DEL, C1 controls (0x9b is an
 # 8-bit CSI), and the Unicode bidirectional overrides that reorder what is shown.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+_CONTROLS = (*range(0x00, 0x20), *range(0x7F, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+# A str.translate table, not a regular expression: compiling that one took 0.9 ms of every
+# command's start (issue 16).
+_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _CONTROLS}
+_TABLES: dict[str, dict[int, str]] = {}
 
 
 def printable(text: str, *, keep: str = "\n\t") -> str:
     """``text`` with every control character except those in ``keep`` shown as ``\\xNN``."""
-    if keep:
-        return "".join(part if part in keep else _CONTROL.sub(_escape, part) for part in re.split(f"([{re.escape(keep)}])", text))
-    return _CONTROL.sub(_escape, text)
+    table = _TABLES.get(keep)
+    if table is None:
+        table = _TABLES[keep] = {code: escape for code, escape in _ESCAPES.items() if chr(code) not in keep}
+    return text.translate(table)
 
 
 class EscapingWriter:
