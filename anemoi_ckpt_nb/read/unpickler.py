@@ -52,6 +52,7 @@ from anemoi_ckpt_nb.read.bounds import (
     _check_no_allocation,
     _check_plain_args,
 )
+from anemoi_ckpt_nb.read import pickleloop
 from anemoi_ckpt_nb.read.placeholders import (
     _unsafe_callable,
     is_placeholder,
@@ -114,10 +115,22 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         encoding: str = "utf-8",
     ) -> None:
         super().__init__(file, encoding=encoding)
+        self._file = file
         self._globals = globals_
         self._persistent = persistent_load
         #: id -> (tree size, the tuple) of tuples holding tuples (see ``_sized_tuple``).
         self._tuple_sizes: dict[int, tuple[int, Any]] = {}
+        self._allowed_calls: dict[int, Any] = {}
+
+    def load(self) -> Any:
+        """Unpickle, with the opcode loop of :func:`~.pickleloop.run` (the stock handlers and checks)."""
+        return pickleloop.run(self, self._file)
+
+    def load_frame(self) -> None:  # from protocol 4's first frame on, reads go through the unframer
+        self.read, self.readline = self._unframer.read, self._unframer.readline
+        pickle._Unpickler.load_frame(self)
+
+    dispatch[pickle.FRAME[0]] = load_frame
 
     # -- globals and persistent ids
     def find_class(self, module: str, name: str) -> Any:
@@ -143,13 +156,20 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
             raise NeedsNumpy(f"a described numpy object used in a call to {getattr(func, '__name__', func)!r:.60}")
         if is_placeholder_class(func):
             return new_placeholder(func, args, kwargs)
-        if _is_allowed_callable(func) or any(func is extra for extra in self._globals.extra.values()):
+        if self._allowed_calls.get(id(func)) is func or self._allow(func):
             _check_plain_args(func, args)
             _check_no_allocation(func, args, kwargs)
             self._globals.charge(args, getattr(func, "__name__", "a function"))
             return func(*args, **(kwargs or {}))
         error = _unsafe_callable(func)
         raise self._globals.refuse(error.module, error.name)
+
+    def _allow(self, func: Any) -> bool:
+        # Remembered once allowed (a pickle calls the same few hundreds of times): the allow-list only grows.
+        if _is_allowed_callable(func) or any(func is extra for extra in self._globals.extra.values()):
+            self._allowed_calls[id(func)] = func  # kept alive with it, so the id stays its own
+            return True
+        return False
 
     def load_reduce(self) -> None:
         stack = self.stack
