@@ -28,7 +28,13 @@ NOT_NEEDED = {"tempfile", "random", "importlib.resources", "importlib.abc", "shl
               # The allow-list's standard data types are imported when a pickle names them (uuid brings platform).
               "decimal", "fractions", "uuid", "datetime", "platform",
               # The reader imports typing's names for the type checker only.
-              "typing"}
+              "typing",
+              # torch.save's archives are read by read.zipdir; argparse's formatter asks shutil for the
+              # terminal's width only to format help; the reader's lock is _thread's. zipfile brought
+              # shutil, bz2, lzma, threading and encodings.cp437, shutil bz2 and lzma again.
+              "zipfile", "shutil", "bz2", "lzma", "threading", "encodings.cp437",
+              # safetensors files are read by a module of their own.
+              "anemoi_ckpt_nb.read.safetensors_file"}
 
 
 def _started_by_python() -> set[str]:

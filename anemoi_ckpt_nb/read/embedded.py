@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-import zipfile
 from collections.abc import Iterator
 
 TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
 if TYPE_CHECKING:
+    import zipfile
     from typing import Any
 
 from anemoi_ckpt_nb.read.arrayrefs import CODES, NAMES, ArrayRef
@@ -312,5 +312,7 @@ def write_embedded(
         if date_time is None:
             zf.writestr(entry, data)
         else:
+            import zipfile  # only the writers need it: inspect does not import it (issue 16)
+
             zf.writestr(zipfile.ZipInfo(entry, date_time=date_time), data)
     return written

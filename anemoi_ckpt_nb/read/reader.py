@@ -33,7 +33,6 @@ from anemoi_ckpt_nb.errors import (
 )
 from anemoi_ckpt_nb.read.checkpoint import CheckpointFile, TensorInfo
 from anemoi_ckpt_nb.read.identity import fill_identity, int_or_none
-from anemoi_ckpt_nb.read.safetensors_file import _open_safetensors
 
 LIGHTNING_MARKERS = ("pytorch-lightning_version", "optimizer_states", "hyper_parameters", "global_step", "epoch")
 
@@ -73,6 +72,8 @@ def open_checkpoint(path: str | os.PathLike, *, max_pickle_bytes: int | None = N
     except PermissionError:
         raise CheckpointReadError(path, "permission denied") from None
     if kind == "safetensors":
+        from anemoi_ckpt_nb.read.safetensors_file import _open_safetensors  # not imported for torch files
+
         ck = _open_safetensors(path, size)
     else:
         ck = _open_torch(path, size, max_pickle_bytes or DEFAULT_MAX_PICKLE_BYTES)

@@ -25,11 +25,10 @@ code, the second is long gone.
 
 from __future__ import annotations
 
+import _thread
 import io
 import struct
 import sys
-import threading
-import zipfile
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
@@ -51,7 +50,8 @@ from anemoi_ckpt_nb.read.torchpickle import (
     nested_loader,
 )
 from anemoi_ckpt_nb.read.torchstorages import Described, Storages, forget_sparse, nested_needs_torch, validate_sparse
-from anemoi_ckpt_nb.read.torchzip import EMPTY_ZIP_MAGIC, ZIP_MAGIC, check_names, read_entry, zip_persistent_load
+from anemoi_ckpt_nb.read.torchzip import EMPTY_ZIP_MAGIC, ZIP_MAGIC, check_names, read_entry, zip_errors, zip_persistent_load
+from anemoi_ckpt_nb.read.zipdir import open_archive
 from anemoi_ckpt_nb.read.unpickler import DEFAULT_MAX_PICKLE_BYTES, restricted_load
 
 __all__ = ["TorchFile", "load_torch_file", "loads", "sniff"]
@@ -71,7 +71,8 @@ class TorchFile(Record):
         globals: the globals its pickle was read with.
         storages: key -> storage.
         storage_by_ptr: ``data_ptr()`` of each storage's first byte -> its key, to tell which tensors share bytes.
-        zip: the open archive (zip format only), for embedded metadata; closed by :meth:`close`.
+        zip: the open archive (zip format only: a :class:`~.zipdir.Archive` or a ``zipfile.ZipFile``), for
+            embedded metadata; closed by :meth:`close`.
         top: top-level folder of the archive (zip format only).
         described: read without torch: tensors are :class:`~.tensorrefs.TensorRef` descriptions of ``storages``.
         max_pickle_bytes: the bound the file was read with (to read it again the same way).
@@ -89,7 +90,7 @@ class TorchFile(Record):
         globals: Globals,
         storages: dict[str, StorageRecord] | None = None,
         storage_by_ptr: dict[int, str] | None = None,
-        zip: zipfile.ZipFile | None = None,
+        zip: Any = None,
         top: str | None = None,
         described: bool = False,
         max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES,
@@ -141,7 +142,8 @@ def sniff(path: Path) -> str:
     return "unknown"
 
 
-_LOAD_LOCK = threading.RLock()
+# threading's RLock is _thread's; threading itself is not imported by inspect (issue 16).
+_LOAD_LOCK = _thread.RLock()
 
 
 def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES, describe: bool = False) -> TorchFile:
@@ -191,8 +193,8 @@ def load_torch_file(path: Path, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BY
 def _load_zip(path: Path, *, max_pickle_bytes: int, describe: bool = False, describe_numpy: bool = False) -> TorchFile:
     source = str(path)
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        zf = open_archive(path)  # read without zipfile when torch.save wrote it (zipdir), else zipfile's
+    except (*zip_errors(), EOFError, ValueError) as error:
         raise CorruptCheckpointError(path, f"truncated or damaged zip archive ({error})") from None
     try:
         names = zf.namelist()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import struct
 import sys
-import zipfile
 
 TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
 if TYPE_CHECKING:
@@ -212,6 +211,8 @@ def nested_loader(globals_: Globals, max_pickle_bytes: int):
             raise CorruptCheckpointError(globals_.source, "torch.storage._load_from_bytes needs bytes")
         data = bytes(data)
         if data[:4] == ZIP_MAGIC:
+            import zipfile  # a torch file in a pickle is rare: inspect does not import zipfile (issue 16)
+
             zf = zipfile.ZipFile(io.BytesIO(data))
             with zf:
                 pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]

@@ -7,7 +7,7 @@ found through the pickle's persistent ids.
 from __future__ import annotations
 
 import struct
-import zipfile
+import sys
 
 TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError
 from anemoi_ckpt_nb.read.torchstorages import storage_id
 
 ZIP_MAGIC = b"PK\x03\x04"
+ZIP_STORED = 0
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 
 
@@ -48,7 +49,13 @@ def check_names(names: list[str], top: str, source: str) -> None:
 
 
 
-def read_entry(zf: zipfile.ZipFile, name: str, limit: int, source: str) -> bytes:
+def zip_errors() -> tuple[type[Exception], ...]:
+    """``zipfile.BadZipFile`` once ``zipfile`` is imported (only it raises that): an archive :mod:`.zipdir` did not read."""
+    zipfile = sys.modules.get("zipfile")
+    return (zipfile.BadZipFile,) if zipfile is not None else ()
+
+
+def read_entry(zf: Any, name: str, limit: int, source: str) -> bytes:
     info = zf.getinfo(name)
     if info.file_size > limit:
         raise CheckpointReadError(
@@ -60,14 +67,14 @@ def read_entry(zf: zipfile.ZipFile, name: str, limit: int, source: str) -> bytes
         with zf.open(info) as fp:
             # Read at most limit + 1 bytes whatever the header claims: a compressed entry can lie.
             data = fp.read(limit + 1)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+    except (*zip_errors(), EOFError, OSError, ValueError) as error:  # zipdir.ZipEntryError is a ValueError
         raise CorruptCheckpointError(source, f"cannot read {name} ({error})") from None
     if len(data) > limit:
         raise CheckpointReadError(source, f"{name} is over the limit of {limit} bytes for a pickle read into memory")
     return data
 
 
-def zip_persistent_load(zf: zipfile.ZipFile, top: str, storages: Any):
+def zip_persistent_load(zf: Any, top: str, storages: Any):
     source = storages.source
 
     def persistent_load(pid: Any) -> Any:
@@ -82,7 +89,7 @@ def zip_persistent_load(zf: zipfile.ZipFile, top: str, storages: Any):
             raise CorruptCheckpointError(
                 source, f"storage {key} has {info.file_size} bytes, the pickle expects {nbytes}"
             )
-        if info.compress_type != zipfile.ZIP_STORED:
+        if info.compress_type != ZIP_STORED:
             # torch.save never compresses; a re-zipped file is read into memory instead of mapped.
             return storages.from_bytes(key, marker.dtype, read_entry(zf, name, nbytes, source), location)
         return storages.typed(key, marker.dtype, nbytes, data_offset(zf, info, source), location, crc32=info.CRC)
@@ -90,7 +97,7 @@ def zip_persistent_load(zf: zipfile.ZipFile, top: str, storages: Any):
     return persistent_load
 
 
-def data_offset(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> int:
+def data_offset(zf: Any, info: Any, source: str) -> int:
     """Where an uncompressed entry's bytes start: after its local header, name and extra field."""
     fp = zf.fp
     assert fp is not None
