@@ -335,9 +335,9 @@ def _walk_tensors(obj: Any, is_tensor: Any) -> Iterator[Any]:
 
 def _model_inputs_of(loaded: Any, ck: CheckpointFile) -> Any:
     """How to read the model inputs when asked: from the archive's entries, else from the pickle."""
-    from anemoi_ckpt_nb.read import model_inputs
-
     def read() -> Any:
+        from anemoi_ckpt_nb.read import model_inputs  # when asked: inspect does not (issue 16)
+
         stored = model_inputs.from_zip(loaded.zip) if loaded.zip is not None else None
         return stored if stored is not None else model_inputs.from_pickle(ck)
 
