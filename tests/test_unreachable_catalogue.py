@@ -59,7 +59,8 @@ def test_the_end_of_training_waits_for_a_hung_sync_at_most_end_wait_then_stops_i
     spool = _spool_of(example_project, tmp_path / "spool")
     pending = sorted(e.key for e in spool.pending())
     background = BackgroundSync(spool.path, "s3://bucket/catalogue", end_wait=1.0)
-    background.kick()  # a sync starts; its first request waits for a read time-out of a minute
+    background.kick()
+    background.poll()  # a sync starts; its first request waits for a read time-out of a minute
     child = background._process
     assert child is not None and child.poll() is None
     with caplog.at_level(logging.WARNING, logger="anemoi_ckpt_nb.training"):

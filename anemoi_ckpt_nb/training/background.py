@@ -13,6 +13,17 @@ catalogue that answers nothing (a firewall that drops packets, a server that han
 a finished job on its nodes. A sync still running then is stopped (SIGTERM, then SIGKILL); it
 loses nothing (each entry's outcome is written as it is known, a claim held by a dead sync is
 taken over) and what it did not register stays in the spool.
+
+The sync process is started only on the training thread (:meth:`BackgroundSync.poll` and
+:meth:`BackgroundSync.close`, called from the callback's hooks), never from the spool's worker
+thread that reports a finished capture (:meth:`BackgroundSync.kick` only asks for a sync). The
+training thread is the one that forks the DataLoader's worker processes; a fork made while another
+thread is inside ``subprocess.Popen`` gives the new worker a copy of the pipe through which Popen
+learns that its child has started, and Popen then waits as long as that worker lives. Once, the
+spool's thread waited so inside Popen holding this object's lock, the training thread waited for the
+lock in :meth:`poll`, and the DataLoader's workers, which end with the epoch, never ended: the
+training hung (seen in the real anemoi-training test on 6 December 2026). Started from the thread
+that forks, a sync's start and a fork never overlap.
 """
 
 from __future__ import annotations
@@ -58,13 +69,15 @@ class BackgroundSync:
         self.stopped = False
 
     def kick(self) -> None:
-        """More was captured: sync now, or as soon as the running one has ended. Any thread."""
+        """More was captured: the next :meth:`poll` starts a sync, or the one after the running sync.
+
+        Any thread; it starts no process (see the module's docstring: only the training thread does).
+        """
         with self._lock:
             self._wanted = True
-            self._step()
 
     def poll(self) -> None:
-        """Notice a sync that ended; start the next one if one is wanted. Cheap."""
+        """Notice a sync that ended; start the next one if one is wanted. Cheap. The training thread only."""
         with self._lock:
             self._step()
 
