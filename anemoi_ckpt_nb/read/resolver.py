@@ -199,19 +199,23 @@ class Globals:
         self.copied = 0
         self.copy_budget = 512 * 1024 * 1024
 
-    def charge(self, args: tuple, what: str) -> None:
-        """Count the bytes a call receives; refuse once they pass :attr:`copy_budget`.
+    def charge(self, args: tuple, func: Any) -> None:
+        """Count the bytes a call of ``func`` receives; refuse once they pass :attr:`copy_budget`.
 
         Raises:
             CorruptCheckpointError: the file copies more than it holds.
         """
-        from anemoi_ckpt_nb.errors import CorruptCheckpointError
-
-        size = sum(len(a) for a in args if isinstance(a, (bytes, bytearray, str)))
+        size = 0
+        for a in args:  # a loop, not sum() over a generator: a call of the unpickler's every REDUCE (issue 16)
+            if isinstance(a, (bytes, bytearray, str)):
+                size += len(a)
         if not size:
             return
         self.copied += size
         if self.copied > self.copy_budget:
+            from anemoi_ckpt_nb.errors import CorruptCheckpointError
+
+            what = getattr(func, "__name__", "a function")
             raise CorruptCheckpointError(
                 self.source,
                 f"refused to load: the pickle passes {self.copied:,} bytes to {what} and other calls, more than the "

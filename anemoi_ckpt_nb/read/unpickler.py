@@ -31,6 +31,7 @@ no module is ever imported because the file named it.
 
 from __future__ import annotations
 
+import collections
 import pickle
 import struct
 import sys
@@ -88,10 +89,10 @@ def _build_setstate_types(with_torch: bool = False, with_numpy: bool = False) ->
     return tuple(types_)
 
 
-def _dict_types() -> tuple:
-    import collections
-
-    return (dict, collections.OrderedDict, collections.defaultdict, collections.Counter)
+#: The types whose items ``SETITEM(S)`` may set (``collections`` is imported by ``functools`` already).
+_DICT_TYPES = (dict, collections.OrderedDict, collections.defaultdict, collections.Counter)
+#: :func:`~.arrayrefs.is_lazy` for many objects at once: ``_LAZY.isdisjoint(map(type, objects))`` in C.
+_LAZY = frozenset(arrayrefs.LAZY_TYPES)
 
 
 class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so every opcode can be checked
@@ -150,7 +151,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         if type(args) is not tuple:
             raise pickle.UnpicklingError("call arguments must be a tuple")
         if is_lazy(func) or (
-            func is not arrayrefs.reconstruct and any(map(is_lazy, (*args, *(kwargs or {}).values())))
+            func is not arrayrefs.reconstruct
+            and not (_LAZY.isdisjoint(map(type, args)) and (not kwargs or _LAZY.isdisjoint(map(type, kwargs.values()))))
         ):
             # numpy as the pickle uses it here, not as it pickles plain arrays: read with numpy's checks
             raise NeedsNumpy(f"a described numpy object used in a call to {getattr(func, '__name__', func)!r:.60}")
@@ -159,7 +161,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         if self._allowed_calls.get(id(func)) is func or self._allow(func):
             _check_plain_args(func, args)
             _check_no_allocation(func, args, kwargs)
-            self._globals.charge(args, getattr(func, "__name__", "a function"))
+            self._globals.charge(args, func)
             return func(*args, **(kwargs or {}))
         error = _unsafe_callable(func)
         raise self._globals.refuse(error.module, error.name)
@@ -181,7 +183,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     def _new(self, cls: Any, args: Any, kwargs: Any) -> Any:
         if type(args) is not tuple or type(kwargs) is not dict:
             raise pickle.UnpicklingError("NEWOBJ arguments must be a tuple and a dict")
-        if is_lazy(cls) or any(map(is_lazy, (*args, *kwargs.values()))):
+        if is_lazy(cls) or not (_LAZY.isdisjoint(map(type, args)) and _LAZY.isdisjoint(map(type, kwargs.values()))):
             raise NeedsNumpy("a described numpy object instantiated")
         try:
             return _instantiate_allowed(cls, args, kwargs)
@@ -209,6 +211,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     # -- tuples: hashing one visits every member of every nested tuple, however shared
     def _sized_tuple(self) -> None:
         made = self.stack[-1]
+        if len(made) < MAX_TUPLE_NODES and tuple not in map(type, made):
+            return  # no member tuple: its size is 1 + len(made), within the bound, and it is not remembered
         sizes = self._tuple_sizes
         # A member tuple counts 1 + its members (its remembered size if it holds tuples itself).
         size = 1 + sum(
@@ -277,7 +281,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
         if isinstance(inst, _build_setstate_types(torch is not None, np is not None)):
             inst.__setstate__(state)
             return
-        if type(inst) in _dict_types() and hasattr(inst, "__dict__") and isinstance(state, dict):
+        if type(inst) in _DICT_TYPES and hasattr(inst, "__dict__") and isinstance(state, dict):
             _set_attributes(inst, state)  # state_dict()._metadata
             return
         raise self._globals.refuse(type(inst).__module__, f"{type(inst).__qualname__}.__setstate__")
@@ -318,12 +322,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so e
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
     def _setitems(self, target: Any, items: list) -> None:
-        pairs = [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
-        if type(target) in _dict_types():
-            for key, value in pairs:
-                target[key] = value
+        if type(target) in _DICT_TYPES:
+            for i in range(0, len(items) - 1, 2):  # an odd last item is left out, as in the placeholder's pairs
+                target[items[i]] = items[i + 1]
         elif is_placeholder(target):
-            target.ph_dictitems.extend(pairs)
+            target.ph_dictitems.extend([(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)])
         else:
             raise self._refuse_target(target, "__setitem__")
 
