@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zipfile
 from pathlib import Path
@@ -190,3 +191,33 @@ def test_entries_are_checked_when_read(tmp_path):
     archive.close()
     with pytest.raises(ValueError, match="closed"):
         archive.read(info.filename)
+
+
+def test_the_local_header_is_checked_alike_for_zipdir_and_zipfile_archives(tmp_path):
+    """``zipdir.data_start`` places every entry's data where zipfile reads it, for both kinds of archive the
+    reader opens (a file, and zipfile's BytesIO of a torch file held in a pickle), and refuses damaged headers;
+    ``torchzip.data_offset`` (the storages' offsets) turns the refusal into the reader's error."""
+    from anemoi_ckpt_nb.errors import CorruptCheckpointError
+    from anemoi_ckpt_nb.read.torchzip import data_offset
+
+    path = _torch_file(tmp_path / "t.pt")
+    data = path.read_bytes()
+    with zipdir.open_archive(path) as archive, zipfile.ZipFile(io.BytesIO(data)) as in_memory:
+        for entry in archive.infolist():
+            start = zipdir.data_start(archive.fp, entry.header_offset, entry.filename)
+            assert data[start : start + entry.file_size] == in_memory.read(entry.filename)
+            assert data_offset(archive, entry, "t.pt") == start == data_offset(in_memory, in_memory.getinfo(entry.filename), "t.pt")
+        entry = archive.infolist()[-1]
+        with pytest.raises(zipdir.ZipEntryError, match="differ"):
+            zipdir.data_start(archive.fp, entry.header_offset, entry.filename + "x")
+    damaged = bytearray(data)
+    damaged[entry.header_offset + 1] ^= 0xFF
+    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+    with open(tmp_path / "damaged.pt", "rb") as fp:
+        with pytest.raises(zipdir.ZipEntryError, match="Bad magic number"):
+            zipdir.data_start(fp, entry.header_offset)
+        with pytest.raises(zipdir.ZipEntryError, match="Truncated file header"):
+            zipdir.data_start(fp, len(data) - 29)
+    with zipfile.ZipFile(io.BytesIO(bytes(damaged))) as in_memory:
+        with pytest.raises(CorruptCheckpointError, match="bad local header"):
+            data_offset(in_memory, in_memory.getinfo(entry.filename), "t.pt")

@@ -6,7 +6,6 @@ found through the pickle's persistent ids.
 
 from __future__ import annotations
 
-import struct
 import sys
 
 TYPE_CHECKING = False  # typing's flag without importing typing, which inspect does not need (issue 16)
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
 
 from anemoi_ckpt_nb.errors import CheckpointReadError, CorruptCheckpointError
 from anemoi_ckpt_nb.read.torchstorages import storage_id
+from anemoi_ckpt_nb.read.zipdir import ZipEntryError, data_start
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_STORED = 0
@@ -98,12 +98,11 @@ def zip_persistent_load(zf: Any, top: str, storages: Any):
 
 
 def data_offset(zf: Any, info: Any, source: str) -> int:
-    """Where an uncompressed entry's bytes start: after its local header, name and extra field."""
+    """Where an uncompressed entry's bytes start: after its local header, name and extra field
+    (:func:`~.zipdir.data_start`, for the archives of ``zipfile`` and of :mod:`.zipdir` alike)."""
     fp = zf.fp
     assert fp is not None
-    fp.seek(info.header_offset)
-    header = fp.read(30)
-    if len(header) != 30 or header[:4] != ZIP_MAGIC:
-        raise CorruptCheckpointError(source, f"bad local header for {info.filename}: the archive is damaged")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    return info.header_offset + 30 + name_len + extra_len
+    try:
+        return data_start(fp, info.header_offset)
+    except ZipEntryError:
+        raise CorruptCheckpointError(source, f"bad local header for {info.filename}: the archive is damaged") from None

@@ -89,17 +89,7 @@ class Archive:
         entry = name if isinstance(name, Entry) else self.getinfo(name)
         if self.fp is None:
             raise ValueError("Attempt to use ZIP archive that was already closed")
-        header = os.pread(self.fp.fileno(), _LOCAL.size, entry.header_offset)
-        if len(header) != _LOCAL.size:
-            raise ZipEntryError("Truncated file header")
-        fields = _LOCAL.unpack(header)
-        if fields[0] != b"PK\x03\x04":
-            raise ZipEntryError("Bad magic number for file header")
-        name_len, extra_len = fields[10], fields[11]
-        raw_name = os.pread(self.fp.fileno(), name_len, entry.header_offset + _LOCAL.size)
-        if raw_name != entry.filename.encode("utf-8"):  # utf-8 or ascii: the directory's names are nothing else
-            raise ZipEntryError(f"File name in directory {entry.filename!r} and header {raw_name!r} differ.")
-        start = entry.header_offset + _LOCAL.size + name_len + extra_len
+        start = data_start(self.fp, entry.header_offset, entry.filename)
         data = os.pread(self.fp.fileno(), entry.compress_size, start)
         if len(data) != entry.compress_size:
             raise ZipEntryError(f"{entry.filename}: the archive ends inside the entry")
@@ -123,6 +113,36 @@ class Archive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def data_start(fp: Any, header_offset: int, name: str | None = None) -> int:
+    """Where the data of the entry whose local header is at ``header_offset`` in ``fp`` starts: after
+    the header, its name and its extra field. The header must be whole and signed; with ``name``, its
+    name must be that one, as ``zipfile`` checks when it opens an entry (the directory's names are
+    UTF-8 or ASCII). ``fp``: an open file (read at offsets, its position kept), or a ``BytesIO``
+    (a torch file held in a pickle, read by ``zipfile``).
+
+    Raises:
+        ZipEntryError: a header cut short, without its signature, or naming another entry.
+    """
+    header = _read_at(fp, _LOCAL.size, header_offset)
+    if len(header) != _LOCAL.size:
+        raise ZipEntryError("Truncated file header")
+    fields = _LOCAL.unpack(header)
+    if fields[0] != b"PK\x03\x04":
+        raise ZipEntryError("Bad magic number for file header")
+    name_len, extra_len = fields[10], fields[11]
+    if name is not None:
+        raw_name = _read_at(fp, name_len, header_offset + _LOCAL.size)
+        if raw_name != name.encode("utf-8"):
+            raise ZipEntryError(f"File name in directory {name!r} and header {raw_name!r} differ.")
+    return header_offset + _LOCAL.size + name_len + extra_len
+
+
+def _read_at(fp: Any, size: int, offset: int) -> bytes:
+    if type(fp) is io.BytesIO:
+        return fp.getvalue()[offset : offset + size]
+    return os.pread(fp.fileno(), size, offset)
 
 
 def open_archive(path: Any) -> Any:
