@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -35,6 +36,9 @@ NOT_NEEDED = {"tempfile", "random", "importlib.resources", "importlib.abc", "shl
               "zipfile", "shutil", "bz2", "lzma", "threading", "encodings.cp437",
               # safetensors files are read by a module of their own.
               "anemoi_ckpt_nb.read.safetensors_file"}
+#: Not imported by the console script where no translation of argparse's messages can exist
+#: (gettext imports locale, for its aliases, on the first message it looks up).
+NOT_NEEDED_BY_THE_SCRIPT = {"locale"}
 
 
 def _started_by_python() -> set[str]:
@@ -103,3 +107,73 @@ print("ok")
 def test_the_standard_data_types_are_imported_when_a_pickle_names_them():
     done = subprocess.run([sys.executable, "-c", LAZY_TYPES], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+#: The console script's way in: ``main()`` reads ``sys.argv``; ``main(argv)`` is a caller's that goes on.
+CONSOLE = r"""
+import gc, json, os, sys
+from anemoi_ckpt_nb.cli import main
+if os.environ["ARGV"] == "script":
+    sys.argv = ["anemoi-ckpt", *sys.argv[1:]]
+    status = main()
+else:
+    status = main(sys.argv[1:])
+with open(os.environ["MODULES_OUT"], "w") as out:
+    json.dump({"modules": sorted(sys.modules), "frozen": gc.get_freeze_count()}, out)
+sys.exit(status)
+"""
+
+
+def _console(tmp_path, *args, argv: str = "script", env: dict | None = None) -> tuple[dict, subprocess.CompletedProcess]:
+    out = tmp_path / "console.json"
+    out.unlink(missing_ok=True)
+    env = dict(os.environ if env is None else env, MODULES_OUT=str(out), ARGV=argv)
+    done = subprocess.run([sys.executable, "-c", CONSOLE, *map(str, args)], capture_output=True, text=True, timeout=120, env=env)
+    return (json.loads(out.read_text()) if out.exists() else {}), done  # none after a usage error (SystemExit)
+
+
+def test_the_script_asks_gettext_nothing_without_catalogues_and_its_exit_collects_nothing(tmp_path):
+    """The console script's ``inspect``: no ``locale`` (no catalogue folder here), everything frozen out of
+    the exit's collection; a caller's ``main([...])`` and the other commands keep both as they were."""
+    import gettext
+
+    assert not os.path.isdir(gettext.bindtextdomain(gettext.textdomain())), "this Python has catalogues: the test needs none"
+    source = examples.write_training_checkpoint(tmp_path / "train.ckpt", weights_bytes=100_000)
+    not_needed = NOT_NEEDED_BY_THE_SCRIPT - _started_by_python()
+    state, done = _console(tmp_path, "inspect", "--json", source.path)
+    assert done.returncode == 0 and source.uuid in done.stdout, done.stderr
+    assert not set(state["modules"]) & not_needed, sorted(set(state["modules"]) & not_needed)
+    assert state["frozen"] > 0
+    state, done = _console(tmp_path, "inspect", "--json", source.path, argv="list")
+    assert done.returncode == 0 and source.uuid in done.stdout and state["frozen"] == 0, done.stderr
+    state, done = _console(tmp_path, "--catalogue", tmp_path / "nowhere", "ls", "--json")
+    assert state["frozen"] == 0, done.stderr
+    state, done = _console(tmp_path, "inspect", "--jsn", source.path)  # argparse's own message, untranslated
+    assert done.returncode == 2 and "error: unrecognized arguments: --jsn" in done.stderr, done.stderr
+
+
+def _catalogue(messages: dict[str, str]) -> bytes:
+    """A GNU gettext catalogue (``.mo``) of ``messages``, as msgfmt writes it (no hash table)."""
+    entries = {"": "Content-Type: text/plain; charset=UTF-8\n", **messages}
+    keys = sorted(entries)
+    originals = b"".join(key.encode() + b"\0" for key in keys)
+    translations = b"".join(entries[key].encode() + b"\0" for key in keys)
+    at = 28 + 16 * len(keys)
+    table = []
+    for strings in ([key.encode() for key in keys], [entries[key].encode() for key in keys]):
+        for text in strings:
+            table += [len(text), at]
+            at += len(text) + 1
+    head = struct.pack("<7I", 0x950412DE, 0, len(keys), 28, 28 + 8 * len(keys), 0, 0)
+    return head + struct.pack(f"<{len(table)}I", *table) + originals + translations
+
+
+def test_argparse_messages_are_still_translated_where_a_catalogue_exists(tmp_path):
+    """Where the domain's folder exists, the script leaves argparse's gettext alone: its catalogue is used."""
+    folder = tmp_path / "locale"
+    (folder / "xx" / "LC_MESSAGES").mkdir(parents=True)
+    (folder / "xx" / "LC_MESSAGES" / "messages.mo").write_bytes(_catalogue({"unrecognized arguments: %s": "argumenta ignota: %s"}))
+    code = CONSOLE.replace("from anemoi_ckpt_nb.cli import main", f"import gettext; gettext.bindtextdomain('messages', {str(folder)!r})\nfrom anemoi_ckpt_nb.cli import main")
+    env = dict(os.environ, LANGUAGE="xx", MODULES_OUT=str(tmp_path / "out.json"), ARGV="script")
+    done = subprocess.run([sys.executable, "-c", code, "inspect", "--jsn", "x"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and "argumenta ignota: --jsn" in done.stderr, done.stderr
