@@ -5,6 +5,7 @@ Usage outside the fixtures (e.g. two sites, or a site that goes away)::
     server = SeaweedServer(tmp_path / "site-a").start()
     server.endpoint_url, server.access_key, server.secret_key, server.bucket
     server.env()            # AWS_* variables that point boto3 at it
+    server.env(readonly=True)  # the same, with credentials that may only read and list
     server.stop()           # the site is gone: requests now fail as unreachable
     server.start()          # back again, same ports and data
 """
@@ -77,7 +78,8 @@ class SeaweedServer:
     Args:
         root: Folder for data, config and log; created if missing.
         bucket: Bucket created at start.
-        access_key, secret_key: The identity the server accepts.
+        access_key, secret_key: The identity the server accepts (``Admin``); ``<access_key>-readonly``
+            and the same secret are a second one, which may only read and list.
     """
 
     def __init__(
@@ -110,11 +112,11 @@ class SeaweedServer:
     def log_path(self) -> Path:
         return self.root / "weed.log"
 
-    def env(self) -> dict[str, str]:
-        """The AWS variables that make boto3 talk to this server."""
+    def env(self, *, readonly: bool = False) -> dict[str, str]:
+        """The AWS variables that make boto3 talk to this server (as the read-only identity)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_ACCESS_KEY_ID": f"{self.access_key}-readonly" if readonly else self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": "us-east-1",
         }
@@ -143,7 +145,14 @@ class SeaweedServer:
                                 {"accessKey": self.access_key, "secretKey": self.secret_key}
                             ],
                             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                        }
+                        },
+                        {
+                            "name": "anemoi-test-readonly",
+                            "credentials": [
+                                {"accessKey": f"{self.access_key}-readonly", "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Read", "List"],
+                        },
                     ]
                 }
             )

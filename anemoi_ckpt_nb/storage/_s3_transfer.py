@@ -1,18 +1,20 @@
 """Parallel multipart upload and ranged download for the S3 backend.
 
 Uploads read the file once, in order: each part's bytes feed the file's
-sha256 and the part's MD5, which is sent as ``Content-MD5`` so the server
-rejects a damaged part. The upload is completed (and so becomes visible) only
-when the whole file hashed to the expected sha256; on any failure or
-interruption it is aborted and nothing is left.
+sha256 and the part's own checksum, which the server checks so that it
+rejects a damaged part: its CRC-32 (``x-amz-checksum-crc32``) where the server
+was proven to check that (:mod:`._s3_checksums`), else its MD5
+(``Content-MD5``, which every S3 server checks). The upload is completed (and
+so becomes visible) only when the whole file hashed to the expected sha256; on
+any failure or interruption it is aborted and nothing is left.
 
 Every byte is thus read once and hashed twice here, and by nothing else: the
-parts go through the storage's parts client, which adds no CRC-32 of its own
+parts go through the storage's parts client, which adds no checksum of its own
 (``request_checksum_calculation="when_required"``) and does not sha256 the
 payload for the signature (``payload_signing_enabled=False``; the signed
-``Content-MD5`` header already binds the bytes to the request). On a machine
-whose CPU the S3 server shares, each extra pass over the bytes is time
-(docs/benchmarks.md, "The CLI without torch"). Downloads fetch ranges in
+checksum header already binds the bytes to the request). On a machine
+whose CPU the S3 server shares, each extra pass over the bytes is time, and
+MD5 is the slowest of them (docs/benchmarks.md, "The CLI without torch"). Downloads fetch ranges in
 parallel but yield them in order, so the caller's ``.part`` file always holds
 a prefix of the object and can be resumed.
 
@@ -28,6 +30,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,38 +54,83 @@ class Target:
     """Where a transfer goes, and how."""
 
     client: Any  # create, complete, abort, ranged reads
-    parts_client: Any  # the requests that carry a file's bytes, each with its Content-MD5
+    parts_client: Any  # the requests that carry a file's bytes, each with its own checksum
     bucket: str
     key: str  # the full S3 key, prefix included
     url: str  # storage URL, for errors
     name: str  # the storage key, for errors
     part_size: int
     workers: int
+    part_checksum: str = "md5"  # or "crc32", only where the server was proven to check it
 
 
-def _md5_header(digest: bytes) -> str:
+@dataclass(frozen=True)
+class Sent:
+    """What an upload sent, for the caller to check the stored object against."""
+
+    etag: str | None  # the MD5 ETag the server should report (parts with Content-MD5)
+    crc32: str | None  # the composite CRC-32 of the parts, "<base64>-<parts>" (parts with CRC-32)
+    reported_crc32: str | None  # the one CompleteMultipartUpload returned, if the server returns one
+
+    def disagreement(self, etag: str) -> str | None:
+        """What in the server's answers contradicts what was sent, or None."""
+        if self.etag is not None and not etag_matches(etag, self.etag):
+            return f"ETag {etag}, expected {self.etag}"
+        if self.reported_crc32 is not None and self.reported_crc32 != self.crc32:
+            return f"CRC-32 {self.reported_crc32}, expected {self.crc32}"
+        return None
+
+
+def _crc32_function() -> Callable[[Any, int], int]:
+    # ISA-L's CRC-32 (the same polynomial) is several times zlib's where its wheel exists.
+    try:
+        from isal.isal_zlib import crc32
+    except ImportError:
+        return zlib.crc32
+    return crc32
+
+
+crc32 = _crc32_function()
+
+
+def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
+
+
+def crc32_header(value: int) -> str:
+    """A CRC-32 as ``x-amz-checksum-crc32`` carries it: base64 of its four big-endian bytes."""
+    return _b64(value.to_bytes(4, "big"))
+
+
+def composite_crc32(values: list[int]) -> str:
+    """The checksum S3 reports for a multipart upload made of parts with these CRC-32s:
+    the CRC-32 of their bytes end to end, then the number of parts."""
+    return crc32_header(crc32(b"".join(v.to_bytes(4, "big") for v in values), 0)) + f"-{len(values)}"
 
 
 def upload(
     t: Target, path: Path, *, size: int, sha256: str, progress: ProgressCallback | None
-) -> str:
-    """Upload ``path`` to the target; return the ETag the server should report.
+) -> Sent:
+    """Upload ``path`` to the target; return what was sent, to check the stored object against.
 
     Raises:
         IntegrityError: the file does not hash to ``sha256``; nothing is stored.
     """
     part_size = max(t.part_size, -(-size // MAX_PARTS))
     if size <= part_size:
-        return _upload_single(t, path, sha256=sha256, progress=progress)
-    with multipart(t.client, bucket=t.bucket, key=t.key, url=t.url, metadata={"sha256": sha256}) as upload_id:
-        parts, md5s, got = _upload_parts(t, path, upload_id, part_size, progress)
+        return Sent(_upload_single(t, path, sha256=sha256, progress=progress), None, None)
+    crc = t.part_checksum == "crc32"
+    with multipart(t.client, bucket=t.bucket, key=t.key, url=t.url, metadata={"sha256": sha256},
+                   checksum="CRC32" if crc else None) as upload_id:
+        parts, checksums, got = _upload_parts(t, path, upload_id, part_size, progress)
         if got != sha256:
             raise upload_mismatch(t.url, t.name, path, got, sha256)
-        t.client.complete_multipart_upload(
+        completed = t.client.complete_multipart_upload(
             Bucket=t.bucket, Key=t.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
-    return hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(md5s)}"
+    if crc:
+        return Sent(None, composite_crc32(checksums), completed.get("ChecksumCRC32"))
+    return Sent(hashlib.md5(b"".join(checksums)).hexdigest() + f"-{len(checksums)}", None, None)
 
 
 def _upload_single(
@@ -97,7 +145,7 @@ def _upload_single(
         Bucket=t.bucket,
         Key=t.key,
         Body=data,
-        ContentMD5=_md5_header(md5.digest()),
+        ContentMD5=_b64(md5.digest()),
         Metadata={"sha256": sha256},
     )
     if progress is not None:
@@ -107,28 +155,35 @@ def _upload_single(
 
 def _upload_parts(
     t: Target, path: Path, upload_id: str, part_size: int, progress: ProgressCallback | None
-) -> tuple[list[dict], list[bytes], str]:
-    def send(number: int, chunk: bytes, md5: bytes) -> tuple[dict, int]:
+) -> tuple[list[dict], list[Any], str]:
+    """Send the parts; return them as CompleteMultipartUpload lists them, each part's checksum
+    (its CRC-32 as an int, or its MD5 digest) and the sha256 of all the bytes sent."""
+    name = "ChecksumCRC32" if t.part_checksum == "crc32" else "ContentMD5"
+
+    def send(number: int, chunk: bytes, checksum: str) -> tuple[dict, int]:
         response = t.parts_client.upload_part(
-            Bucket=t.bucket,
-            Key=t.key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=chunk,
-            ContentMD5=_md5_header(md5),
+            Bucket=t.bucket, Key=t.key, UploadId=upload_id, PartNumber=number, Body=chunk, **{name: checksum}
         )
-        return {"PartNumber": number, "ETag": response["ETag"]}, len(chunk)
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if name == "ChecksumCRC32":  # an upload created with CRC-32 is completed with each part's CRC-32
+            part[name] = checksum
+        return part, len(chunk)
 
     digest = hashlib.sha256()
-    md5s: list[bytes] = []
+    checksums: list[Any] = []
 
     def tasks(f: Any) -> Iterator[Callable[[], tuple[dict, int]]]:
         # Read lazily, in order: in_order draws a part only when a worker is free,
         # so at most `workers` parts are in memory.
         while chunk := f.read(part_size):
             digest.update(chunk)
-            md5s.append(hashlib.md5(chunk).digest())
-            yield lambda n=len(md5s), c=chunk, m=md5s[-1]: send(n, c, m)
+            if name == "ChecksumCRC32":
+                checksums.append(crc32(chunk, 0))
+                header = crc32_header(checksums[-1])
+            else:
+                checksums.append(hashlib.md5(chunk).digest())
+                header = _b64(checksums[-1])
+            yield lambda n=len(checksums), c=chunk, h=header: send(n, c, h)
 
     parts: list[dict] = []
     with open(path, "rb") as f, contextlib.closing(in_order(t.workers, tasks(f), name="s3-upload")) as sent:
@@ -136,12 +191,17 @@ def _upload_parts(
             parts.append(part)
             if progress is not None:
                 progress(nbytes)  # from this thread, so callers need no locking
-    return parts, md5s, digest.hexdigest()
+    return parts, checksums, digest.hexdigest()
 
 
 @contextlib.contextmanager
-def multipart(client: Any, *, bucket: str, key: str, url: str, metadata: dict[str, str]) -> Iterator[str]:
+def multipart(
+    client: Any, *, bucket: str, key: str, url: str, metadata: dict[str, str], checksum: str | None = None
+) -> Iterator[str]:
     """Create a multipart upload and yield its id; the block must complete it.
+
+    ``checksum`` ("CRC32") declares the algorithm of the parts' checksums: S3 then requires
+    each part's in the completion, and returns their composite.
 
     If the block raises anything (a failed part, a wrong hash, ``KeyboardInterrupt``),
     the upload is aborted, so no parts stay stored (and billed) on the server.
@@ -149,7 +209,8 @@ def multipart(client: Any, *, bucket: str, key: str, url: str, metadata: dict[st
     :func:`in_order`): a part that lands after the abort would be kept.
     An abort that fails too is logged with the command that finishes it.
     """
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)["UploadId"]
+    extra = {"ChecksumAlgorithm": checksum} if checksum else {}
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata, **extra)["UploadId"]
     try:
         yield upload_id
     except BaseException:

@@ -24,7 +24,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from anemoi_ckpt_nb.errors import IntegrityError, ObjectNotFoundError
+from anemoi_ckpt_nb.errors import IntegrityError, ObjectNotFoundError, StorageURLError
+from anemoi_ckpt_nb.storage import _s3_checksums as checksums
 from anemoi_ckpt_nb.storage import _s3_transfer as transfer
 from anemoi_ckpt_nb.storage._keys import check_key
 from anemoi_ckpt_nb.storage._s3_errors import bucket_missing, refuse_offline, translate
@@ -48,6 +49,10 @@ class S3Storage(Storage):
         connect_timeout: Seconds before an unreachable endpoint is reported.
         max_attempts: Tries per request (default ``AWS_MAX_ATTEMPTS`` or 2,
             so that an unreachable endpoint fails fast).
+        part_checksum: What the parts of a multipart upload carry for the server to check:
+            ``"auto"`` their CRC-32 where a probe proved that the server checks it (see
+            :mod:`._s3_checksums`), else their MD5; ``"md5"`` always their MD5 (``Content-MD5``,
+            which every S3 server checks), with no probe.
     """
 
     def __init__(
@@ -62,7 +67,12 @@ class S3Storage(Storage):
         max_concurrency: int = 4,
         connect_timeout: float = 5.0,
         max_attempts: int | None = None,
+        part_checksum: str = "auto",
     ) -> None:
+        if part_checksum not in ("auto", "md5"):
+            raise StorageURLError(
+                f"s3://{bucket}/{prefix}".rstrip("/"), f"part_checksum={part_checksum!r}", hint='use "auto" or "md5"'
+            )
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -73,6 +83,7 @@ class S3Storage(Storage):
         self.max_concurrency = max(1, int(max_concurrency))
         self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
+        self.part_checksum = part_checksum
         self._client_obj: Any = None
         self._parts_client_obj: Any = None
         self._session: Any = None
@@ -109,9 +120,10 @@ class S3Storage(Storage):
     def _parts_client(self) -> Any:
         """The client that sends a file's bytes (``UploadPart``, a small file's ``PutObject``).
 
-        Each of those requests carries the part's ``Content-MD5``, which SigV4 signs and every
-        S3 server checks, so the payload is not hashed again for the signature: botocore does
-        the same on https, and on http it would sha256 every byte once more. See :mod:`._s3_transfer`.
+        Each of those requests carries the part's ``Content-MD5`` or, where the server is proven
+        to check it, its ``x-amz-checksum-crc32``; SigV4 signs either header, so the payload is
+        not hashed again for the signature: botocore does the same on https, and on http it would
+        sha256 every byte once more. See :mod:`._s3_transfer`.
         """
         with self._client_lock:
             if self._parts_client_obj is None:
@@ -125,9 +137,9 @@ class S3Storage(Storage):
             read_timeout=60,
             retries={"max_attempts": attempts, "mode": "standard"},
             max_pool_connections=max(10, 2 * self.max_concurrency),
-            # A checksum only where we ask for one: the parts send Content-MD5, and botocore's
-            # default CRC-32 on top of it is a third pass over every byte (docs/benchmarks.md).
-            # Small documents ask for CRC-32 themselves (put, replace), as before.
+            # A checksum only where we ask for one: the parts send their own (Content-MD5 or
+            # CRC-32), and botocore's default CRC-32 on top of an MD5 is a third pass over every
+            # byte (docs/benchmarks.md). Small documents ask for CRC-32 themselves (put, replace).
             request_checksum_calculation="when_required",
             **config,
         )
@@ -161,7 +173,7 @@ class S3Storage(Storage):
         check_key(self.url, key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _target(self, key: str, *, upload: bool = False) -> transfer.Target:
+    def _target(self, key: str, *, upload: bool = False, part_checksum: str = "md5") -> transfer.Target:
         return transfer.Target(
             client=self._client,
             parts_client=self._parts_client if upload else None,
@@ -171,7 +183,16 @@ class S3Storage(Storage):
             name=key,
             part_size=self.part_size,
             workers=self.max_concurrency,
+            part_checksum=part_checksum,
         )
+
+    def _part_checksum(self) -> str:
+        """What a multipart upload's parts carry: "crc32" where the server is proven to check it."""
+        if self.part_checksum == "md5":
+            return "md5"
+        return checksums.part_checksum(
+            client=self._client, parts_client=self._parts_client, bucket=self.bucket, prefix=self.prefix, url=self.url
+        ).checksum
 
     def _head(self, key: str) -> dict:
         """HEAD an object; a bare 404 is checked against the bucket once."""
@@ -298,18 +319,17 @@ class S3Storage(Storage):
                 head = None
             if head and head["ContentLength"] == size and head["Metadata"].get("sha256") == sha256:
                 return ObjectInfo(key=key, size=size, etag=head["ETag"])  # stored and verified
-            expected = transfer.upload(
-                self._target(key, upload=True), path, size=size, sha256=sha256, progress=progress
-            )
+            # Only a multipart upload's parts may carry a CRC-32: a single PutObject of at most
+            # one part's size keeps its Content-MD5, whose cost there is a few milliseconds.
+            part_checksum = self._part_checksum() if size > self.part_size else "md5"
+            target = self._target(key, upload=True, part_checksum=part_checksum)
+            sent = transfer.upload(target, path, size=size, sha256=sha256, progress=progress)
             head = self._head(key)
-            if head["ContentLength"] != size or not transfer.etag_matches(head["ETag"], expected):
+            wrong = f"size {head['ContentLength']}, expected {size}" if head["ContentLength"] != size else None
+            if wrong := wrong or sent.disagreement(head["ETag"]):
                 self._client.delete_object(Bucket=self.bucket, Key=self._full(key))
                 raise IntegrityError(
-                    self.url,
-                    key,
-                    f"stored object has size {head['ContentLength']} and ETag {head['ETag']}, "
-                    f"expected {size} and {expected}; it was deleted",
-                    hint="retry the upload",
+                    self.url, key, f"the stored object has {wrong}; it was deleted", hint="retry the upload"
                 )
             return ObjectInfo(key=key, size=size, etag=head["ETag"])
 
