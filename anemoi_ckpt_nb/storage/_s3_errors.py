@@ -112,7 +112,7 @@ def _client_error(
             f"S3 refused the credentials ({code or status}: {detail})",
             hint=CREDENTIALS_HINT,
         )
-    if code in {"BadDigest", "InvalidDigest"}:
+    if code in {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch"}:  # the last: MinIO's, for x-amz-checksum-*
         return IntegrityError(url, key, f"the server received damaged bytes ({code})")
     return StorageError(url, key, f"S3 error {code or status}: {detail}")
 
