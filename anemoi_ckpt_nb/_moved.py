@@ -75,6 +75,7 @@ MOVED: dict[str, tuple[str, ...]] = {
         "anemoi_ckpt_nb.conversion.batch",
         "anemoi_ckpt_nb.conversion.plan",
         "anemoi_ckpt_nb.conversion.write",
+        "anemoi_ckpt_nb.conversion.formats",
     ),
     "anemoi_ckpt_nb.core.convert_writers": ("anemoi_ckpt_nb.conversion.writers",),
     "anemoi_ckpt_nb.core.convert_files": ("anemoi_ckpt_nb.conversion.files",),

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from anemoi_ckpt_nb.conversion.streams import TensorEntry, crc32, crc32_of, read_chunks
 
 #: The CRC-32 of runs of a file's bytes as they read back, by ``(offset, size)`` (:meth:`.OutputFile.finish`).
 ReadBack = dict[tuple[int, int], int]
+#: Those CRC-32s, or a function that waits for them, called once everything else is checked.
+ReadBackSource = ReadBack | Callable[[], ReadBack]
 
 class VerificationError(ValueError):
     """A written file does not read back as what was written."""
@@ -26,7 +29,7 @@ def verify_torch_zip(
     metadata: dict[str, Any],
     *,
     inputs: Any = None,
-    read_back: ReadBack | None = None,
+    read_back: ReadBackSource | None = None,
 ) -> None:
     """Reopen an archive written by :class:`TorchZipWriter` and check it against the source.
 
@@ -44,7 +47,9 @@ def verify_torch_zip(
         read_back: the CRC-32 of each tensor's bytes as the file held them when they were
             read back after being written (:class:`~.output.OutputFile`), by ``(offset,
             size)``: then each tensor must lie exactly at one of these runs, and its bytes
-            are not read again. Without it, they are read here.
+            are not read again. Without it, they are read here. A function giving them is
+            called once the rest (the archive's structure, metadata, model inputs) is checked,
+            so that these checks run while the file is still being read back and hashed.
 
     Raises:
         VerificationError: anything differs, or the file does not open.
@@ -66,8 +71,8 @@ def verify_torch_zip(
                 raise VerificationError(f"the archive reads back as a {checkpoint.kind} file, not a state dict")
             if checkpoint.metadata != _as_json(metadata):
                 raise VerificationError("the embedded metadata differs from what was written")
-            _check_bytes(path, checkpoint, entries, crcs, read_back)
             _check_inputs(checkpoint, inputs)
+            _check_bytes(path, checkpoint, entries, crcs, read_back)
             described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
     except (VerificationError, OSError):
         raise
@@ -83,7 +88,7 @@ def verify_safetensors(
     metadata: dict[str, str],
     *,
     inputs: Any = None,
-    read_back: ReadBack | None = None,
+    read_back: ReadBackSource | None = None,
 ) -> None:
     """Reopen a file written by :class:`SafetensorsWriter` and check it against the source.
 
@@ -111,8 +116,8 @@ def verify_safetensors(
                 for entry in entries
                 if safetensors_array_keys(entry.name) is None and not entry.name.startswith(MODEL_PREFIX)
             ]
-            _check_bytes(path, checkpoint, weights, crcs, read_back)
             _check_inputs(checkpoint, inputs)
+            _check_bytes(path, checkpoint, weights, crcs, read_back)
             described = {name: (info.dtype, tuple(info.shape)) for name, info in checkpoint.weights.items()}
             for entry in entries:
                 if entry.name.startswith(MODEL_PREFIX):  # their values were compared by _check_inputs
@@ -133,9 +138,12 @@ def verify_safetensors(
 
 
 def _check_bytes(
-    path: str | os.PathLike, checkpoint: Any, entries: list[TensorEntry], crcs: dict[str, int], read_back: ReadBack | None
+    path: str | os.PathLike, checkpoint: Any, entries: list[TensorEntry], crcs: dict[str, int],
+    read_back: ReadBackSource | None,
 ) -> None:
     """Find each tensor where the reopened file says it is; compare the CRC-32 of its bytes there with the written one."""
+    if callable(read_back):
+        read_back = read_back()
     if set(checkpoint.weights) != {entry.name for entry in entries}:
         raise VerificationError(f"{len(checkpoint.weights)} tensors read back instead of {len(entries)}")
     with open(path, "rb") as file:

@@ -6,7 +6,6 @@ The output appears whole or not at all (a temporary beside it, verified, then pu
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from anemoi_ckpt_nb.conversion import formats
 from anemoi_ckpt_nb.errors import CheckpointChangedError, CkptError, ConvertError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,7 +158,7 @@ def _convert_open(
                 return _enrich(base, checkpoint, source, new_uuid, sha256, format)
 
             counted = _counting(entries, total, progress)
-            write = _write_anemoi if format == "anemoi" else _write_safetensors
+            write = formats._write_anemoi if format == "anemoi" else formats._write_safetensors
             # Exclusive create: the name holds a fresh uuid, so an existing file is not ours. Each
             # temporary stays locked until published, so another run's sweep never takes it.
             with temporaries.create_named(tmp) as held, temporaries.create_named(tmp_sidecar) as held_sidecar:
@@ -174,7 +174,7 @@ def _convert_open(
                         # fsync waits for the disk, the read-back and the checks for the CPU: together.
                         out.start_sync()
                         _check_source_unchanged(checkpoint, source, planned, crcs)
-                        sha256 = _verify(tmp, format, written, crcs, metadata, extras()[1], out,
+                        sha256 = formats._verify(tmp, format, written, crcs, metadata, extras()[1], out,
                                          recheck=lambda: _check_copied_source(files, planned, entries, source))
                         out.sync()
                     finally:
@@ -288,108 +288,3 @@ def _counting(entries: list[Any], total: int, progress: Progress | None) -> list
 
     progress(0, total)
     return [TensorEntry(e.name, e.dtype, e.shape, e.nbytes, wrap(e.chunks), e.crc) for e in entries]
-
-
-def _write_anemoi(
-    out: Any,
-    target: Path,
-    entries: list[Any],
-    extras: Callable[[], tuple[dict[str, Any], Any]],
-    metadata_of: Callable[[], dict[str, Any]],
-) -> tuple[dict[str, int], dict[str, Any], list[Any]]:
-    from anemoi_ckpt_nb.conversion.inputs import zip_entries
-    from anemoi_ckpt_nb.conversion.writers import TorchZipWriter
-    from anemoi_ckpt_nb.read import embedded
-
-    # torch names the top folder after the file: the final name, not the temporary one.
-    top = target.stem
-    writer = TorchZipWriter(out, top)
-    crcs = writer.add_tensors(entries)
-    # The weights go to disk while the source hash is finished (the final fsync then has
-    # little left to write).
-    out.start_sync()
-    # The metadata comes after the weights, where save_metadata appends it (and the source
-    # hash it holds has had the whole copy to be computed).
-    arrays, inputs = extras()
-    metadata, extra = embedded.embedded_entries(top, metadata_of(), arrays)
-    for entry, data in extra:
-        writer.add_bytes(entry.removeprefix(top + "/"), data)
-    for entry, data in zip_entries(inputs):
-        writer.add_bytes(entry, data)
-    writer.finish()
-    # The supporting arrays are checked by zipfile's own CRCs when the verification reads them.
-    return crcs, metadata, entries
-
-
-def _write_safetensors(
-    out: Any,
-    target: Path,
-    entries: list[Any],
-    extras: Callable[[], tuple[dict[str, Any], Any]],
-    metadata_of: Callable[[], dict[str, Any]],
-) -> tuple[dict[str, int], dict[str, Any], list[Any]]:
-    from anemoi_ckpt_nb.conversion.inputs import safetensors_entries, safetensors_header
-    from anemoi_ckpt_nb.conversion.streams import TensorEntry
-    from anemoi_ckpt_nb.conversion.writers import SafetensorsWriter, safetensors_order
-    from anemoi_ckpt_nb.read import embedded
-
-    arrays, inputs = extras()
-    tensors, paths = embedded.safetensors_arrays(arrays)
-    array_entries = [
-        TensorEntry(name, array.dtype.name, tuple(array.shape), array.nbytes, _array_chunks(array)) for name, array in tensors
-    ]
-    # The metadata is in the header, which comes first: the source hash must be known now.
-    metadata = dict(metadata_of())
-    metadata["supporting_arrays_paths"] = paths
-    ordered = safetensors_order(entries + array_entries + safetensors_entries(inputs, _array_chunks))
-    try:
-        header = {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata), **safetensors_header(inputs)}
-        writer = SafetensorsWriter(ordered, header)
-    except ValueError as error:
-        raise _Failure(str(error), hint="use --format anemoi for this dtype") from error
-    crcs = writer.write(out)
-    return crcs, metadata, ordered
-
-
-def _array_chunks(array: Any) -> Callable[[], list[Any]]:
-    """A supporting array's bytes as one chunk (they are small: a few values per grid point)."""
-    import numpy as np
-
-    data = array.reshape(-1).view(np.uint8)
-    return lambda: [data] if data.nbytes else []
-
-
-def _verify(
-    path: Path,
-    format: str,
-    entries: list[Any],
-    crcs: dict[str, int],
-    metadata: dict[str, Any],
-    inputs: Any,
-    out: Any,
-    *,
-    recheck: Callable[[], None],
-) -> str:
-    """Wait for the output to be read back (:class:`.OutputFile`), reopen it and check it against the source.
-
-    Returns:
-        The sha256 of the file, as it reads back.
-
-    Raises:
-        _Failure: it differs (``recheck()`` first raises its own failure if the source is at fault).
-    """
-    from anemoi_ckpt_nb.conversion.inputs import safetensors_header
-    from anemoi_ckpt_nb.conversion.verify import VerificationError, verify_safetensors, verify_torch_zip
-    from anemoi_ckpt_nb.read import embedded
-
-    try:
-        sha256, read_back = out.finish()
-        if format == "anemoi":
-            verify_torch_zip(path, entries, crcs, metadata, inputs=inputs, read_back=read_back)
-        else:
-            header = {embedded.SAFETENSORS_METADATA_KEY: json.dumps(metadata), **safetensors_header(inputs)}
-            verify_safetensors(path, entries, crcs, header, inputs=inputs, read_back=read_back)
-    except VerificationError as error:
-        recheck()
-        raise _Failure(f"verification failed: {error}", hint="the disk or memory may be faulty; try again") from error
-    return sha256
