@@ -3,6 +3,7 @@
 The weights' copy is what the output's hash follows, so everything before it is on the command's
 critical path: numpy (for the supporting arrays and the model inputs) is imported after the copy,
 a single input's pickle is read once, and the disk starts writing the copy before the final fsync.
+The command's process asks OpenBLAS (loaded by numpy) for no threads of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def spy(*args):
 os.copy_file_range = spy
 result = convert(sys.argv[1], sys.argv[2])
 print(seen[0], "numpy" in sys.modules, result.metadata["supporting_arrays_paths"] != {})
+"""
+
+
+#: The convert command in a process of its own; at its end, how many threads the process still has.
+CLI_THREADS = r"""
+import os, sys
+from anemoi_ckpt_nb.cli import main
+status = main(["convert", sys.argv[1], "-o", sys.argv[2]])
+print(status, len(os.listdir("/proc/self/task")), "numpy" in sys.modules)
 """
 
 
@@ -86,4 +96,46 @@ def test_the_disk_starts_writing_the_copy_before_the_fsync(source, tmp_path, mon
     assert all(started for *_, started in asked)  # sync_file_range is there on Linux
     ends = [0] + [offset + size for _, offset, size, _ in asked]
     assert [offset for _, offset, _, _ in asked] == ends[:-1]  # one run from the file's start, nothing twice
+    assert result.sha256 == sha256_file(result.destination)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="counts a Linux process's threads; OpenBLAS starts none on one core")
+def test_the_convert_command_leaves_no_thread_behind_numpy_included(source, tmp_path):
+    """OpenBLAS, which numpy loads, would start a thread per core (spinning a while for work)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", CLI_THREADS, str(source), str(tmp_path / "out")],
+                          capture_output=True, text=True, check=True, env=env)
+    status, threads, numpy = done.stdout.split()[-3:]
+    assert (status, numpy) == ("0", "True") and threads == "1"
+
+
+def test_the_python_api_leaves_the_environment_alone(source, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    convert(source, tmp_path / "out")
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+@pytest.mark.parametrize("format", ["anemoi", "safetensors"])
+def test_the_output_is_reopened_and_checked_while_its_hash_catches_up(source, tmp_path, monkeypatch, format):
+    """Its structure, metadata and model inputs are checked before waiting for the read-back and its hash."""
+    from anemoi_ckpt_nb.read import reader
+
+    events = []
+    real_open, real_finish = reader.open_checkpoint, output.OutputFile.finish
+
+    def opening(path, *args, **kwargs):
+        events.append(("open", os.path.basename(path)))
+        return real_open(path, *args, **kwargs)
+
+    def finish(self):
+        events.append(("finish",))
+        return real_finish(self)
+
+    monkeypatch.setattr(reader, "open_checkpoint", opening)
+    monkeypatch.setattr(output.OutputFile, "finish", finish)
+    result = convert(source, tmp_path / "out", format=format)
+    reopened = [event for event in events if event[0] == "open" and event[1].startswith(".")]  # the temporary
+    assert reopened and events.index(reopened[0]) < events.index(("finish",))
+    assert events.count(("finish",)) == 1
     assert result.sha256 == sha256_file(result.destination)
