@@ -32,12 +32,18 @@ print(seen[0], "numpy" in sys.modules, result.metadata["supporting_arrays_paths"
 """
 
 
-#: The convert command in a process of its own; at its end, how many threads the process still has.
+#: The convert command as the console script runs it (``main()`` reads ``sys.argv``), or as a caller
+#: that goes on does (``main([...])``); at its end, the process's threads and its OpenBLAS setting.
 CLI_THREADS = r"""
 import os, sys
 from anemoi_ckpt_nb.cli import main
-status = main(["convert", sys.argv[1], "-o", sys.argv[2]])
-print(status, len(os.listdir("/proc/self/task")), "numpy" in sys.modules)
+argv = ["convert", sys.argv[2], "-o", sys.argv[3]]
+if sys.argv[1] == "script":
+    sys.argv = ["anemoi-ckpt", *argv]
+    status = main()
+else:
+    status = main(argv)
+print(status, len(os.listdir("/proc/self/task")), "numpy" in sys.modules, os.environ.get("OPENBLAS_NUM_THREADS"))
 """
 
 
@@ -104,15 +110,20 @@ def test_the_disk_starts_writing_the_copy_before_the_fsync(source, tmp_path, mon
 def test_the_convert_command_leaves_no_thread_behind_numpy_included(source, tmp_path):
     """OpenBLAS, which numpy loads, would start a thread per core (spinning a while for work)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", CLI_THREADS, str(source), str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, "-c", CLI_THREADS, "script", str(source), str(tmp_path / "out")],
                           capture_output=True, text=True, check=True, env=env)
-    status, threads, numpy = done.stdout.split()[-3:]
-    assert (status, numpy) == ("0", "True") and threads == "1"
+    assert done.stdout.split()[-4:] == ["0", "1", "True", "1"]  # status, threads, numpy, OPENBLAS_NUM_THREADS
 
 
-def test_the_python_api_leaves_the_environment_alone(source, tmp_path, monkeypatch):
+def test_a_caller_that_goes_on_keeps_its_environment(source, tmp_path, monkeypatch):
+    """main([...]) (the magics' and tests' way in) and the Python API set nothing: a notebook's kernel
+    would keep it, and every process it starts would inherit it."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", CLI_THREADS, "list", str(source), str(tmp_path / "cli")],
+                          capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.split()[-4:][::2] == ["0", "True"] and done.stdout.split()[-1] == "None"
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    convert(source, tmp_path / "out")
+    convert(source, tmp_path / "api")
     assert "OPENBLAS_NUM_THREADS" not in os.environ
 
 

@@ -34,21 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per input instead of text")
 
 
-#: OpenBLAS's thread count, for a conversion's process unless the user set one (issue 16).
-BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "1")
-
-
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from anemoi_ckpt_nb.api.batch import convert_many
-
-    # numpy, imported for the supporting arrays and the model inputs while the output's hash
-    # catches up with the copy, loads OpenBLAS, which starts a thread per core that spins for a
-    # while waiting for work: on two cores it took a core from the hash, and doubled numpy's
-    # import (about 0.08 s more). A conversion does no linear algebra. This process is ours
-    # (the Python API leaves the caller's environment alone), and numpy is not imported yet.
-    os.environ.setdefault(*BLAS_THREADS)
 
     report = convert_many(
         args.sources,
