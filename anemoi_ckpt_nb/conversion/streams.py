@@ -10,33 +10,16 @@ written. The written file is hashed and checked as it reads back (:mod:`.output`
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from anemoi_ckpt_nb.storage.crc import crc32
 
 #: How many bytes are read and written at a time. Small enough to stay in the CPU cache
 #: between the read, the CRC, the write and the hash: with 8 MiB chunks the same copy ran
 #: several times slower on the test machine.
 CHUNK = 1024 * 1024
-
-
-def _crc32_function() -> Callable[..., int]:
-    """The zip CRC-32: ISA-L's (about 20 GB/s with carry-less multiply) when installed, else zlib's (4 GB/s).
-
-    Both compute the same CRC-32 (the zip and gzip polynomial). Every byte
-    converted is CRC'd twice (when written, and when read back for the
-    verification), so on a machine where one core does all the work this is
-    half a second per GB saved.
-    """
-    try:
-        from isal.isal_zlib import crc32
-    except ImportError:  # isal has no wheel for this platform: the standard library's
-        return zlib.crc32
-    return crc32
-
-
-crc32 = _crc32_function()
 
 
 def crc32_of(chunks: Iterable[Any]) -> int:

@@ -29,7 +29,8 @@ from typing import Any
 
 import botocore.exceptions
 
-from anemoi_ckpt_nb.storage._s3_transfer import abort, crc32, crc32_header
+from anemoi_ckpt_nb.storage._s3_transfer import abort, crc32_header
+from anemoi_ckpt_nb.storage.crc import crc32
 
 LOG = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import logging
 import re
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +41,7 @@ from typing import Any, TypeVar
 from anemoi_ckpt_nb.errors import StorageError
 from anemoi_ckpt_nb.storage._transfer import upload_mismatch
 from anemoi_ckpt_nb.storage.base import ProgressCallback
+from anemoi_ckpt_nb.storage.crc import crc32
 
 LOG = logging.getLogger(__name__)
 _MD5_ETAG = re.compile(r'^"?[0-9a-f]{32}(-\d+)?"?$')
@@ -79,18 +79,6 @@ class Sent:
         if self.reported_crc32 is not None and self.reported_crc32 != self.crc32:
             return f"CRC-32 {self.reported_crc32}, expected {self.crc32}"
         return None
-
-
-def _crc32_function() -> Callable[[Any, int], int]:
-    # ISA-L's CRC-32 (the same polynomial) is several times zlib's where its wheel exists.
-    try:
-        from isal.isal_zlib import crc32
-    except ImportError:
-        return zlib.crc32
-    return crc32
-
-
-crc32 = _crc32_function()
 
 
 def _b64(digest: bytes) -> str:
